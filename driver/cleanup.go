@@ -1,0 +1,131 @@
+package driver
+
+import (
+	"context"
+	"time"
+
+	"github.com/golang/glog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// cleanupTimeout bounds cleanup that runs after the caller's context is gone (a cancelled or timed
+// out RPC must still not leak objects).
+const cleanupTimeout = 30 * time.Second
+
+// adoptOnExists finishes a Create call: success stays success; AlreadyExists is fine when the object
+// carries this snapshot's id label (an earlier attempt made it) and an error otherwise, because
+// somebody else's object must never be used or later deleted as ours.
+func (e *Engine) adoptOnExists(ctx context.Context, err error, kind string, rec *Record, name string, get func() (metav1.Object, error)) error {
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return kubeStatus(err, "creating %s %s/%s", kind, rec.Namespace, name)
+	}
+	obj, gerr := get()
+	if gerr != nil {
+		return kubeStatus(gerr, "reading existing %s %s/%s", kind, rec.Namespace, name)
+	}
+	if got := obj.GetLabels()[labelSnapshotID]; got != rec.ID {
+		return status.Errorf(codes.FailedPrecondition, "%s %s/%s already exists and is not part of snapshot %s (label %s=%q); remove it",
+			kind, rec.Namespace, name, rec.ID, labelSnapshotID, got)
+	}
+	return nil
+}
+
+// snapshotObject is one kind of namespaced object the driver creates per snapshot.
+type snapshotObject struct {
+	kind   string
+	name   string
+	get    func(ctx context.Context) (metav1.Object, error)
+	delete func(ctx context.Context, opts metav1.DeleteOptions) error
+}
+
+// snapshotObjects lists the Job, Secret and PVC of snapshot id in ns, in deletion order: the Job first
+// so no pod is left writing to the PVC or reading the Secret.
+func (e *Engine) snapshotObjects(ns, id string) []snapshotObject {
+	jobs := e.cfg.Kube.BatchV1().Jobs(ns)
+	secrets := e.cfg.Kube.CoreV1().Secrets(ns)
+	pvcs := e.cfg.Kube.CoreV1().PersistentVolumeClaims(ns)
+	secret := tlsSecretName(id)
+	return []snapshotObject{{
+		kind: "Job", name: id,
+		get: func(ctx context.Context) (metav1.Object, error) { return jobs.Get(ctx, id, metav1.GetOptions{}) },
+		delete: func(ctx context.Context, o metav1.DeleteOptions) error {
+			// Background propagation: the garbage collector removes the pods (and the owned Secret).
+			o.PropagationPolicy = ptr.To(metav1.DeletePropagationBackground)
+			return jobs.Delete(ctx, id, o)
+		},
+	}, {
+		kind: "Secret", name: secret,
+		get:    func(ctx context.Context) (metav1.Object, error) { return secrets.Get(ctx, secret, metav1.GetOptions{}) },
+		delete: func(ctx context.Context, o metav1.DeleteOptions) error { return secrets.Delete(ctx, secret, o) },
+	}, {
+		kind: "PersistentVolumeClaim", name: id,
+		get:    func(ctx context.Context) (metav1.Object, error) { return pvcs.Get(ctx, id, metav1.GetOptions{}) },
+		delete: func(ctx context.Context, o metav1.DeleteOptions) error { return pvcs.Delete(ctx, id, o) },
+	}}
+}
+
+// deleteSnapshotObjects deletes the Job, Secret and PVC of snapshot id. Each object is deleted only if
+// its id label is this id, with a UID precondition so an object recreated meanwhile under the same
+// name is left alone. Missing objects are fine. All objects are tried; the first error is returned.
+func (e *Engine) deleteSnapshotObjects(ctx context.Context, ns, id string) error {
+	var first error
+	for _, o := range e.snapshotObjects(ns, id) {
+		if err := deleteIfOurs(ctx, ns, id, o); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// deleteIfOurs deletes one object when it carries snapshot id's label.
+func deleteIfOurs(ctx context.Context, ns, id string, o snapshotObject) error {
+	obj, err := o.get(ctx)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return kubeStatus(err, "reading %s %s/%s", o.kind, ns, o.name)
+	}
+	if obj.GetLabels()[labelSnapshotID] != id {
+		glog.Warningf("Not deleting %s %s/%s: it is not part of snapshot %s (label %s=%q)", o.kind, ns, o.name, id, labelSnapshotID, obj.GetLabels()[labelSnapshotID])
+		return nil
+	}
+	opts := metav1.DeleteOptions{}
+	if uid := obj.GetUID(); uid != "" {
+		opts.Preconditions = &metav1.Preconditions{UID: &uid}
+	}
+	err = o.delete(ctx, opts)
+	if err == nil || apierrors.IsNotFound(err) {
+		glog.V(2).Infof("Deleted %s %s/%s of snapshot %s", o.kind, ns, o.name, id)
+		return nil
+	}
+	if apierrors.IsConflict(err) {
+		// The UID precondition failed: the name now belongs to a different object.
+		return nil
+	}
+	return kubeStatus(err, "deleting %s %s/%s", o.kind, ns, o.name)
+}
+
+// rollback undoes a Create that failed after its metadata was written: every object of the snapshot,
+// then the metadata, so a retried Create starts from scratch. It runs on its own deadline because
+// the failure may be the caller's context ending.
+func (e *Engine) rollback(ctx context.Context, rec *Record, cause error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	glog.V(2).Infof("Rolling back snapshot %s (%s): %v", rec.ID, rec.Name, cause)
+	err := e.deleteSnapshotObjects(ctx, rec.Namespace, rec.ID)
+	if err == nil {
+		err = e.meta.delete(ctx, rec.ID)
+	}
+	if err != nil {
+		// The record stays Pending; the next Create or Delete of this snapshot finishes the job.
+		glog.Errorf("Rolling back snapshot %s left objects behind: %v", rec.ID, err)
+	}
+}

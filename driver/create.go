@@ -1,0 +1,251 @@
+package driver
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang/glog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Create takes a snapshot of the etcd cluster that owns req's volumes, or answers for the snapshot an
+// earlier call with the same name started: the record while the Job runs (Phase Running), the
+// verified record when Ready, the final error when Failed. The same name with other volumes or
+// parameters is AlreadyExists. An unhealthy cluster is FailedPrecondition and nothing is created.
+func (e *Engine) Create(ctx context.Context, req SnapshotRequest) (*Record, error) {
+	if err := validateRequest(req); err != nil {
+		return nil, err
+	}
+	p, err := parseParams(req.Parameters)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.notStarted(); err != nil {
+		return nil, err
+	}
+	id := snapshotID(req.Name, req.Group)
+	sources := sortedCopy(req.SourceVolumeIDs)
+	phash := paramsHash(req.Parameters)
+	defer e.locks.lock(id)()
+
+	rec, err := e.meta.get(ctx, id)
+	if err == nil && rec != nil && rec.Phase == PhasePending {
+		// The cache may trail this process's own last write, and Pending is the one phase in which
+		// acting on a stale view would redo work.
+		rec, err = e.meta.getLive(ctx, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rec != nil {
+		if err := sameSnapshot(rec, req, sources, phash); err != nil {
+			return nil, err
+		}
+		switch rec.Phase {
+		case PhaseReady, PhaseRunning:
+			return rec, nil
+		case PhaseFailed:
+			return nil, rec.Err()
+		}
+		glog.V(2).Infof("Snapshot %s (%s) is Pending from an interrupted attempt; resuming", id, req.Name)
+	}
+	return e.provision(ctx, id, req, p, phash, rec)
+}
+
+// validateRequest checks what the engine itself relies on; field limits are the CSI layer's job.
+func validateRequest(req SnapshotRequest) error {
+	if req.Name == "" {
+		return status.Error(codes.InvalidArgument, "snapshot name is required")
+	}
+	if len(req.SourceVolumeIDs) == 0 {
+		return status.Error(codes.InvalidArgument, "at least one source volume id is required")
+	}
+	if !req.Group && len(req.SourceVolumeIDs) != 1 {
+		return status.Errorf(codes.InvalidArgument, "a single snapshot has exactly one source volume, got %d", len(req.SourceVolumeIDs))
+	}
+	seen := map[string]bool{}
+	for _, v := range req.SourceVolumeIDs {
+		if v == "" {
+			return status.Error(codes.InvalidArgument, "a source volume id is empty")
+		}
+		if seen[v] {
+			return status.Errorf(codes.InvalidArgument, "source volume %q is listed twice", v)
+		}
+		seen[v] = true
+	}
+	return nil
+}
+
+// sameSnapshot refuses a name reused for other volumes or parameters. Secrets are not compared: a
+// rotated client certificate must not turn a retry into a conflict.
+func sameSnapshot(rec *Record, req SnapshotRequest, sources []string, phash string) error {
+	recorded := make([]string, 0, len(rec.Sources))
+	for _, s := range rec.Sources {
+		recorded = append(recorded, s.VolumeID)
+	}
+	slices.Sort(recorded)
+	if rec.Group != req.Group || !slices.Equal(recorded, sources) {
+		return status.Errorf(codes.AlreadyExists, "snapshot name %q is already used by snapshot %s of volumes %s, not %s",
+			req.Name, rec.ID, describeVolumes(recorded), describeVolumes(sources))
+	}
+	if rec.ParamsHash != phash {
+		return status.Errorf(codes.AlreadyExists, "snapshot name %q is already used by snapshot %s with other class parameters", req.Name, rec.ID)
+	}
+	return nil
+}
+
+// provision runs the create flow: resolve, discover, check health, write metadata, then PVC, Secret,
+// Job. prior is a Pending record left by an interrupted attempt, whose objects are adopted.
+func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, p snapshotParams, phash string, prior *Record) (*Record, error) {
+	src, err := e.resolveSources(ctx, req.SourceVolumeIDs)
+	if err != nil {
+		return nil, e.abandon(ctx, prior, err)
+	}
+	target, err := e.clusterTarget(ctx, src.Namespace, src.Cluster, p, req.Secrets)
+	if err != nil {
+		return nil, e.abandon(ctx, prior, err)
+	}
+	health, err := CheckCluster(ctx, target)
+	observeClusterHealth(src.Namespace, src.Cluster, health)
+	if err != nil {
+		return nil, e.abandon(ctx, prior, err)
+	}
+	if health == nil || health.Source == nil {
+		return nil, e.abandon(ctx, prior, status.Errorf(codes.Internal, "health check of etcd cluster %s/%s chose no member to snapshot", src.Namespace, src.Cluster))
+	}
+	haveCreds := len(target.Creds.CA) > 0
+	endpoint, err := clientURL(health.Source, haveCreds, p.AllowPlaintext)
+	if err != nil {
+		return nil, e.abandon(ctx, prior, err)
+	}
+	class := p.StorageClass
+	if class == "" {
+		class = e.cfg.SnapshotStorageClass
+	}
+	rec, err := newRecord(id, req, src, phash, health, endpoint, class)
+	if err != nil {
+		return nil, e.abandon(ctx, prior, err)
+	}
+	size := snapshotPVCSize(health.Source.DBSize, p.MinSize)
+	rec.PVCSize = size.String()
+
+	// Metadata first: from here on every object can be found, and removed, through the record.
+	if err := e.writePending(ctx, rec, prior); err != nil {
+		return nil, err
+	}
+	withTLS := strings.HasPrefix(endpoint, "https://")
+	if err := e.ensureSnapshotPVC(ctx, rec, size); err != nil {
+		return nil, e.fail(ctx, rec, err)
+	}
+	if withTLS {
+		if err := e.ensureTLSSecret(ctx, rec, target.Creds); err != nil {
+			return nil, e.fail(ctx, rec, err)
+		}
+	}
+	job, err := e.ensureJob(ctx, rec, e.newSnapshotJob(rec, endpoint, withTLS, health.Source.DBSize))
+	if err != nil {
+		return nil, e.fail(ctx, rec, err)
+	}
+	if withTLS {
+		if err := e.ownSecretByJob(ctx, rec, job); err != nil {
+			return nil, e.fail(ctx, rec, err)
+		}
+	}
+	out, err := e.meta.update(ctx, id, func(r *Record) error {
+		if r.Phase != PhasePending {
+			return errNoChange
+		}
+		r.Phase = PhaseRunning
+		return nil
+	})
+	if err == nil && out == nil {
+		err = status.Errorf(codes.Aborted, "metadata of snapshot %s disappeared while it was being created; retry", id)
+	}
+	if err != nil {
+		return nil, e.fail(ctx, rec, err)
+	}
+	// The Job may have finished before this process watched it; look now rather than wait for an event.
+	e.queue.Add(id)
+	glog.Infof("Snapshot %s (%s) of etcd cluster %s/%s started: Job %s/%s saves from member %s (%s)",
+		id, req.Name, rec.Namespace, rec.Cluster, rec.Namespace, id, rec.SourceMember.Name, endpoint)
+	return out, nil
+}
+
+// writePending stores rec as Pending: a new ConfigMap, or the prior Pending record refreshed with
+// what this attempt found (CreatedAt kept).
+func (e *Engine) writePending(ctx context.Context, rec, prior *Record) error {
+	if prior == nil {
+		_, created, err := e.meta.create(ctx, rec)
+		if err != nil {
+			return err
+		}
+		if !created {
+			return status.Errorf(codes.Aborted, "snapshot %s (%s) is being created by another caller; retry", rec.ID, rec.Name)
+		}
+		return nil
+	}
+	rec.CreatedAt = prior.CreatedAt
+	out, err := e.meta.update(ctx, rec.ID, func(r *Record) error {
+		if r.Phase != PhasePending {
+			return status.Errorf(codes.Aborted, "snapshot %s (%s) moved to %s while being resumed; retry", rec.ID, rec.Name, r.Phase)
+		}
+		*r = *rec
+		return nil
+	})
+	if err == nil && out == nil {
+		err = status.Errorf(codes.Aborted, "metadata of snapshot %s disappeared while it was being resumed; retry", rec.ID)
+	}
+	return err
+}
+
+// newRecord builds the Pending record of a snapshot from the resolved volumes and the health check.
+func newRecord(id string, req SnapshotRequest, src *resolvedSources, phash string, h *ClusterHealth, endpoint, class string) (*Record, error) {
+	rec := &Record{
+		ID: id, Name: req.Name, Group: req.Group, Phase: PhasePending,
+		Namespace: src.Namespace, Cluster: src.Cluster, ParamsHash: phash, StorageClass: class,
+		CreatedAt: time.Now().UTC(),
+	}
+	seen := map[string]string{}
+	for _, v := range src.Volumes {
+		snapID := id
+		if req.Group {
+			snapID = memberSnapshotID(id, v.VolumeID)
+			if other, dup := seen[snapID]; dup {
+				// 32 bits of sha256 colliding inside one group: refuse rather than report two volumes as one.
+				return nil, status.Errorf(codes.InvalidArgument, "volumes %q and %q map to the same member snapshot id %s; snapshot them in separate groups", other, v.VolumeID, snapID)
+			}
+			seen[snapID] = v.VolumeID
+		}
+		rec.Sources = append(rec.Sources, SourceRecord{VolumeID: v.VolumeID, PVC: v.PVC.Name, SnapshotID: snapID})
+	}
+	slices.SortFunc(rec.Sources, func(a, b SourceRecord) int { return strings.Compare(a.VolumeID, b.VolumeID) })
+	for _, m := range h.Members {
+		rec.Members = append(rec.Members, MemberRecord{
+			ID: memberIDString(m.ID), Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, IsLearner: m.IsLearner,
+		})
+	}
+	s := h.Source
+	rec.SourceMember = &SourceMember{
+		ID: memberIDString(s.ID), Name: s.Name, Endpoint: endpoint, Leader: s.ID == h.LeaderID,
+		Revision: s.Revision, RaftIndex: s.RaftIndex, RaftTerm: s.RaftTerm, DBSize: s.DBSize, Version: s.Version,
+	}
+	return rec, nil
+}
+
+// fail rolls back a Create that failed after writing metadata and returns its error.
+func (e *Engine) fail(ctx context.Context, rec *Record, err error) error {
+	e.rollback(ctx, rec, err)
+	return err
+}
+
+// abandon handles a Create that failed before writing metadata. A Pending record from an interrupted
+// attempt is rolled back too, so a failed resume leaves nothing behind either.
+func (e *Engine) abandon(ctx context.Context, prior *Record, err error) error {
+	if prior != nil {
+		e.rollback(ctx, prior, err)
+	}
+	return err
+}

@@ -1,0 +1,548 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/golang/glog"
+	groupsnapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumegroupsnapshot/v1"
+	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	snapscheme "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned/scheme"
+	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
+	groupsnapshotlisters "github.com/kubernetes-csi/external-snapshotter/client/v8/listers/volumegroupsnapshot/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/tools/reference"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// The upstream snapshot-controller (external-snapshotter v8.7.0,
+// pkg/common-controller/groupsnapshot_controller_helper.go) refuses to create the
+// VolumeGroupSnapshotContent of a dynamic VolumeGroupSnapshot whose PVs belong to
+// another CSI driver than the class ("Volume CSI driver (%s) mismatch with
+// VolumeGroupSnapshotClass"), and etcd's PVs always do. Before creating, it looks
+// up a content named "groupsnapcontent-<VGS UID>" and binds it without that check
+// when spec.volumeGroupSnapshotRef matches name, namespace and UID. This file
+// creates that content, field for field as upstream's createGroupSnapshotContent.
+const (
+	// Keys of pkg/utils/util.go upstream; they are not part of client/v8.
+	dgContentNamePrefix          = "groupsnapcontent-"
+	dgDefaultClassAnnotation     = "groupsnapshot.storage.kubernetes.io/is-default-class"
+	dgSecretNameParameter        = "csi.storage.k8s.io/group-snapshotter-secret-name"
+	dgSecretNamespaceParameter   = "csi.storage.k8s.io/group-snapshotter-secret-namespace"
+	dgDeletionSecretNameAnn      = "groupsnapshot.storage.kubernetes.io/deletion-secret-name"
+	dgDeletionSecretNamespaceAnn = "groupsnapshot.storage.kubernetes.io/deletion-secret-namespace"
+
+	dgManagedByLabel = "app.kubernetes.io/managed-by"
+	dgManagedByValue = "etcd-snapshot-driver"
+
+	dgWorkers = 2
+)
+
+// Event reasons recorded on VolumeGroupSnapshots.
+const (
+	dgReasonCreating        = "CreatingGroupSnapshot" // same reason upstream uses after creating a content
+	dgReasonNoVolumes       = "NoMatchingPersistentVolumeClaims"
+	dgReasonNotBound        = "PersistentVolumeClaimNotBound"
+	dgReasonBadSelector     = "InvalidSelector"
+	dgReasonBadSecretParams = "InvalidSecretParameters"
+	dgReasonDefaultClass    = "AmbiguousDefaultGroupSnapshotClass"
+	dgReasonCreateFailed    = "CreateGroupSnapshotContentFailed"
+)
+
+// errDGRetry marks a condition that clears by itself (PVCs not there or not bound
+// yet); the key goes back to the queue with backoff and the error is not logged as
+// a failure.
+var errDGRetry = errors.New("dynamicgroup: waiting")
+
+// DynamicGroupController creates the VolumeGroupSnapshotContent of each dynamic
+// VolumeGroupSnapshot of this driver's classes, so that the unmodified upstream
+// snapshot-controller binds it and the csi-snapshotter sidecar calls
+// CreateVolumeGroupSnapshot with the selected PVCs as "namespace/pvc" volume ids.
+type DynamicGroupController struct {
+	kube       kubernetes.Interface
+	snap       snapclientset.Interface
+	driverName string
+
+	kubeFactory informers.SharedInformerFactory
+	snapFactory snapinformers.SharedInformerFactory
+
+	vgsLister     groupsnapshotlisters.VolumeGroupSnapshotLister
+	classLister   groupsnapshotlisters.VolumeGroupSnapshotClassLister
+	contentLister groupsnapshotlisters.VolumeGroupSnapshotContentLister
+	pvcLister     corelisters.PersistentVolumeClaimLister
+	synced        []cache.InformerSynced
+
+	scheme   *runtime.Scheme
+	queue    workqueue.TypedRateLimitingInterface[string]
+	recorder record.EventRecorder
+}
+
+// NewDynamicGroupController returns a controller for the VolumeGroupSnapshots whose
+// class names driverName; resync is the informers' resync period (0 disables it).
+func NewDynamicGroupController(kube kubernetes.Interface, snap snapclientset.Interface, driverName string, resync time.Duration) *DynamicGroupController {
+	return newDynamicGroupController(kube, snap, driverName, resync,
+		// Upstream's defaults for --retry-interval-start/--retry-interval-max.
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute))
+}
+
+func newDynamicGroupController(kube kubernetes.Interface, snap snapclientset.Interface, driverName string, resync time.Duration, limiter workqueue.TypedRateLimiter[string]) *DynamicGroupController {
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(snapscheme.AddToScheme(scheme))
+
+	c := &DynamicGroupController{
+		kube:        kube,
+		snap:        snap,
+		driverName:  driverName,
+		kubeFactory: informers.NewSharedInformerFactory(kube, resync),
+		snapFactory: snapinformers.NewSharedInformerFactory(snap, resync),
+		scheme:      scheme,
+		queue:       workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{}),
+	}
+
+	vgsInformer := c.snapFactory.Groupsnapshot().V1().VolumeGroupSnapshots()
+	classInformer := c.snapFactory.Groupsnapshot().V1().VolumeGroupSnapshotClasses()
+	contentInformer := c.snapFactory.Groupsnapshot().V1().VolumeGroupSnapshotContents()
+	pvcInformer := c.kubeFactory.Core().V1().PersistentVolumeClaims()
+
+	c.vgsLister = vgsInformer.Lister()
+	c.classLister = classInformer.Lister()
+	c.contentLister = contentInformer.Lister()
+	c.pvcLister = pvcInformer.Lister()
+	c.synced = []cache.InformerSynced{
+		vgsInformer.Informer().HasSynced, classInformer.Informer().HasSynced,
+		contentInformer.Informer().HasSynced, pvcInformer.Informer().HasSynced,
+	}
+
+	_, _ = vgsInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueue,
+		UpdateFunc: func(_, obj interface{}) { c.enqueue(obj) },
+	})
+	// A class created or fixed after its VolumeGroupSnapshots is picked up at once.
+	_, _ = classInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(interface{}) { c.enqueueUnbound("") },
+		UpdateFunc: func(_, _ interface{}) { c.enqueueUnbound("") },
+	})
+	// A claim that appears or gets bound ends a wait without waiting for the backoff.
+	_, _ = pvcInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj interface{}) {
+			if pvc, ok := obj.(*corev1.PersistentVolumeClaim); ok {
+				c.enqueueUnbound(pvc.Namespace)
+			}
+		},
+		UpdateFunc: func(oldObj, newObj interface{}) {
+			o, ok1 := oldObj.(*corev1.PersistentVolumeClaim)
+			n, ok2 := newObj.(*corev1.PersistentVolumeClaim)
+			if ok1 && ok2 && (o.Status.Phase != n.Status.Phase || !labels.Equals(o.Labels, n.Labels)) {
+				c.enqueueUnbound(n.Namespace)
+			}
+		},
+	})
+	return c
+}
+
+// Run watches until ctx is cancelled. It returns nil on cancellation and an error
+// only when it could not start. Call it once.
+func (c *DynamicGroupController) Run(ctx context.Context) error {
+	defer c.queue.ShutDown()
+	if err := c.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	glog.V(2).Infof("dynamicgroup: watching VolumeGroupSnapshots of driver %s", c.driverName)
+	for i := 0; i < dgWorkers; i++ {
+		go wait.UntilWithContext(ctx, c.worker, time.Second)
+	}
+	<-ctx.Done()
+	glog.V(2).Infof("dynamicgroup: stopped")
+	return nil
+}
+
+// start starts event recording and the informers and waits for their caches.
+func (c *DynamicGroupController) start(ctx context.Context) error {
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
+	broadcaster.StartLogging(glog.V(4).Infof)
+	c.recorder = broadcaster.NewRecorder(c.scheme, corev1.EventSource{Component: c.driverName})
+
+	c.kubeFactory.Start(ctx.Done())
+	c.snapFactory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return fmt.Errorf("dynamicgroup: informer caches did not sync: %w", ctx.Err())
+	}
+	return nil
+}
+
+func (c *DynamicGroupController) enqueue(obj interface{}) {
+	key, err := cache.MetaNamespaceKeyFunc(obj)
+	if err != nil {
+		glog.Errorf("dynamicgroup: cannot queue %T: %v", obj, err)
+		return
+	}
+	c.queue.Add(key)
+}
+
+// enqueueUnbound queues the unbound VolumeGroupSnapshots of namespace ("" = all).
+func (c *DynamicGroupController) enqueueUnbound(namespace string) {
+	var list []*groupsnapshotv1.VolumeGroupSnapshot
+	var err error
+	if namespace == "" {
+		list, err = c.vgsLister.List(labels.Everything())
+	} else {
+		list, err = c.vgsLister.VolumeGroupSnapshots(namespace).List(labels.Everything())
+	}
+	if err != nil {
+		glog.Errorf("dynamicgroup: listing VolumeGroupSnapshots: %v", err)
+		return
+	}
+	for _, vgs := range list {
+		if !dgIsBound(vgs) {
+			c.enqueue(vgs)
+		}
+	}
+}
+
+func (c *DynamicGroupController) worker(ctx context.Context) {
+	for c.processNext(ctx) {
+	}
+}
+
+func (c *DynamicGroupController) processNext(ctx context.Context) bool {
+	key, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(key)
+
+	err := c.sync(ctx, key)
+	switch {
+	case err == nil:
+		c.queue.Forget(key)
+	case errors.Is(err, errDGRetry):
+		glog.V(2).Infof("dynamicgroup: VolumeGroupSnapshot %s: %v; retrying", key, err)
+		c.queue.AddRateLimited(key)
+	default:
+		glog.Warningf("dynamicgroup: VolumeGroupSnapshot %s: %v; retrying", key, err)
+		c.queue.AddRateLimited(key)
+	}
+	return true
+}
+
+// sync creates the content of one VolumeGroupSnapshot if it is ours and still
+// needs one. It only ever creates contents and sets a missing class name; it never
+// changes or deletes a content.
+func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
+	namespace, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return nil
+	}
+	vgs, err := c.vgsLister.VolumeGroupSnapshots(namespace).Get(name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case vgs.DeletionTimestamp != nil:
+		return nil
+	case vgs.Spec.Source.Selector == nil || vgs.Spec.Source.VolumeGroupSnapshotContentName != nil:
+		return nil // pre-provisioned (or invalid, which upstream reports)
+	case dgIsBound(vgs):
+		return nil
+	}
+
+	class, defaulted, err := c.classFor(vgs)
+	if err != nil || class == nil {
+		return err
+	}
+
+	contentName := dgContentNamePrefix + string(vgs.UID)
+	if existing, err := c.contentLister.Get(contentName); err == nil {
+		if defaulted && existing.Labels[dgManagedByLabel] == dgManagedByValue && existing.Spec.VolumeGroupSnapshotRef.UID == vgs.UID {
+			return c.setClassName(ctx, vgs, class.Name)
+		}
+		glog.V(4).Infof("dynamicgroup: VolumeGroupSnapshot %s: content %s exists", key, contentName)
+		return nil
+	} else if !apierrors.IsNotFound(err) {
+		return err
+	}
+
+	pvcs, handles, err := c.selectVolumes(vgs)
+	if err != nil {
+		return err
+	}
+	if defaulted {
+		upstreamDefault, err := c.upstreamHasDefault(ctx, vgs, pvcs)
+		if err != nil {
+			return err
+		}
+		if upstreamDefault {
+			return nil
+		}
+	}
+
+	secret, err := dgSecretRef(class.Parameters, contentName, vgs)
+	if err != nil {
+		c.recorder.Eventf(vgs, corev1.EventTypeWarning, dgReasonBadSecretParams,
+			"VolumeGroupSnapshotClass %s: %v", class.Name, err)
+		return fmt.Errorf("class %s: %w", class.Name, err)
+	}
+	content, err := c.buildContent(vgs, class, contentName, handles, secret)
+	if err != nil {
+		return err
+	}
+	_, err = c.snap.GroupsnapshotV1().VolumeGroupSnapshotContents().Create(ctx, content, metav1.CreateOptions{})
+	switch {
+	case apierrors.IsAlreadyExists(err):
+		glog.V(4).Infof("dynamicgroup: VolumeGroupSnapshot %s: content %s already exists", key, contentName)
+	case err != nil:
+		c.recorder.Eventf(vgs, corev1.EventTypeWarning, dgReasonCreateFailed,
+			"Creating VolumeGroupSnapshotContent %s failed: %v", contentName, err)
+		return fmt.Errorf("creating VolumeGroupSnapshotContent %s: %w", contentName, err)
+	default:
+		glog.V(2).Infof("dynamicgroup: VolumeGroupSnapshot %s: created VolumeGroupSnapshotContent %s for %v", key, contentName, handles)
+		c.recorder.Eventf(vgs, corev1.EventTypeNormal, dgReasonCreating,
+			"Created VolumeGroupSnapshotContent %s for %d volumes; waiting for driver %s to take the group snapshot", contentName, len(handles), c.driverName)
+	}
+	if defaulted {
+		return c.setClassName(ctx, vgs, class.Name)
+	}
+	return nil
+}
+
+// classFor returns the class of vgs if it names this driver, and whether it was
+// resolved as the default because the VolumeGroupSnapshot names none. A nil class
+// means the VolumeGroupSnapshot is not ours.
+func (c *DynamicGroupController) classFor(vgs *groupsnapshotv1.VolumeGroupSnapshot) (*groupsnapshotv1.VolumeGroupSnapshotClass, bool, error) {
+	if vgs.Spec.VolumeGroupSnapshotClassName != nil {
+		class, err := c.classLister.Get(*vgs.Spec.VolumeGroupSnapshotClassName)
+		if apierrors.IsNotFound(err) {
+			// upstream reports the missing class; its creation requeues us
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if class.Driver != c.driverName {
+			return nil, false, nil
+		}
+		return class, false, nil
+	}
+	classes, err := c.classLister.List(labels.Everything())
+	if err != nil {
+		return nil, false, err
+	}
+	var ours []*groupsnapshotv1.VolumeGroupSnapshotClass
+	for _, class := range classes {
+		if class.Annotations[dgDefaultClassAnnotation] == "true" && class.Driver == c.driverName {
+			ours = append(ours, class)
+		}
+	}
+	switch len(ours) {
+	case 0:
+		return nil, false, nil
+	case 1:
+		return ours[0], true, nil
+	}
+	names := make([]string, 0, len(ours))
+	for _, class := range ours {
+		names = append(names, class.Name)
+	}
+	sort.Strings(names)
+	c.recorder.Eventf(vgs, corev1.EventTypeWarning, dgReasonDefaultClass,
+		"%d default VolumeGroupSnapshotClasses of driver %s (%v); set spec.volumeGroupSnapshotClassName", len(ours), c.driverName, names)
+	return nil, false, nil
+}
+
+// upstreamHasDefault reports whether the upstream controller resolves a missing
+// class itself: it picks the default class of the selected PVs' CSI driver
+// (SetDefaultGroupSnapshotClass), and such a VolumeGroupSnapshot is not ours.
+func (c *DynamicGroupController) upstreamHasDefault(ctx context.Context, vgs *groupsnapshotv1.VolumeGroupSnapshot, pvcs []*corev1.PersistentVolumeClaim) (bool, error) {
+	classes, err := c.classLister.List(labels.Everything())
+	if err != nil {
+		return false, err
+	}
+	defaults := sets.New[string]()
+	for _, class := range classes {
+		if class.Annotations[dgDefaultClassAnnotation] == "true" {
+			defaults.Insert(class.Driver)
+		}
+	}
+	for _, pvc := range pvcs {
+		pv, err := c.kube.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
+		if err != nil {
+			return false, fmt.Errorf("reading PV %s of PVC %s/%s: %w", pvc.Spec.VolumeName, pvc.Namespace, pvc.Name, err)
+		}
+		if pv.Spec.CSI != nil && defaults.Has(pv.Spec.CSI.Driver) {
+			glog.V(2).Infof("dynamicgroup: VolumeGroupSnapshot %s/%s names no class and PV %s has default class driver %s; leaving it to the snapshot-controller",
+				vgs.Namespace, vgs.Name, pv.Name, pv.Spec.CSI.Driver)
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// selectVolumes returns the selected claims and their sorted "namespace/pvc"
+// volume ids; every claim must be Bound, as upstream requires. Unlike upstream
+// v8.7.0, which lists with matchLabels only, matchExpressions are honoured too.
+func (c *DynamicGroupController) selectVolumes(vgs *groupsnapshotv1.VolumeGroupSnapshot) ([]*corev1.PersistentVolumeClaim, []string, error) {
+	selector, err := metav1.LabelSelectorAsSelector(vgs.Spec.Source.Selector)
+	if err != nil {
+		c.recorder.Eventf(vgs, corev1.EventTypeWarning, dgReasonBadSelector, "Invalid spec.source.selector: %v", err)
+		return nil, nil, fmt.Errorf("invalid selector: %w", err)
+	}
+	pvcs, err := c.pvcLister.PersistentVolumeClaims(vgs.Namespace).List(selector)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(pvcs) == 0 {
+		c.recorder.Eventf(vgs, corev1.EventTypeWarning, dgReasonNoVolumes,
+			"No PersistentVolumeClaim in namespace %s matches selector %s; waiting for one", vgs.Namespace, selector)
+		return nil, nil, fmt.Errorf("%w: no PVC matches %s", errDGRetry, selector)
+	}
+	handles := make([]string, 0, len(pvcs))
+	var unbound []string
+	for _, pvc := range pvcs {
+		if pvc.Status.Phase != corev1.ClaimBound {
+			unbound = append(unbound, pvc.Name)
+		}
+		handles = append(handles, pvc.Namespace+"/"+pvc.Name)
+	}
+	if len(unbound) > 0 {
+		sort.Strings(unbound)
+		c.recorder.Eventf(vgs, corev1.EventTypeWarning, dgReasonNotBound,
+			"PersistentVolumeClaims %v are not Bound; waiting before taking the group snapshot", unbound)
+		return nil, nil, fmt.Errorf("%w: PVCs %v not bound", errDGRetry, unbound)
+	}
+	sort.Strings(handles)
+	return pvcs, handles, nil
+}
+
+// buildContent mirrors upstream's createGroupSnapshotContent, with volume ids in
+// place of PV handles (the driver accepts both).
+func (c *DynamicGroupController) buildContent(vgs *groupsnapshotv1.VolumeGroupSnapshot, class *groupsnapshotv1.VolumeGroupSnapshotClass,
+	contentName string, handles []string, secret *corev1.SecretReference) (*groupsnapshotv1.VolumeGroupSnapshotContent, error) {
+	ref, err := reference.GetReference(c.scheme, vgs)
+	if err != nil {
+		return nil, fmt.Errorf("reference to VolumeGroupSnapshot: %w", err)
+	}
+	className := class.Name
+	content := &groupsnapshotv1.VolumeGroupSnapshotContent{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   contentName,
+			Labels: map[string]string{dgManagedByLabel: dgManagedByValue},
+		},
+		Spec: groupsnapshotv1.VolumeGroupSnapshotContentSpec{
+			VolumeGroupSnapshotRef:       *ref,
+			Source:                       groupsnapshotv1.VolumeGroupSnapshotContentSource{VolumeHandles: handles},
+			VolumeGroupSnapshotClassName: &className,
+			DeletionPolicy:               class.DeletionPolicy,
+			Driver:                       class.Driver,
+		},
+	}
+	if secret != nil {
+		content.Annotations = map[string]string{
+			dgDeletionSecretNameAnn:      secret.Name,
+			dgDeletionSecretNamespaceAnn: secret.Namespace,
+		}
+	}
+	return content, nil
+}
+
+// setClassName records the default class on the VolumeGroupSnapshot, as upstream's
+// SetDefaultGroupSnapshotClass does for the PVs' own driver: without it upstream
+// never gets past class resolution to the content.
+func (c *DynamicGroupController) setClassName(ctx context.Context, vgs *groupsnapshotv1.VolumeGroupSnapshot, className string) error {
+	clone := vgs.DeepCopy()
+	clone.Spec.VolumeGroupSnapshotClassName = &className
+	if _, err := c.snap.GroupsnapshotV1().VolumeGroupSnapshots(vgs.Namespace).Update(ctx, clone, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("setting default class %s: %w", className, err)
+	}
+	glog.V(2).Infof("dynamicgroup: VolumeGroupSnapshot %s/%s: set default class %s", vgs.Namespace, vgs.Name, className)
+	return nil
+}
+
+func dgIsBound(vgs *groupsnapshotv1.VolumeGroupSnapshot) bool {
+	return vgs.Status != nil && vgs.Status.BoundVolumeGroupSnapshotContentName != nil && *vgs.Status.BoundVolumeGroupSnapshotContentName != ""
+}
+
+// dgSecretRef resolves the group-snapshotter secret parameters of a class like
+// upstream's utils.GetGroupSnapshotSecretReference: both keys or neither; the
+// namespace may use ${volumegroupsnapshotcontent.name} and
+// ${volumegroupsnapshot.namespace}, the name also ${volumegroupsnapshot.name}.
+func dgSecretRef(params map[string]string, contentName string, vgs *groupsnapshotv1.VolumeGroupSnapshot) (*corev1.SecretReference, error) {
+	nameTemplate, hasName := params[dgSecretNameParameter]
+	namespaceTemplate, hasNamespace := params[dgSecretNamespaceParameter]
+	switch {
+	case !hasName && !hasNamespace:
+		return nil, nil
+	case hasName != hasNamespace:
+		return nil, fmt.Errorf("parameters %s and %s must be set together", dgSecretNameParameter, dgSecretNamespaceParameter)
+	case nameTemplate == "" || namespaceTemplate == "":
+		return nil, fmt.Errorf("parameters %s and %s must not be empty", dgSecretNameParameter, dgSecretNamespaceParameter)
+	}
+
+	namespaceParams := map[string]string{
+		"volumegroupsnapshotcontent.name": contentName,
+		"volumegroupsnapshot.namespace":   vgs.Namespace,
+	}
+	namespace, err := dgExpand(namespaceTemplate, namespaceParams)
+	if err != nil {
+		return nil, err
+	}
+	if len(validation.IsDNS1123Label(namespace)) > 0 {
+		return nil, fmt.Errorf("%s %q resolved to %q, which is not a valid namespace name", dgSecretNamespaceParameter, namespaceTemplate, namespace)
+	}
+
+	nameParams := map[string]string{
+		"volumegroupsnapshotcontent.name": contentName,
+		"volumegroupsnapshot.namespace":   vgs.Namespace,
+		"volumegroupsnapshot.name":        vgs.Name,
+	}
+	name, err := dgExpand(nameTemplate, nameParams)
+	if err != nil {
+		return nil, err
+	}
+	if len(validation.IsDNS1123Subdomain(name)) > 0 {
+		return nil, fmt.Errorf("%s %q resolved to %q, which is not a valid secret name", dgSecretNameParameter, nameTemplate, name)
+	}
+	return &corev1.SecretReference{Name: name, Namespace: namespace}, nil
+}
+
+func dgExpand(template string, params map[string]string) (string, error) {
+	var missing []string
+	out := os.Expand(template, func(k string) string {
+		v, ok := params[k]
+		if !ok && !slices.Contains(missing, k) {
+			missing = append(missing, k)
+		}
+		return v
+	})
+	if len(missing) > 0 {
+		return "", fmt.Errorf("%q uses unsupported tokens %q", template, missing)
+	}
+	return out, nil
+}

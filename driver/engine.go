@@ -1,0 +1,258 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang/glog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	batchlisters "k8s.io/client-go/listers/batch/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// defaultHealthTimeout bounds one CheckCluster when EngineConfig.HealthTimeout is zero.
+const defaultHealthTimeout = 10 * time.Second
+
+// EngineConfig configures the snapshot engine.
+type EngineConfig struct {
+	// Kube is the client for every Kubernetes object the engine reads or creates.
+	Kube kubernetes.Interface
+	// MetadataNamespace holds one metadata ConfigMap per snapshot (flag -metadata-namespace).
+	MetadataNamespace string
+	// ClusterLabel is the PVC and Service label naming an etcd cluster (flag -cluster-label).
+	ClusterLabel string
+	// EtcdImage runs `etcdctl snapshot save` in the Job (flag -etcd-image).
+	EtcdImage string
+	// DriverImage runs `etcd-snapshot-driver verify` in the Job (flag -driver-image).
+	DriverImage string
+	// FallbackCreds are used when a request's CSI secrets hold no credentials (flags -etcd-ca,
+	// -etcd-cert, -etcd-key); nil means none.
+	FallbackCreds *Credentials
+	// SnapshotStorageClass is the snapshot PVCs' class when the class parameter snapshotStorageClass
+	// is absent; empty means the cluster's default class.
+	SnapshotStorageClass string
+	// HealthTimeout bounds one cluster health check; zero means 10s.
+	HealthTimeout time.Duration
+	// Workers is the number of goroutines acting on Job and Pod events; zero means 2.
+	Workers int
+}
+
+// SnapshotRequest is one CreateVolumeGroupSnapshot (Group) or CreateSnapshot call.
+type SnapshotRequest struct {
+	// Name is the CO's request name; the snapshot id is derived from it, so retries land on one snapshot.
+	Name string
+	// SourceVolumeIDs are "namespace/pvc-name" or PV volume handles of any CSI driver; exactly one
+	// unless Group.
+	SourceVolumeIDs []string
+	// Parameters are the class parameters (see params.go); they are part of the snapshot's identity.
+	Parameters map[string]string
+	// Secrets are the CSI snapshotter secrets (ca.crt, tls.crt, tls.key); not part of the identity.
+	Secrets map[string]string
+	// Group selects a group snapshot (id "etcdgs-...", member ids per volume) over a single one ("etcds-...").
+	Group bool
+}
+
+// Engine takes etcd snapshots through Jobs and keeps their metadata. Create, Get and Delete are safe
+// for concurrent use; calls for one snapshot id are serialised.
+type Engine struct {
+	cfg  EngineConfig
+	meta *metadataStore
+
+	// Three factories because their list scopes differ: metadata in one namespace, PVs cluster-wide,
+	// Jobs and Pods cluster-wide but only the driver's own (label-selected).
+	metaFactory, pvFactory, ownFactory informers.SharedInformerFactory
+	pvIndexer                          cache.Indexer
+	jobs                               batchlisters.JobLister
+	podIndexer                         cache.Indexer
+	synced                             []cache.InformerSynced
+
+	queue   workqueue.TypedRateLimitingInterface[string]
+	locks   keyedMutex
+	started atomic.Bool
+	ready   atomic.Bool
+}
+
+// NewEngine checks cfg and builds an Engine; Start must run before Create.
+func NewEngine(cfg EngineConfig) (*Engine, error) {
+	var errs []error
+	if cfg.Kube == nil {
+		errs = append(errs, errors.New("engine: Kube client is required"))
+	}
+	for _, f := range []struct{ name, value string }{
+		{"MetadataNamespace (-metadata-namespace)", cfg.MetadataNamespace},
+		{"ClusterLabel (-cluster-label)", cfg.ClusterLabel},
+		{"EtcdImage (-etcd-image)", cfg.EtcdImage},
+		{"DriverImage (-driver-image)", cfg.DriverImage},
+	} {
+		if f.value == "" {
+			errs = append(errs, errors.New("engine: "+f.name+" is required"))
+		}
+	}
+	if cfg.FallbackCreds != nil && (len(cfg.FallbackCreds.CA) == 0 || len(cfg.FallbackCreds.Cert) == 0 || len(cfg.FallbackCreds.Key) == 0) {
+		errs = append(errs, errors.New("engine: FallbackCreds needs all of CA, Cert and Key (-etcd-ca, -etcd-cert, -etcd-key)"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = defaultHealthTimeout
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 2
+	}
+	e := &Engine{cfg: cfg, queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "etcd-snapshot-jobs"})}
+	if err := e.buildInformers(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// managedSelector selects the objects this driver created.
+func managedSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{labelManagedBy: managedByValue})
+}
+
+func (e *Engine) buildInformers() error {
+	managed := informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = managedSelector().String() })
+	e.metaFactory = informers.NewSharedInformerFactoryWithOptions(e.cfg.Kube, 0, informers.WithNamespace(e.cfg.MetadataNamespace), managed)
+	e.pvFactory = informers.NewSharedInformerFactory(e.cfg.Kube, 0)
+	e.ownFactory = informers.NewSharedInformerFactoryWithOptions(e.cfg.Kube, 0, managed)
+
+	cms := e.metaFactory.Core().V1().ConfigMaps()
+	e.meta = &metadataStore{kube: e.cfg.Kube, namespace: e.cfg.MetadataNamespace, cache: cms.Lister().ConfigMaps(e.cfg.MetadataNamespace)}
+
+	pvs := e.pvFactory.Core().V1().PersistentVolumes().Informer()
+	if err := pvs.AddIndexers(cache.Indexers{pvHandleIndex: pvHandleIndexFunc}); err != nil {
+		return err
+	}
+	e.pvIndexer = pvs.GetIndexer()
+
+	jobs := e.ownFactory.Batch().V1().Jobs()
+	e.jobs = jobs.Lister()
+	pods := e.ownFactory.Core().V1().Pods().Informer()
+	if err := pods.AddIndexers(cache.Indexers{podSnapshotIndex: podSnapshotIndexFunc}); err != nil {
+		return err
+	}
+	e.podIndexer = pods.GetIndexer()
+
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    e.enqueueObject,
+		UpdateFunc: func(_, obj any) { e.enqueueObject(obj) },
+		DeleteFunc: e.enqueueObject,
+	}
+	for _, inf := range []cache.SharedIndexInformer{jobs.Informer(), pods} {
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return err
+		}
+	}
+	// Failed records whose cleanup was cut short (a restart) are finished from the metadata side.
+	if _, err := cms.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    e.enqueueUnfinishedRecord,
+		DeleteFunc: e.metadataDeleted,
+	}); err != nil {
+		return err
+	}
+	e.synced = []cache.InformerSynced{cms.Informer().HasSynced, pvs.HasSynced, jobs.Informer().HasSynced, pods.HasSynced}
+	return nil
+}
+
+// Start runs the informers, waits for their caches and starts the workers that follow Jobs. It
+// resumes monitoring of snapshots a previous driver process started: their Jobs arrive as informer
+// adds. Everything stops when ctx ends.
+func (e *Engine) Start(ctx context.Context) error {
+	if !e.started.CompareAndSwap(false, true) {
+		return errors.New("engine: Start called twice")
+	}
+	for _, f := range []informers.SharedInformerFactory{e.metaFactory, e.pvFactory, e.ownFactory} {
+		f.Start(ctx.Done())
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), e.synced...) {
+		e.queue.ShutDown()
+		return errors.New("engine: informer caches did not sync before shutdown")
+	}
+	for range e.cfg.Workers {
+		go e.runWorker(ctx)
+	}
+	go func() {
+		<-ctx.Done()
+		e.ready.Store(false)
+		e.queue.ShutDown()
+		for _, f := range []informers.SharedInformerFactory{e.metaFactory, e.pvFactory, e.ownFactory} {
+			f.Shutdown()
+		}
+	}()
+	e.ready.Store(true)
+	glog.V(2).Infof("Snapshot engine started: metadata in namespace %s, cluster label %s", e.cfg.MetadataNamespace, e.cfg.ClusterLabel)
+	return nil
+}
+
+// Ready reports whether Start has synced the caches and the engine is serving.
+func (e *Engine) Ready() bool { return e.ready.Load() }
+
+// Get returns the record of a group or single snapshot id; NotFound when there is none.
+func (e *Engine) Get(ctx context.Context, id string) (*Record, error) {
+	if !isRecordID(id) {
+		return nil, status.Errorf(codes.NotFound, "snapshot %q does not exist (not an id this driver issues)", id)
+	}
+	rec, err := e.meta.get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
+		return nil, status.Errorf(codes.NotFound, "snapshot %q does not exist", id)
+	}
+	return rec, nil
+}
+
+// Delete removes the Job, Secret and PVC of snapshot id, then its metadata. An unknown id is already
+// deleted (nil). A group member id is refused: its file belongs to the whole group.
+func (e *Engine) Delete(ctx context.Context, id string) error {
+	if IsMemberSnapshotID(id) {
+		return status.Errorf(codes.InvalidArgument, "snapshot %s is a member of group snapshot %s; delete the group snapshot", id, GroupIDOfMember(id))
+	}
+	if !isRecordID(id) {
+		return nil
+	}
+	defer e.locks.lock(id)()
+	rec, err := e.meta.get(ctx, id)
+	if err != nil || rec == nil {
+		return err
+	}
+	if err := e.deleteSnapshotObjects(ctx, rec.Namespace, id); err != nil {
+		snapshotOperations.WithLabelValues("delete", "failure").Inc()
+		return err
+	}
+	if err := e.meta.delete(ctx, id); err != nil {
+		snapshotOperations.WithLabelValues("delete", "failure").Inc()
+		return err
+	}
+	snapshotOperations.WithLabelValues("delete", "success").Inc()
+	glog.V(2).Infof("Deleted snapshot %s (%s) of cluster %s/%s", id, rec.Name, rec.Namespace, rec.Cluster)
+	return nil
+}
+
+// notStarted is the answer before Start has synced: the caches would make every volume unknown.
+func (e *Engine) notStarted() error {
+	if e.ready.Load() {
+		return nil
+	}
+	return status.Error(codes.Unavailable, "snapshot engine is starting (informer caches not synced yet); retry")
+}
+
+// sortedCopy returns ids sorted, leaving the caller's slice alone.
+func sortedCopy(ids []string) []string {
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,189 @@
+package driver
+
+import (
+	"context"
+	"encoding/json"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+)
+
+// Pod layout of the snapshot Job (CONTRACTS.md; the rig's kubelet stand-in relies on it).
+const (
+	saveContainer      = "save"
+	verifyContainer    = "verify"
+	snapshotVolume     = "snapshot"
+	tlsVolume          = "tls"
+	snapshotMountPath  = "/var/lib/etcd-snapshot"
+	tlsMountPath       = "/etc/etcd-snapshot/tls"
+	snapshotFileName   = "snapshot.db"
+	snapshotFilePath   = snapshotMountPath + "/" + snapshotFileName
+	terminationLogPath = "/dev/termination-log"
+	etcdctlPath        = "/usr/local/bin/etcdctl"
+	driverBinaryPath   = "/etcd-snapshot-driver"
+
+	// jobBackoffLimit retries a failed save or verify twice: a member restart or a torn read is worth
+	// another attempt, a persistent fault is not worth more.
+	jobBackoffLimit = 2
+	// Deadline budget: a base for scheduling, volume attach and image pull, plus time per 256 MiB of
+	// database. 120 s per 256 MiB is ~2 MiB/s for save and verify together, so an 8 GiB database gets
+	// 69 minutes, enough for all three attempts on a slow but healthy cluster.
+	jobDeadlineBase    = 300
+	jobDeadlinePerUnit = 120
+	jobDeadlineUnit    = 256 * mi
+
+	// nonRootUID is the conventional "nonroot" user of distroless images (the etcd image is one).
+	nonRootUID = 65532
+)
+
+// jobDeadline returns activeDeadlineSeconds for a database of dbSize bytes.
+func jobDeadline(dbSize int64) int64 {
+	if dbSize < 0 {
+		dbSize = 0
+	}
+	units := (dbSize + jobDeadlineUnit - 1) / jobDeadlineUnit
+	return jobDeadlineBase + jobDeadlinePerUnit*units
+}
+
+// tlsSecretName is the name of the Secret holding the Job's etcd client credentials.
+func tlsSecretName(id string) string { return id + "-tls" }
+
+// newTLSSecret carries the client credentials into the Job's namespace; the CSI secret may live
+// elsewhere and the pod can only mount Secrets of its own namespace.
+func newTLSSecret(rec *Record, creds Credentials) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: tlsSecretName(rec.ID), Namespace: rec.Namespace, Labels: objectLabels(rec.ID, rec.Cluster)},
+		Type:       corev1.SecretTypeOpaque,
+		Immutable:  ptr.To(true),
+		Data:       map[string][]byte{secretKeyCA: creds.CA, secretKeyCert: creds.Cert, secretKeyKey: creds.Key},
+	}
+}
+
+// newSnapshotJob builds the Job that saves a snapshot from endpoint and verifies it. withTLS=false
+// (plaintext, allowed by the class) drops the Secret volume and the TLS flags.
+func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSize int64) *batchv1.Job {
+	labels := objectLabels(rec.ID, rec.Cluster)
+	saveArgs := []string{"snapshot", "save", snapshotFilePath, "--endpoints=" + endpoint}
+	mounts := []corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath}}
+	volumes := []corev1.Volume{{Name: snapshotVolume, VolumeSource: corev1.VolumeSource{
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: rec.ID},
+	}}}
+	if withTLS {
+		saveArgs = append(saveArgs,
+			"--cacert="+tlsMountPath+"/"+secretKeyCA,
+			"--cert="+tlsMountPath+"/"+secretKeyCert,
+			"--key="+tlsMountPath+"/"+secretKeyKey)
+		mounts = append(mounts, corev1.VolumeMount{Name: tlsVolume, MountPath: tlsMountPath, ReadOnly: true})
+		volumes = append(volumes, corev1.Volume{Name: tlsVolume, VolumeSource: corev1.VolumeSource{
+			// 0440 with fsGroup lets the non-root user read the key and nobody else.
+			Secret: &corev1.SecretVolumeSource{SecretName: tlsSecretName(rec.ID), DefaultMode: ptr.To[int32](0o440)},
+		}})
+	}
+	// No --command-timeout: for snapshot save it would cap the whole transfer; the Job deadline bounds it.
+	saveArgs = append(saveArgs, "--dial-timeout=10s")
+
+	save := snapshotContainer(saveContainer, e.cfg.EtcdImage, etcdctlPath, saveArgs, mounts)
+	verify := snapshotContainer(verifyContainer, e.cfg.DriverImage, driverBinaryPath,
+		[]string{"verify", "-file=" + snapshotFilePath, "-termination-log=" + terminationLogPath},
+		[]corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath, ReadOnly: true}})
+
+	return &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: rec.ID, Namespace: rec.Namespace, Labels: labels},
+		Spec: batchv1.JobSpec{
+			BackoffLimit:          ptr.To[int32](jobBackoffLimit),
+			ActiveDeadlineSeconds: ptr.To(jobDeadline(dbSize)),
+			// ttlSecondsAfterFinished stays unset: the Job is removed with the snapshot (Delete).
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					RestartPolicy:                corev1.RestartPolicyNever,
+					AutomountServiceAccountToken: ptr.To(false),
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot:   ptr.To(true),
+						RunAsUser:      ptr.To[int64](nonRootUID),
+						RunAsGroup:     ptr.To[int64](nonRootUID),
+						FSGroup:        ptr.To[int64](nonRootUID),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					InitContainers: []corev1.Container{save},
+					Containers:     []corev1.Container{verify},
+					Volumes:        volumes,
+				},
+			},
+		},
+	}
+}
+
+func snapshotContainer(name, image, binary string, args []string, mounts []corev1.VolumeMount) corev1.Container {
+	return corev1.Container{
+		Name:            name,
+		Image:           image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Command:         []string{binary},
+		Args:            args,
+		VolumeMounts:    mounts,
+		// The verify result (JSON) travels in the termination message; on a crash the log tail does.
+		TerminationMessagePath:   terminationLogPath,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+			// bbolt maps the whole file; its pages are reclaimable page cache, so 1Gi suffices for large dbs.
+			Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("1Gi")},
+		},
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			RunAsNonRoot:             ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}
+}
+
+// ensureTLSSecret creates the credentials Secret, or adopts the one an earlier attempt left.
+func (e *Engine) ensureTLSSecret(ctx context.Context, rec *Record, creds Credentials) error {
+	client := e.cfg.Kube.CoreV1().Secrets(rec.Namespace)
+	_, err := client.Create(ctx, newTLSSecret(rec, creds), metav1.CreateOptions{})
+	return e.adoptOnExists(ctx, err, "Secret", rec, tlsSecretName(rec.ID), func() (metav1.Object, error) {
+		return client.Get(ctx, tlsSecretName(rec.ID), metav1.GetOptions{})
+	})
+}
+
+// ensureJob creates the Job, or adopts the one an earlier attempt left, and returns it.
+func (e *Engine) ensureJob(ctx context.Context, rec *Record, job *batchv1.Job) (*batchv1.Job, error) {
+	client := e.cfg.Kube.BatchV1().Jobs(rec.Namespace)
+	created, err := client.Create(ctx, job, metav1.CreateOptions{})
+	if err == nil {
+		return created, nil
+	}
+	var existing *batchv1.Job
+	err = e.adoptOnExists(ctx, err, "Job", rec, rec.ID, func() (metav1.Object, error) {
+		j, gerr := client.Get(ctx, rec.ID, metav1.GetOptions{})
+		existing = j
+		return j, gerr
+	})
+	return existing, err
+}
+
+// ownSecretByJob makes the Job the Secret's owner, so the garbage collector removes the credentials
+// with the Job even if the driver never gets to. Not a controller reference: nothing reconciles it,
+// and blockOwnerDeletion would need finalizer rights on Jobs.
+func (e *Engine) ownSecretByJob(ctx context.Context, rec *Record, job *batchv1.Job) error {
+	patch := map[string]any{"metadata": map[string]any{"ownerReferences": []metav1.OwnerReference{{
+		APIVersion:         "batch/v1",
+		Kind:               "Job",
+		Name:               job.Name,
+		UID:                job.UID,
+		Controller:         ptr.To(false),
+		BlockOwnerDeletion: ptr.To(false),
+	}}}}
+	data, err := json.Marshal(patch)
+	if err != nil {
+		return kubeStatus(err, "encoding owner patch of Secret %s/%s", rec.Namespace, tlsSecretName(rec.ID))
+	}
+	_, err = e.cfg.Kube.CoreV1().Secrets(rec.Namespace).Patch(ctx, tlsSecretName(rec.ID), types.MergePatchType, data, metav1.PatchOptions{})
+	return kubeStatus(err, "setting Job %s/%s as owner of Secret %s", rec.Namespace, job.Name, tlsSecretName(rec.ID))
+}

@@ -1,0 +1,49 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// kubeStatus turns a Kubernetes API error into a gRPC status whose message starts with what the
+// driver was doing. The code decides whether the sidecar retries, so only passing conditions get a
+// retryable code (Unavailable, Aborted, ResourceExhausted, DeadlineExceeded, Canceled).
+func kubeStatus(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	what := fmt.Sprintf(format, args...)
+	code := codes.Unavailable
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case isQuotaError(err):
+		code = codes.ResourceExhausted
+	case apierrors.IsConflict(err):
+		code = codes.Aborted
+	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+		// RBAC does not fix itself; the operator has to grant the verb.
+		code = codes.PermissionDenied
+	case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
+		// The API server refused an object built from the request (for example a class parameter).
+		code = codes.InvalidArgument
+	case apierrors.IsNotFound(err):
+		code = codes.FailedPrecondition
+	case apierrors.IsAlreadyExists(err):
+		code = codes.AlreadyExists
+	}
+	return status.Errorf(code, "%s: %v", what, err)
+}
+
+// isQuotaError reports a ResourceQuota refusal: the API server answers Forbidden with "exceeded quota".
+func isQuotaError(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota")
+}

@@ -1,0 +1,238 @@
+package driver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/util/retry"
+)
+
+// Labels on every object the driver creates (CONTRACTS.md), plus the namespace label on metadata.
+const (
+	labelManagedBy  = "app.kubernetes.io/managed-by"
+	managedByValue  = "etcd-snapshot-driver"
+	labelSnapshotID = "snapshot.etcd.io/id"
+	labelCluster    = "snapshot.etcd.io/cluster"
+	labelNamespace  = "snapshot.etcd.io/namespace"
+	recordKey       = "record.json"
+)
+
+// errNoChange, returned by an update's mutate function, ends the update without writing.
+var errNoChange = errors.New("metadata: no change")
+
+// metadataStore keeps one ConfigMap per snapshot (never one aggregated map: the 1 MiB object limit).
+// Reads come from an informer cache, so Get costs the same at 10,000 snapshots as at ten; the API
+// is asked only on a cache miss (a write the watch has not delivered yet) and after a conflict.
+type metadataStore struct {
+	kube      kubernetes.Interface
+	namespace string
+	cache     corelisters.ConfigMapNamespaceLister
+
+	// deleted holds ids this process deleted whose deletion the cache has not shown yet, so a Get
+	// right after Delete does not resurrect the record from the cache.
+	mu      sync.Mutex
+	deleted map[string]bool
+}
+
+// objectLabels are the labels on every object of snapshot id.
+func objectLabels(id, cluster string) map[string]string {
+	return map[string]string{labelManagedBy: managedByValue, labelSnapshotID: id, labelCluster: cluster}
+}
+
+// get returns the record of id, or nil when there is none.
+func (s *metadataStore) get(ctx context.Context, id string) (*Record, error) {
+	cm, err := s.cache.Get(id)
+	if apierrors.IsNotFound(err) || s.isDeleted(id) {
+		return s.getLive(ctx, id)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "reading metadata %s/%s from cache: %v", s.namespace, id, err)
+	}
+	return decodeRecord(cm)
+}
+
+// getLive reads the record of id from the API server, bypassing the cache; nil when there is none.
+func (s *metadataStore) getLive(ctx context.Context, id string) (*Record, error) {
+	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, id, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, kubeStatus(err, "reading metadata ConfigMap %s/%s", s.namespace, id)
+	}
+	return decodeRecord(cm)
+}
+
+// list returns every record in the cache.
+func (s *metadataStore) list() ([]*Record, error) {
+	cms, err := s.cache.List(managedSelector())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Record, 0, len(cms))
+	for _, cm := range cms {
+		if rec, err := decodeRecord(cm); err == nil {
+			out = append(out, rec)
+		}
+	}
+	return out, nil
+}
+
+// create writes a new record. When one already exists it is returned instead, with created=false, so
+// the caller can compare it with its request.
+func (s *metadataStore) create(ctx context.Context, rec *Record) (out *Record, created bool, err error) {
+	cm, err := encodeRecord(s.namespace, rec)
+	if err != nil {
+		return nil, false, err
+	}
+	_, err = s.kube.CoreV1().ConfigMaps(s.namespace).Create(ctx, cm, metav1.CreateOptions{})
+	if err == nil {
+		s.forgetDeleted(rec.ID)
+	}
+	if apierrors.IsAlreadyExists(err) {
+		existing, gerr := s.getLive(ctx, rec.ID)
+		if gerr != nil || existing != nil {
+			return existing, false, gerr
+		}
+		return nil, false, status.Errorf(codes.Aborted, "metadata ConfigMap %s/%s was deleted while being created; retry", s.namespace, rec.ID)
+	}
+	if err != nil {
+		return nil, false, kubeStatus(err, "creating metadata ConfigMap %s/%s", s.namespace, rec.ID)
+	}
+	return rec, true, nil
+}
+
+// update applies mutate to the stored record of id and writes it with the resourceVersion it was read
+// at, re-reading from the API server and retrying on conflict. mutate may return errNoChange. The
+// result is nil (and no error) when the record does not exist.
+func (s *metadataStore) update(ctx context.Context, id string, mutate func(*Record) error) (*Record, error) {
+	var out *Record
+	fromCache := true
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		cm, err := s.read(ctx, id, fromCache)
+		// A conflict means the cache is behind; later attempts ask the API server.
+		fromCache = false
+		if err != nil || cm == nil {
+			out = nil
+			return err
+		}
+		rec, err := decodeRecord(cm)
+		if err != nil {
+			return err
+		}
+		if err := mutate(rec); err != nil {
+			out = rec
+			return err
+		}
+		next, err := encodeRecord(s.namespace, rec)
+		if err != nil {
+			return err
+		}
+		next.ResourceVersion = cm.ResourceVersion
+		next.UID = cm.UID
+		if _, err := s.kube.CoreV1().ConfigMaps(s.namespace).Update(ctx, next, metav1.UpdateOptions{}); err != nil {
+			if apierrors.IsNotFound(err) {
+				out = nil
+				return nil
+			}
+			return err
+		}
+		out = rec
+		return nil
+	})
+	switch {
+	case errors.Is(err, errNoChange):
+		return out, nil
+	case err == nil:
+		return out, nil
+	case status.Code(err) != codes.Unknown:
+		return nil, err
+	default:
+		return nil, kubeStatus(err, "updating metadata ConfigMap %s/%s", s.namespace, id)
+	}
+}
+
+// read returns the ConfigMap of id from the cache (falling back to the API server on a miss) or
+// straight from the API server; nil when it does not exist.
+func (s *metadataStore) read(ctx context.Context, id string, fromCache bool) (*corev1.ConfigMap, error) {
+	if fromCache && !s.isDeleted(id) {
+		if cm, err := s.cache.Get(id); err == nil {
+			return cm, nil
+		}
+	}
+	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, id, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return cm, err
+}
+
+// delete removes the record of id; a missing record is not an error.
+func (s *metadataStore) delete(ctx context.Context, id string) error {
+	// Marked before the call so the informer's delete event, which clears the mark, always comes after.
+	s.mu.Lock()
+	if s.deleted == nil {
+		s.deleted = map[string]bool{}
+	}
+	s.deleted[id] = true
+	s.mu.Unlock()
+	err := s.kube.CoreV1().ConfigMaps(s.namespace).Delete(ctx, id, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		s.forgetDeleted(id)
+		return kubeStatus(err, "deleting metadata ConfigMap %s/%s", s.namespace, id)
+	}
+	if _, cerr := s.cache.Get(id); apierrors.IsNotFound(cerr) {
+		// No delete event will come for what the cache does not hold.
+		s.forgetDeleted(id)
+	}
+	return nil
+}
+
+// isDeleted reports whether this process deleted id and the cache may still show it.
+func (s *metadataStore) isDeleted(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.deleted[id]
+}
+
+// forgetDeleted drops id from the deleted set: the cache caught up, or the id was created again.
+func (s *metadataStore) forgetDeleted(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.deleted, id)
+}
+
+func encodeRecord(namespace string, rec *Record) (*corev1.ConfigMap, error) {
+	rec.Version = recordVersion
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encoding metadata of %s: %v", rec.ID, err)
+	}
+	labels := objectLabels(rec.ID, rec.Cluster)
+	labels[labelNamespace] = rec.Namespace
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: rec.ID, Namespace: namespace, Labels: labels},
+		Data:       map[string]string{recordKey: string(data)},
+	}, nil
+}
+
+func decodeRecord(cm *corev1.ConfigMap) (*Record, error) {
+	raw, ok := cm.Data[recordKey]
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "metadata ConfigMap %s/%s has no %s", cm.Namespace, cm.Name, recordKey)
+	}
+	rec := &Record{}
+	if err := json.Unmarshal([]byte(raw), rec); err != nil {
+		return nil, status.Errorf(codes.Internal, "metadata ConfigMap %s/%s: %s is not a valid record: %v", cm.Namespace, cm.Name, recordKey, err)
+	}
+	return rec, nil
+}

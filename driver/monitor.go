@@ -1,0 +1,245 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/golang/glog"
+	"google.golang.org/grpc/codes"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// The monitor follows snapshot Jobs through the Job and Pod informers: every event queues the
+// snapshot id, and a worker compares the Job with the record. There is no polling.
+const (
+	// podSnapshotIndex indexes the driver's pods by "<namespace>/<snapshot id>".
+	podSnapshotIndex = "snapshotID"
+	// maxResultWaits bounds how often a Complete Job whose pod status has not shown the verify result
+	// yet is looked at again (rate-limited, roughly three minutes in all) before the snapshot fails.
+	maxResultWaits = 15
+)
+
+// errAwaitingResult requeues a snapshot whose Job completed before its pod's status reached the cache.
+var errAwaitingResult = errors.New("monitor: Job complete, waiting for the verify result in the pod status")
+
+func podSnapshotIndexFunc(obj any) ([]string, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || pod.Labels[labelSnapshotID] == "" {
+		return nil, nil
+	}
+	return []string{pod.Namespace + "/" + pod.Labels[labelSnapshotID]}, nil
+}
+
+// enqueueObject queues the snapshot a Job or Pod event belongs to.
+func (e *Engine) enqueueObject(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return
+	}
+	if id := m.GetLabels()[labelSnapshotID]; isRecordID(id) {
+		e.queue.Add(id)
+	}
+}
+
+// enqueueUnfinishedRecord queues records that need the monitor without any Job event: Running ones
+// (their Job may have vanished while the driver was down) and Failed ones not yet cleaned up.
+func (e *Engine) enqueueUnfinishedRecord(obj any) {
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return
+	}
+	rec, err := decodeRecord(cm)
+	if err != nil {
+		return
+	}
+	if rec.Phase == PhaseRunning || (rec.Phase == PhaseFailed && !rec.CleanedUp) {
+		e.queue.Add(rec.ID)
+	}
+}
+
+// metadataDeleted notes that the cache has caught up with a deleted record.
+func (e *Engine) metadataDeleted(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	if m, err := meta.Accessor(obj); err == nil {
+		e.meta.forgetDeleted(m.GetName())
+	}
+}
+
+func (e *Engine) runWorker(ctx context.Context) {
+	for e.processNext(ctx) {
+	}
+}
+
+func (e *Engine) processNext(ctx context.Context) bool {
+	id, quit := e.queue.Get()
+	if quit {
+		return false
+	}
+	defer e.queue.Done(id)
+	err := e.reconcile(ctx, id)
+	switch {
+	case err == nil:
+		e.queue.Forget(id)
+	case errors.Is(err, errAwaitingResult):
+		glog.V(4).Infof("Snapshot %s: %v", id, err)
+		e.queue.AddRateLimited(id)
+	default:
+		// API trouble: keep trying with backoff, as any controller would.
+		glog.Warningf("Snapshot %s: %v; will retry", id, err)
+		e.queue.AddRateLimited(id)
+	}
+	return true
+}
+
+// reconcile moves the record of id forward from what its Job and pods show.
+func (e *Engine) reconcile(ctx context.Context, id string) error {
+	defer e.locks.lock(id)()
+	rec, err := e.meta.get(ctx, id)
+	if err != nil || rec == nil {
+		return err
+	}
+	switch rec.Phase {
+	case PhaseReady:
+		return nil
+	case PhaseFailed:
+		return e.finishFailed(ctx, rec)
+	}
+	job, err := e.jobs.Jobs(rec.Namespace).Get(id)
+	if apierrors.IsNotFound(err) {
+		if rec.Phase != PhaseRunning {
+			// Pending without a Job: a Create is under way or will resume; nothing to follow yet.
+			return nil
+		}
+		// The cache may not show a Job created a moment ago; only the API server can say it is gone.
+		job, err = e.cfg.Kube.BatchV1().Jobs(rec.Namespace).Get(ctx, id, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return e.markFailed(ctx, id, fmt.Sprintf("Job %s/%s was deleted before it finished", rec.Namespace, id))
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if job.Labels[labelSnapshotID] != id {
+		return nil
+	}
+	out := jobOutcome(job, e.podsOf(rec.Namespace, id))
+	switch out.state {
+	case jobSucceeded:
+		if out.result != nil {
+			return e.markReady(ctx, id, out.result)
+		}
+		if out.resultErr == nil && e.queue.NumRequeues(id) < maxResultWaits {
+			return errAwaitingResult
+		}
+		reason := fmt.Sprintf("Job %s/%s completed but no pod reported a verify result", rec.Namespace, id)
+		if out.resultErr != nil {
+			reason = out.resultErr.Error()
+		}
+		return e.markFailed(ctx, id, reason)
+	case jobFailed:
+		return e.markFailed(ctx, id, out.reason)
+	}
+	return nil
+}
+
+// podsOf lists the cached pods of snapshot id in ns.
+func (e *Engine) podsOf(ns, id string) []*corev1.Pod {
+	objs, err := e.podIndexer.ByIndex(podSnapshotIndex, ns+"/"+id)
+	if err != nil {
+		return nil
+	}
+	pods := make([]*corev1.Pod, 0, len(objs))
+	for _, o := range objs {
+		if p, ok := o.(*corev1.Pod); ok {
+			pods = append(pods, p)
+		}
+	}
+	return pods
+}
+
+// markReady records the verified result. The credentials Secret goes at once (nothing needs it any
+// more); the Job and its pods stay, for inspection, until the snapshot is deleted.
+func (e *Engine) markReady(ctx context.Context, id string, res *VerifyResult) error {
+	now := time.Now().UTC()
+	changed := false
+	rec, err := e.meta.update(ctx, id, func(r *Record) error {
+		if r.Phase == PhaseReady || r.Phase == PhaseFailed {
+			return errNoChange
+		}
+		r.Phase, r.ReadyAt, r.Error, r.ErrorCode = PhaseReady, &now, "", ""
+		r.SizeBytes, r.SHA256, r.Hash, r.HashChecked = res.Size, res.SHA256, res.Hash, res.HashChecked
+		r.Revision, r.CompactRevision, r.Keys, r.TotalKeys = res.Revision, res.CompactRevision, res.Keys, res.TotalKeys
+		changed = true
+		return nil
+	})
+	if err != nil || rec == nil || !changed {
+		return err
+	}
+	snapshotOperations.WithLabelValues("create", "success").Inc()
+	snapshotDuration.Observe(now.Sub(rec.CreatedAt).Seconds())
+	snapshotSize.Observe(float64(res.Size))
+	glog.Infof("Snapshot %s (%s) of etcd cluster %s/%s is ready: %d bytes, revision %d, %d keys, sha256 %s, from member %s",
+		id, rec.Name, rec.Namespace, rec.Cluster, res.Size, res.Revision, res.Keys, res.SHA256, rec.SourceMember.Name)
+	for _, o := range e.snapshotObjects(rec.Namespace, id) {
+		if o.kind != "Secret" {
+			continue
+		}
+		if err := deleteIfOurs(ctx, rec.Namespace, id, o); err != nil {
+			glog.Warningf("Snapshot %s is ready but its credentials Secret stays until the Job is deleted: %v", id, err)
+		}
+	}
+	return nil
+}
+
+// markFailed records why the snapshot failed, then removes its Job, Secret and PVC.
+func (e *Engine) markFailed(ctx context.Context, id, reason string) error {
+	changed := false
+	rec, err := e.meta.update(ctx, id, func(r *Record) error {
+		if r.Phase == PhaseReady || r.Phase == PhaseFailed {
+			return errNoChange
+		}
+		r.Phase, r.Error, r.ErrorCode = PhaseFailed, reason, codes.Internal.String()
+		changed = true
+		return nil
+	})
+	if err != nil || rec == nil {
+		return err
+	}
+	if changed {
+		snapshotOperations.WithLabelValues("create", "failure").Inc()
+		glog.Warningf("Snapshot %s (%s) of etcd cluster %s/%s failed: %s", id, rec.Name, rec.Namespace, rec.Cluster, reason)
+	}
+	if rec.Phase != PhaseFailed {
+		return nil
+	}
+	return e.finishFailed(ctx, rec)
+}
+
+// finishFailed removes the objects of a Failed snapshot once and notes that in the record.
+func (e *Engine) finishFailed(ctx context.Context, rec *Record) error {
+	if rec.CleanedUp {
+		return nil
+	}
+	if err := e.deleteSnapshotObjects(ctx, rec.Namespace, rec.ID); err != nil {
+		return err
+	}
+	_, err := e.meta.update(ctx, rec.ID, func(r *Record) error {
+		if r.CleanedUp {
+			return errNoChange
+		}
+		r.CleanedUp = true
+		return nil
+	})
+	return err
+}

@@ -1,0 +1,183 @@
+// Command etcd-snapshot-driver is a CSI driver that takes verified etcd snapshots through Kubernetes
+// Jobs; `etcd-snapshot-driver verify` is the check those Jobs run.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/golang/glog"
+	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/driver"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// imageRepository is where the driver's own image is published; the snapshot Jobs run `verify` from it.
+const imageRepository = "ghcr.io/etcd-snapshot-driver/etcd-snapshot-driver"
+
+// options are the command-line flags of the driver.
+type options struct {
+	endpoint          string
+	driverName        string
+	httpAddress       string
+	kubeconfig        string
+	clusterLabel      string
+	metadataNamespace string
+	etcdImage         string
+	driverImage       string
+	etcdCA            string
+	etcdCert          string
+	etcdKey           string
+	storageClass      string
+	healthTimeout     time.Duration
+	showVersion       bool
+}
+
+// registerFlags defines the driver's flags on fs; glog's -v, -logtostderr and friends are already on
+// flag.CommandLine.
+func registerFlags(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: the unix socket the CSI services listen on")
+	fs.StringVar(&o.driverName, "driver-name", "etcd-snapshot.csi.io", "CSI driver name, as in the CSIDriver object and the snapshot classes")
+	fs.StringVar(&o.httpAddress, "http-address", ":8080", "address serving /metrics, /healthz and /ready")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means the in-cluster configuration")
+	fs.StringVar(&o.clusterLabel, "cluster-label", "etcd.io/cluster", "label key naming the etcd cluster on its PVCs and client Service")
+	fs.StringVar(&o.metadataNamespace, "metadata-namespace", "kube-system", "namespace of the snapshot metadata ConfigMaps")
+	fs.StringVar(&o.etcdImage, "etcd-image", "gcr.io/etcd-development/etcd:v3.7.3", "image providing /usr/local/bin/etcdctl for `etcdctl snapshot save`")
+	fs.StringVar(&o.driverImage, "driver-image", imageRepository+":"+version, "image of this driver, whose `verify` subcommand checks each snapshot")
+	fs.StringVar(&o.etcdCA, "etcd-ca", "", "fallback etcd client CA bundle (PEM), used when a snapshot class names no secret")
+	fs.StringVar(&o.etcdCert, "etcd-cert", "", "fallback etcd client certificate (PEM); needs -etcd-ca and -etcd-key")
+	fs.StringVar(&o.etcdKey, "etcd-key", "", "fallback etcd client private key (PEM); needs -etcd-ca and -etcd-cert")
+	fs.StringVar(&o.storageClass, "snapshot-storage-class", "", "StorageClass of snapshot PVCs when the class parameter snapshotStorageClass is absent; empty means the cluster default")
+	fs.DurationVar(&o.healthTimeout, "health-timeout", 10*time.Second, "time limit of one etcd cluster health check")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+}
+
+func main() {
+	os.Exit(run(flag.CommandLine, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is the whole command; fs must hold glog's flags (flag.CommandLine, where glog registers them).
+func run(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "verify" {
+		return driver.RunVerify(args[1:], stdout, stderr)
+	}
+
+	var o options
+	registerFlags(fs, &o)
+	// glog writes files unless told otherwise; containers log to stderr.
+	if err := fs.Set("logtostderr", "true"); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := driver.RouteKlog(fs); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	defer glog.Flush()
+	defer klog.Flush()
+
+	if o.showVersion {
+		fmt.Fprintf(stdout, "etcd-snapshot-driver %s\n", version)
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "unexpected arguments %q; the only subcommand is verify\n", fs.Args())
+		return 2
+	}
+
+	cfg, err := config(o)
+	if err != nil {
+		glog.Errorf("%v", err)
+		return 1
+	}
+	d, err := driver.New(cfg)
+	if err != nil {
+		glog.Errorf("%v", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := d.Run(ctx); err != nil {
+		glog.Errorf("%v", err)
+		return 1
+	}
+	return 0
+}
+
+// config turns the flags into the driver configuration, building the Kubernetes client and reading
+// the fallback etcd credentials.
+func config(o options) (driver.Config, error) {
+	restConfig, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	if err != nil {
+		return driver.Config{}, fmt.Errorf("kubernetes client configuration (-kubeconfig %q): %w", o.kubeconfig, err)
+	}
+	restConfig.UserAgent = "etcd-snapshot-driver/" + version
+	kube, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return driver.Config{}, fmt.Errorf("kubernetes client: %w", err)
+	}
+	snapshots, err := snapclientset.NewForConfig(restConfig)
+	if err != nil {
+		return driver.Config{}, fmt.Errorf("snapshot API client: %w", err)
+	}
+	creds, err := fallbackCredentials(o.etcdCA, o.etcdCert, o.etcdKey)
+	if err != nil {
+		return driver.Config{}, err
+	}
+	return driver.Config{
+		DriverName:  o.driverName,
+		Version:     version,
+		Endpoint:    o.endpoint,
+		HTTPAddress: o.httpAddress,
+		Snapshots:   snapshots,
+		Engine: driver.EngineConfig{
+			Kube:                 kube,
+			MetadataNamespace:    o.metadataNamespace,
+			ClusterLabel:         o.clusterLabel,
+			EtcdImage:            o.etcdImage,
+			DriverImage:          o.driverImage,
+			FallbackCreds:        creds,
+			SnapshotStorageClass: o.storageClass,
+			HealthTimeout:        o.healthTimeout,
+		},
+	}, nil
+}
+
+// fallbackCredentials reads -etcd-ca, -etcd-cert and -etcd-key: all three or none.
+func fallbackCredentials(caFile, certFile, keyFile string) (*driver.Credentials, error) {
+	if caFile == "" && certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	if caFile == "" || certFile == "" || keyFile == "" {
+		return nil, errors.New("-etcd-ca, -etcd-cert and -etcd-key go together: give all three or none")
+	}
+	var c driver.Credentials
+	for _, f := range []struct {
+		flag, path string
+		dst        *[]byte
+	}{{"-etcd-ca", caFile, &c.CA}, {"-etcd-cert", certFile, &c.Cert}, {"-etcd-key", keyFile, &c.Key}} {
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.flag, err)
+		}
+		*f.dst = b
+	}
+	return &c, nil
+}

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/driver"
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/testpki"
+)
+
+// commandLine is a fresh flag set carrying glog's flags (registered on flag.CommandLine by glog's
+// init), as main's flag.CommandLine does, so run can be called more than once in a test.
+func commandLine() *flag.FlagSet {
+	fs := flag.NewFlagSet("etcd-snapshot-driver", flag.ContinueOnError)
+	flag.CommandLine.VisitAll(func(f *flag.Flag) {
+		if !strings.HasPrefix(f.Name, "test.") {
+			fs.Var(f.Value, f.Name, f.Usage)
+		}
+	})
+	return fs
+}
+
+func TestFlagDefaults(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	var o options
+	registerFlags(fs, &o)
+	want := map[string]string{
+		"endpoint":               "unix:///csi/csi.sock",
+		"driver-name":            "etcd-snapshot.csi.io",
+		"http-address":           ":8080",
+		"kubeconfig":             "",
+		"cluster-label":          "etcd.io/cluster",
+		"metadata-namespace":     "kube-system",
+		"etcd-image":             "gcr.io/etcd-development/etcd:v3.7.3",
+		"driver-image":           "ghcr.io/etcd-snapshot-driver/etcd-snapshot-driver:" + version,
+		"etcd-ca":                "",
+		"etcd-cert":              "",
+		"etcd-key":               "",
+		"snapshot-storage-class": "",
+		"health-timeout":         "10s",
+		"version":                "false",
+	}
+	seen := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		seen++
+		w, ok := want[f.Name]
+		if !ok {
+			t.Errorf("flag -%s is not in the expected list", f.Name)
+		} else if f.DefValue != w {
+			t.Errorf("-%s defaults to %q, want %q", f.Name, f.DefValue, w)
+		}
+	})
+	if seen != len(want) {
+		t.Errorf("%d flags, want %d", seen, len(want))
+	}
+}
+
+func TestRunVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(commandLine(), []string{"-version"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+	if got := stdout.String(); got != "etcd-snapshot-driver dev\n" {
+		t.Fatalf("-version printed %q", got)
+	}
+}
+
+func TestRunUsageErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"-no-such-flag"}, "no-such-flag"},
+		{"unknown subcommand", []string{"restore"}, `unexpected arguments ["restore"]`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(commandLine(), tc.args, &stdout, &stderr); code != 2 {
+				t.Fatalf("exit %d, want 2", code)
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("stderr %q does not mention %q", stderr.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestRunVerifyDispatch(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "snapshot.db")
+	termLog := filepath.Join(dir, "termination-log")
+	var stdout, stderr bytes.Buffer
+	code := run(commandLine(), []string{"verify", "-file=" + missing, "-termination-log=" + termLog}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), missing) {
+		t.Fatalf("verify of a missing file: exit %d, stderr %q; want 1 naming the file", code, stderr.String())
+	}
+	if b, err := os.ReadFile(termLog); err != nil || !strings.Contains(string(b), missing) {
+		t.Fatalf("termination log %q (%v) does not name the file", b, err)
+	}
+}
+
+func TestRunRefusesBadConfiguration(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run(commandLine(), []string{"-kubeconfig=" + filepath.Join(t.TempDir(), "absent"), "-endpoint=unix:///tmp/x.sock"}, &stdout, &stderr)
+	if code != 1 {
+		t.Fatalf("exit %d with an unreadable kubeconfig, want 1", code)
+	}
+}
+
+func TestRouteKlogFollowsGlog(t *testing.T) {
+	fs := commandLine()
+	t.Cleanup(func() {
+		fs.Set("v", "0")
+		if err := driver.RouteKlog(fs); err != nil {
+			t.Error(err)
+		}
+	})
+	cases := []struct {
+		v             string
+		on, off       klog.Level
+		wantKlogLimit string
+	}{
+		{"3", 3, 4, "follows -v"},
+		{"7", 7, 8, "follows -v"},
+		{"10", 7, 8, "capped at 7: client-go logs HTTP bodies (Secrets) from 8 on"},
+	}
+	for _, tc := range cases {
+		if err := fs.Parse([]string{"-v=" + tc.v}); err != nil {
+			t.Fatal(err)
+		}
+		if err := driver.RouteKlog(fs); err != nil {
+			t.Fatal(err)
+		}
+		if !klog.V(tc.on).Enabled() || klog.V(tc.off).Enabled() {
+			t.Errorf("-v=%s: klog V(%d) enabled=%t, V(%d) enabled=%t; want %s", tc.v, tc.on, klog.V(tc.on).Enabled(), tc.off, klog.V(tc.off).Enabled(), tc.wantKlogLimit)
+		}
+	}
+}
+
+func TestFallbackCredentials(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := testpki.NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := ca.Issue("client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, certFile, keyFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := ca.WriteCertFile(caFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := kp.WriteFiles(certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+
+	if c, err := fallbackCredentials("", "", ""); c != nil || err != nil {
+		t.Errorf("no flags = %v, %v; want nil, nil", c, err)
+	}
+	if _, err := fallbackCredentials(caFile, certFile, ""); err == nil || !strings.Contains(err.Error(), "give all three or none") {
+		t.Errorf("two of three flags = %v", err)
+	}
+	if _, err := fallbackCredentials(caFile, certFile, filepath.Join(dir, "absent")); err == nil || !strings.Contains(err.Error(), "-etcd-key") {
+		t.Errorf("unreadable key file = %v, want an error naming -etcd-key", err)
+	}
+	c, err := fallbackCredentials(caFile, certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(c.CA, ca.CertPEM()) || !bytes.Equal(c.Cert, kp.CertPEM) || !bytes.Equal(c.Key, kp.KeyPEM) {
+		t.Error("credentials do not hold the files' contents")
+	}
+}
+
+func TestConfigFromFlags(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	var o options
+	registerFlags(fs, &o)
+	if err := fs.Parse([]string{"-kubeconfig=" + kubeconfig, "-driver-name=example.csi.io", "-cluster-label=app.example/etcd",
+		"-snapshot-storage-class=fast", "-health-timeout=3s"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DriverName != "example.csi.io" || cfg.Version != version || cfg.Endpoint != "unix:///csi/csi.sock" || cfg.HTTPAddress != ":8080" ||
+		cfg.Snapshots == nil || cfg.Engine.Kube == nil || cfg.Engine.ClusterLabel != "app.example/etcd" ||
+		cfg.Engine.MetadataNamespace != "kube-system" || cfg.Engine.SnapshotStorageClass != "fast" ||
+		cfg.Engine.HealthTimeout != 3*time.Second || cfg.Engine.FallbackCreds != nil ||
+		cfg.Engine.DriverImage != imageRepository+":"+version || cfg.Engine.EtcdImage != "gcr.io/etcd-development/etcd:v3.7.3" {
+		t.Fatalf("config = %+v", cfg)
+	}
+}
