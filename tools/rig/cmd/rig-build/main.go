@@ -1,0 +1,29 @@
+// Command rig-build builds (or finds in .cache/rig) the upstream binaries and this driver that the rig
+// runs, printing progress, so that CI shows the slow part outside `go test`'s buffered output.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	upstream, err := rig.EnsureUpstream(ctx, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rig-build:", err)
+		os.Exit(1)
+	}
+	drv, err := rig.EnsureDriver(ctx, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rig-build:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("upstream binaries: %s\ndriver: %s\n", upstream, drv)
+}
