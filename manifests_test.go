@@ -177,7 +177,7 @@ func TestManifestsRBAC(t *testing.T) {
 		{"etcd-test", "", "services", "list"},
 		{"etcd-test", "", "secrets", "create"}, {"etcd-test", "", "secrets", "delete"},
 		{"etcd-test", "batch", "jobs", "create"}, {"etcd-test", "batch", "jobs", "get"}, {"etcd-test", "batch", "jobs", "delete"},
-		{"", "batch", "jobs", "list"}, {"", "batch", "jobs", "watch"},
+		{"etcd-test", "batch", "jobs", "patch"}, {"", "batch", "jobs", "list"}, {"", "batch", "jobs", "watch"},
 		{"", "", "pods", "list"}, {"", "", "pods", "watch"},
 		{"kube-system", "", "configmaps", "get"}, {"kube-system", "", "configmaps", "list"}, {"kube-system", "", "configmaps", "watch"},
 		{"kube-system", "", "configmaps", "create"}, {"kube-system", "", "configmaps", "update"}, {"kube-system", "", "configmaps", "delete"},

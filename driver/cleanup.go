@@ -39,8 +39,10 @@ func (e *Engine) adoptOnExists(ctx context.Context, err error, kind string, rec 
 
 // snapshotObject is one kind of namespaced object the driver creates per snapshot.
 type snapshotObject struct {
-	kind   string
-	name   string
+	kind string
+	name string
+	// get reads the object so its id label can be checked before deleting it; nil deletes by name
+	// without reading (Secrets, which the driver may not read).
 	get    func(ctx context.Context) (metav1.Object, error)
 	delete func(ctx context.Context, opts metav1.DeleteOptions) error
 }
@@ -49,9 +51,7 @@ type snapshotObject struct {
 // so no pod is left writing to the PVC or reading the Secret.
 func (e *Engine) snapshotObjects(ns, id string) []snapshotObject {
 	jobs := e.cfg.Kube.BatchV1().Jobs(ns)
-	secrets := e.cfg.Kube.CoreV1().Secrets(ns)
 	pvcs := e.cfg.Kube.CoreV1().PersistentVolumeClaims(ns)
-	secret := tlsSecretName(id)
 	return []snapshotObject{{
 		kind: "Job", name: id,
 		get: func(ctx context.Context) (metav1.Object, error) { return jobs.Get(ctx, id, metav1.GetOptions{}) },
@@ -61,9 +61,8 @@ func (e *Engine) snapshotObjects(ns, id string) []snapshotObject {
 			return jobs.Delete(ctx, id, o)
 		},
 	}, {
-		kind: "Secret", name: secret,
-		get:    func(ctx context.Context) (metav1.Object, error) { return secrets.Get(ctx, secret, metav1.GetOptions{}) },
-		delete: func(ctx context.Context, o metav1.DeleteOptions) error { return secrets.Delete(ctx, secret, o) },
+		kind: "Secret", name: tlsSecretName(id),
+		delete: func(ctx context.Context, _ metav1.DeleteOptions) error { return e.deleteTLSSecret(ctx, ns, id) },
 	}, {
 		kind: "PersistentVolumeClaim", name: id,
 		get:    func(ctx context.Context) (metav1.Object, error) { return pvcs.Get(ctx, id, metav1.GetOptions{}) },
@@ -71,9 +70,10 @@ func (e *Engine) snapshotObjects(ns, id string) []snapshotObject {
 	}}
 }
 
-// deleteSnapshotObjects deletes the Job, Secret and PVC of snapshot id. Each object is deleted only if
-// its id label is this id, with a UID precondition so an object recreated meanwhile under the same
-// name is left alone. Missing objects are fine. All objects are tried; the first error is returned.
+// deleteSnapshotObjects deletes the Job, Secret and PVC of snapshot id. The Job and PVC are deleted
+// only if their id label is this id, with a UID precondition so an object recreated meanwhile under
+// the same name is left alone; the Secret by name (see deleteTLSSecret). Missing objects are fine.
+// All objects are tried; the first error is returned.
 func (e *Engine) deleteSnapshotObjects(ctx context.Context, ns, id string) error {
 	var first error
 	for _, o := range e.snapshotObjects(ns, id) {
@@ -84,8 +84,11 @@ func (e *Engine) deleteSnapshotObjects(ctx context.Context, ns, id string) error
 	return first
 }
 
-// deleteIfOurs deletes one object when it carries snapshot id's label.
+// deleteIfOurs deletes one object when it carries snapshot id's label, or by name when it cannot be read.
 func deleteIfOurs(ctx context.Context, ns, id string, o snapshotObject) error {
+	if o.get == nil {
+		return o.delete(ctx, metav1.DeleteOptions{})
+	}
 	obj, err := o.get(ctx)
 	if apierrors.IsNotFound(err) {
 		return nil

@@ -97,8 +97,9 @@ func sameSnapshot(rec *Record, req SnapshotRequest, sources []string, phash stri
 	return nil
 }
 
-// provision runs the create flow: resolve, discover, check health, write metadata, then PVC, Secret,
-// Job. prior is a Pending record left by an interrupted attempt, whose objects are adopted.
+// provision runs the create flow: resolve, discover, check health, write metadata, then PVC, Job
+// (suspended), Secret, and resume the Job. prior is a Pending record left by an interrupted attempt,
+// whose objects are adopted (its Secret replaced).
 func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, p snapshotParams, phash string, prior *Record) (*Record, error) {
 	src, err := e.resolveSources(ctx, req.SourceVolumeIDs)
 	if err != nil {
@@ -140,17 +141,16 @@ func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, 
 	if err := e.ensureSnapshotPVC(ctx, rec, size); err != nil {
 		return nil, e.fail(ctx, rec, err)
 	}
-	if withTLS {
-		if err := e.ensureTLSSecret(ctx, rec, target.Creds); err != nil {
-			return nil, e.fail(ctx, rec, err)
-		}
-	}
+	// With TLS the Job is created suspended, then its Secret with the Job as owner (the driver may not
+	// patch Secrets), then the record turns Running, then the Job is resumed. A restart before Running
+	// leaves a Pending record that the CO's retry, which carries the credentials, resumes; a restart
+	// after it leaves a Running record with a suspended Job and its Secret, which the monitor resumes.
 	job, err := e.ensureJob(ctx, rec, e.newSnapshotJob(rec, endpoint, withTLS, health.Source.DBSize))
 	if err != nil {
 		return nil, e.fail(ctx, rec, err)
 	}
 	if withTLS {
-		if err := e.ownSecretByJob(ctx, rec, job); err != nil {
+		if err := e.createTLSSecret(ctx, rec, target.Creds, job); err != nil {
 			return nil, e.fail(ctx, rec, err)
 		}
 	}
@@ -166,6 +166,11 @@ func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, 
 	}
 	if err != nil {
 		return nil, e.fail(ctx, rec, err)
+	}
+	if isSuspended(job) {
+		if err := e.resumeJob(ctx, rec.Namespace, id); err != nil {
+			return nil, e.fail(ctx, rec, err)
+		}
 	}
 	// The Job may have finished before this process watched it; look now rather than wait for an event.
 	e.queue.Add(id)

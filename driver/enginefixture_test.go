@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -33,27 +36,42 @@ const (
 
 // engineFixture is an Engine started against a fake clientset.
 type engineFixture struct {
-	t      *testing.T
-	kube   *fake.Clientset
+	t *testing.T
+	// kube is the engine's client: it refuses what the driver's RBAC refuses (driverRBAC), and its
+	// Actions() are the engine's calls alone.
+	kube *fake.Clientset
+	// admin is the rest of the cluster (the test, controllers, users) on the same objects, unrestricted.
+	admin  *fake.Clientset
 	engine *Engine
 	ctx    context.Context
 	stop   context.CancelFunc
 }
 
-// newEngineFixture starts an Engine over a fake clientset holding objs.
+// newEngineFixture starts an Engine over a fake clientset holding objs, limited to the driver's RBAC.
 func newEngineFixture(t *testing.T, objs ...runtime.Object) *engineFixture {
 	t.Helper()
 	kube := fake.NewClientset(objs...)
+	enforceDriverRBAC(t, kube)
 	return startFixtureEngine(t, kube)
 }
 
 // startFixtureEngine starts a (new) Engine over an existing fake clientset, as a restarted driver would.
 func startFixtureEngine(t *testing.T, kube *fake.Clientset) *engineFixture {
 	t.Helper()
-	e, err := NewEngine(EngineConfig{
+	return startFixtureEngineWith(t, kube, nil)
+}
+
+// startFixtureEngineWith is startFixtureEngine with the engine configuration adjusted by tweak.
+func startFixtureEngineWith(t *testing.T, kube *fake.Clientset, tweak func(*EngineConfig)) *engineFixture {
+	t.Helper()
+	cfg := EngineConfig{
 		Kube: kube, MetadataNamespace: fxMetaNS, ClusterLabel: fxClusterLabel,
 		EtcdImage: fxEtcdImage, DriverImage: fxDriverImage, HealthTimeout: 15 * time.Second,
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	e, err := NewEngine(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +80,93 @@ func startFixtureEngine(t *testing.T, kube *fake.Clientset) *engineFixture {
 	if err := e.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return &engineFixture{t: t, kube: kube, engine: e, ctx: ctx, stop: cancel}
+	return &engineFixture{t: t, kube: kube, admin: adminClient(kube), engine: e, ctx: ctx, stop: cancel}
+}
+
+// adminClient is a second client on kube's objects that bypasses kube's reactors and does not add
+// to kube.Actions(). Informers of kube see its writes (one object tracker).
+func adminClient(kube *fake.Clientset) *fake.Clientset {
+	admin := &fake.Clientset{}
+	admin.AddReactor("*", "*", k8stesting.ObjectReaction(kube.Tracker()))
+	return admin
+}
+
+// rbacRule is what manifests/rbac.yaml grants on one resource: verbs, and the one namespace a
+// namespaced Role limits them to ("" = a ClusterRole, any namespace and cluster-wide lists).
+type rbacRule struct {
+	verbs     []string
+	namespace string
+}
+
+// driverRBAC mirrors the rules of the driver's ClusterRole and metadata Role in manifests/rbac.yaml,
+// keyed by "group/resource" (TestManifestsRBAC checks the file grants each of them). No subresources,
+// and no Secret verb that returns Secret contents.
+var driverRBAC = map[string]rbacRule{
+	"/persistentvolumeclaims": {verbs: []string{"get", "list", "watch", "create", "delete"}},
+	"/persistentvolumes":      {verbs: []string{"get", "list", "watch"}},
+	"/services":               {verbs: []string{"list"}},
+	"/secrets":                {verbs: []string{"create", "delete"}},
+	"batch/jobs":              {verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
+	"/pods":                   {verbs: []string{"list", "watch"}},
+	"/events":                 {verbs: []string{"create", "patch"}},
+	"/configmaps":             {verbs: []string{"get", "list", "watch", "create", "update", "delete"}, namespace: fxMetaNS},
+}
+
+// rbacAllows reports whether driverRBAC permits action.
+func rbacAllows(a k8stesting.Action) bool {
+	if a.GetSubresource() != "" {
+		return false
+	}
+	gvr := a.GetResource()
+	rule, ok := driverRBAC[gvr.Group+"/"+gvr.Resource]
+	if !ok || !slices.Contains(rule.verbs, a.GetVerb()) {
+		return false
+	}
+	return rule.namespace == "" || rule.namespace == a.GetNamespace()
+}
+
+// enforceDriverRBAC makes kube answer Forbidden, as the API server would, to every call (watches
+// included) outside driverRBAC, and fails t for each one at the end.
+func enforceDriverRBAC(t *testing.T, kube *fake.Clientset) {
+	var mu sync.Mutex
+	var refused []string
+	refuse := func(a k8stesting.Action) error {
+		gvr := a.GetResource()
+		what := fmt.Sprintf("%s %s", a.GetVerb(), gvr.GroupResource())
+		if sub := a.GetSubresource(); sub != "" {
+			what += "/" + sub
+		}
+		if ns := a.GetNamespace(); ns != "" {
+			what += " in " + ns
+		}
+		mu.Lock()
+		refused = append(refused, what)
+		mu.Unlock()
+		name := ""
+		if n, ok := a.(interface{ GetName() string }); ok {
+			name = n.GetName()
+		}
+		return apierrors.NewForbidden(gvr.GroupResource(), name, fmt.Errorf("the driver's RBAC does not allow %s", what))
+	}
+	kube.PrependReactor("*", "*", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if rbacAllows(a) {
+			return false, nil, nil
+		}
+		return true, nil, refuse(a)
+	})
+	kube.PrependWatchReactor("*", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		if rbacAllows(a) {
+			return false, nil, nil
+		}
+		return true, nil, refuse(a)
+	})
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(refused) > 0 {
+			t.Errorf("the engine made calls manifests/rbac.yaml does not allow: %s", strings.Join(slices.Compact(slices.Sorted(slices.Values(refused))), "; "))
+		}
+	})
 }
 
 // stopEngine ends f's engine as a driver exit would, and waits until its workers have stopped.
@@ -151,7 +255,7 @@ func groupRequest(tc *testCluster, name string) SnapshotRequest {
 	return SnapshotRequest{Name: name, SourceVolumeIDs: ids, Secrets: secretsOf(tc), Group: true}
 }
 
-// countActions counts the fake clientset's actions of verb on resource.
+// countActions counts the engine's actions of verb on resource.
 func (f *engineFixture) countActions(verb, resource string) int {
 	n := 0
 	for _, a := range f.kube.Actions() {
@@ -180,13 +284,13 @@ func (f *engineFixture) exists(kind, ns, name string) bool {
 	var err error
 	switch kind {
 	case "Job":
-		_, err = f.kube.BatchV1().Jobs(ns).Get(f.ctx, name, metav1.GetOptions{})
+		_, err = f.admin.BatchV1().Jobs(ns).Get(f.ctx, name, metav1.GetOptions{})
 	case "Secret":
-		_, err = f.kube.CoreV1().Secrets(ns).Get(f.ctx, name, metav1.GetOptions{})
+		_, err = f.admin.CoreV1().Secrets(ns).Get(f.ctx, name, metav1.GetOptions{})
 	case "PersistentVolumeClaim":
-		_, err = f.kube.CoreV1().PersistentVolumeClaims(ns).Get(f.ctx, name, metav1.GetOptions{})
+		_, err = f.admin.CoreV1().PersistentVolumeClaims(ns).Get(f.ctx, name, metav1.GetOptions{})
 	case "ConfigMap":
-		_, err = f.kube.CoreV1().ConfigMaps(ns).Get(f.ctx, name, metav1.GetOptions{})
+		_, err = f.admin.CoreV1().ConfigMaps(ns).Get(f.ctx, name, metav1.GetOptions{})
 	default:
 		f.t.Fatalf("unknown kind %s", kind)
 	}
@@ -235,10 +339,10 @@ func (f *engineFixture) finishJob(rec *Record, podName string, podStatus corev1.
 			CreationTimestamp: metav1.Now()},
 		Status: podStatus,
 	}
-	if _, err := f.kube.CoreV1().Pods(rec.Namespace).Create(f.ctx, pod, metav1.CreateOptions{}); err != nil {
+	if _, err := f.admin.CoreV1().Pods(rec.Namespace).Create(f.ctx, pod, metav1.CreateOptions{}); err != nil {
 		f.t.Fatal(err)
 	}
-	job, err := f.kube.BatchV1().Jobs(rec.Namespace).Get(f.ctx, rec.ID, metav1.GetOptions{})
+	job, err := f.admin.BatchV1().Jobs(rec.Namespace).Get(f.ctx, rec.ID, metav1.GetOptions{})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -249,7 +353,7 @@ func (f *engineFixture) finishJob(rec *Record, podName string, podStatus corev1.
 	} else {
 		job.Status.Failed = jobBackoffLimit + 1
 	}
-	if _, err := f.kube.BatchV1().Jobs(rec.Namespace).UpdateStatus(f.ctx, job, metav1.UpdateOptions{}); err != nil {
+	if _, err := f.admin.BatchV1().Jobs(rec.Namespace).UpdateStatus(f.ctx, job, metav1.UpdateOptions{}); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -259,6 +363,19 @@ func failOnce(kube *fake.Clientset, verb, resource string, err error) {
 	done := false
 	kube.PrependReactor(verb, resource, func(k8stesting.Action) (bool, runtime.Object, error) {
 		if done {
+			return false, nil, nil
+		}
+		done = true
+		return true, nil, err
+	})
+}
+
+// failOnceNamed makes the first verb on resource of the object called name fail with err.
+func failOnceNamed(kube *fake.Clientset, verb, resource, name string, err error) {
+	done := false // reactions run under the Fake's lock
+	kube.PrependReactor(verb, resource, func(a k8stesting.Action) (bool, runtime.Object, error) {
+		n, ok := a.(interface{ GetName() string })
+		if done || !ok || n.GetName() != name {
 			return false, nil, nil
 		}
 		done = true

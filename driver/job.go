@@ -2,10 +2,13 @@ package driver
 
 import (
 	"context"
-	"encoding/json"
 
+	"github.com/golang/glog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -94,6 +97,9 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: rec.ID, Namespace: rec.Namespace, Labels: labels},
 		Spec: batchv1.JobSpec{
+			// With TLS the Job starts suspended: its Secret is created owned by the Job, so after it, and
+			// the pod must not start before the Secret exists (provision resumes the Job).
+			Suspend:               ptr.To(withTLS),
 			BackoffLimit:          ptr.To[int32](jobBackoffLimit),
 			ActiveDeadlineSeconds: ptr.To(jobDeadline(dbSize)),
 			// ttlSecondsAfterFinished stays unset: the Job is removed with the snapshot (Delete).
@@ -143,15 +149,6 @@ func snapshotContainer(name, image, binary string, args []string, mounts []corev
 	}
 }
 
-// ensureTLSSecret creates the credentials Secret, or adopts the one an earlier attempt left.
-func (e *Engine) ensureTLSSecret(ctx context.Context, rec *Record, creds Credentials) error {
-	client := e.cfg.Kube.CoreV1().Secrets(rec.Namespace)
-	_, err := client.Create(ctx, newTLSSecret(rec, creds), metav1.CreateOptions{})
-	return e.adoptOnExists(ctx, err, "Secret", rec, tlsSecretName(rec.ID), func() (metav1.Object, error) {
-		return client.Get(ctx, tlsSecretName(rec.ID), metav1.GetOptions{})
-	})
-}
-
 // ensureJob creates the Job, or adopts the one an earlier attempt left, and returns it.
 func (e *Engine) ensureJob(ctx context.Context, rec *Record, job *batchv1.Job) (*batchv1.Job, error) {
 	client := e.cfg.Kube.BatchV1().Jobs(rec.Namespace)
@@ -168,22 +165,69 @@ func (e *Engine) ensureJob(ctx context.Context, rec *Record, job *batchv1.Job) (
 	return existing, err
 }
 
-// ownSecretByJob makes the Job the Secret's owner, so the garbage collector removes the credentials
-// with the Job even if the driver never gets to. Not a controller reference: nothing reconciles it,
-// and blockOwnerDeletion would need finalizer rights on Jobs.
-func (e *Engine) ownSecretByJob(ctx context.Context, rec *Record, job *batchv1.Job) error {
-	patch := map[string]any{"metadata": map[string]any{"ownerReferences": []metav1.OwnerReference{{
-		APIVersion:         "batch/v1",
+// jobOwnerReference makes job the owner of the credentials Secret, so the garbage collector removes
+// the credentials with the Job even if the driver never gets to. Not a controller reference: nothing
+// reconciles it, and blockOwnerDeletion would need finalizer rights on Jobs.
+func jobOwnerReference(job *batchv1.Job) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion:         batchv1.SchemeGroupVersion.String(),
 		Kind:               "Job",
 		Name:               job.Name,
 		UID:                job.UID,
 		Controller:         ptr.To(false),
 		BlockOwnerDeletion: ptr.To(false),
-	}}}}
-	data, err := json.Marshal(patch)
-	if err != nil {
-		return kubeStatus(err, "encoding owner patch of Secret %s/%s", rec.Namespace, tlsSecretName(rec.ID))
 	}
-	_, err = e.cfg.Kube.CoreV1().Secrets(rec.Namespace).Patch(ctx, tlsSecretName(rec.ID), types.MergePatchType, data, metav1.PatchOptions{})
-	return kubeStatus(err, "setting Job %s/%s as owner of Secret %s", rec.Namespace, job.Name, tlsSecretName(rec.ID))
+}
+
+// createTLSSecret creates the credentials Secret owned by job. The owner reference is in the create
+// body because the driver may not patch Secrets (manifests/README.md): every verb but create and
+// delete returns Secret contents. For the same reason a Secret an interrupted attempt left is never
+// read: it is deleted and created again, owned by this Job and holding this request's credentials.
+func (e *Engine) createTLSSecret(ctx context.Context, rec *Record, creds Credentials, job *batchv1.Job) error {
+	client := e.cfg.Kube.CoreV1().Secrets(rec.Namespace)
+	name := tlsSecretName(rec.ID)
+	secret := newTLSSecret(rec, creds)
+	secret.OwnerReferences = []metav1.OwnerReference{jobOwnerReference(job)}
+	_, err := client.Create(ctx, secret, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		return kubeStatus(err, "creating Secret %s/%s", rec.Namespace, name)
+	}
+	glog.V(2).Infof("Replacing Secret %s/%s left by an earlier attempt of snapshot %s", rec.Namespace, name, rec.ID)
+	if err := e.deleteTLSSecret(ctx, rec.Namespace, rec.ID); err != nil {
+		// The admission policy refuses deleting a Secret the driver did not label as its own.
+		return status.Errorf(status.Code(err), "Secret %s/%s already exists and cannot be replaced (if it is not part of snapshot %s, remove it): %v",
+			rec.Namespace, name, rec.ID, err)
+	}
+	_, err = client.Create(ctx, secret, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return status.Errorf(codes.Aborted, "Secret %s/%s was created again by someone else while being replaced; retry", rec.Namespace, name)
+	}
+	return kubeStatus(err, "creating Secret %s/%s", rec.Namespace, name)
+}
+
+// deleteTLSSecret deletes the credentials Secret of snapshot id by name, without reading it first
+// (the driver may not). The name derives from the id, and the admission policy refuses deleting a
+// Secret without the driver's label. A missing Secret is fine.
+func (e *Engine) deleteTLSSecret(ctx context.Context, ns, id string) error {
+	err := e.cfg.Kube.CoreV1().Secrets(ns).Delete(ctx, tlsSecretName(id), metav1.DeleteOptions{})
+	switch {
+	case err == nil:
+		glog.V(2).Infof("Deleted Secret %s/%s of snapshot %s", ns, tlsSecretName(id), id)
+		return nil
+	case apierrors.IsNotFound(err):
+		return nil
+	}
+	return kubeStatus(err, "deleting Secret %s/%s", ns, tlsSecretName(id))
+}
+
+// isSuspended reports whether job waits for resumeJob.
+func isSuspended(job *batchv1.Job) bool { return ptr.Deref(job.Spec.Suspend, false) }
+
+// resumeJob lets the Job of snapshot id start its pod, once the Secret the pod mounts exists.
+func (e *Engine) resumeJob(ctx context.Context, ns, id string) error {
+	_, err := e.cfg.Kube.BatchV1().Jobs(ns).Patch(ctx, id, types.MergePatchType, []byte(`{"spec":{"suspend":false}}`), metav1.PatchOptions{})
+	if err == nil {
+		glog.V(2).Infof("Resumed Job %s/%s", ns, id)
+	}
+	return kubeStatus(err, "resuming Job %s/%s", ns, id)
 }

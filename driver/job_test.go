@@ -18,6 +18,9 @@ func TestSnapshotJobLayout(t *testing.T) {
 	if job.Name != rec.ID || job.Namespace != fxNS || *job.Spec.BackoffLimit != 2 || job.Spec.TTLSecondsAfterFinished != nil {
 		t.Errorf("job meta/spec: %s/%s backoff %d ttl %v", job.Namespace, job.Name, *job.Spec.BackoffLimit, job.Spec.TTLSecondsAfterFinished)
 	}
+	if !isSuspended(job) {
+		t.Error("a Job mounting the credentials Secret must start suspended (the Secret is created after it)")
+	}
 	if *job.Spec.ActiveDeadlineSeconds != jobDeadline(100*mi) {
 		t.Errorf("deadline %d", *job.Spec.ActiveDeadlineSeconds)
 	}
@@ -71,9 +74,13 @@ func TestSnapshotJobLayout(t *testing.T) {
 	}
 
 	// Plaintext (allowed by the class): no Secret volume, no TLS flags.
-	plain := e.newSnapshotJob(rec, "http://127.0.0.1:2379", false, 0).Spec.Template.Spec
+	plainJob := e.newSnapshotJob(rec, "http://127.0.0.1:2379", false, 0)
+	plain := plainJob.Spec.Template.Spec
 	if len(plain.Volumes) != 1 || slices.ContainsFunc(plain.InitContainers[0].Args, func(a string) bool { return a == "--cacert=/etc/etcd-snapshot/tls/ca.crt" }) {
 		t.Errorf("plaintext job still uses TLS: volumes %+v args %v", plain.Volumes, plain.InitContainers[0].Args)
+	}
+	if isSuspended(plainJob) || mountsTLSSecret(plainJob) || !mountsTLSSecret(job) {
+		t.Errorf("plaintext job: suspended %v, mounts the Secret %v; TLS job mounts it %v", isSuspended(plainJob), mountsTLSSecret(plainJob), mountsTLSSecret(job))
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/golang/glog"
 	"google.golang.org/grpc/codes"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -137,7 +138,7 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 	switch out.state {
 	case jobSucceeded:
 		if out.result != nil {
-			return e.markReady(ctx, id, out.result)
+			return e.markReady(ctx, rec, out.result)
 		}
 		if out.resultErr == nil && e.queue.NumRequeues(id) < maxResultWaits {
 			return errAwaitingResult
@@ -150,7 +151,50 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 	case jobFailed:
 		return e.markFailed(ctx, id, out.reason)
 	}
+	// Suspended is not failed: the Job waits for provision to resume it. Only a Running record's Job
+	// is resumed here (a driver restart cut provision short after the record turned Running, so its
+	// Secret exists); a Pending record's Secret may not exist yet and waits for the CO's retry.
+	if rec.Phase == PhaseRunning && isSuspended(job) {
+		return e.resumeAfterRestart(ctx, rec, job)
+	}
 	return nil
+}
+
+// resumeAfterRestart resumes a Running snapshot's suspended Job. provision created the Secret before
+// the record turned Running; only if the fallback credentials are configured is a missing one created
+// again from them (a Secret that exists is kept: the driver cannot read it to compare).
+func (e *Engine) resumeAfterRestart(ctx context.Context, rec *Record, cached *batchv1.Job) error {
+	// The cache may trail provision's own resume; ask the API server before writing.
+	job, err := e.cfg.Kube.BatchV1().Jobs(rec.Namespace).Get(ctx, rec.ID, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil // the delete event queues the snapshot again
+	}
+	if err != nil {
+		return kubeStatus(err, "reading Job %s/%s", rec.Namespace, rec.ID)
+	}
+	if job.UID != cached.UID || !isSuspended(job) {
+		return nil
+	}
+	if e.cfg.FallbackCreds != nil && mountsTLSSecret(job) {
+		secret := newTLSSecret(rec, *e.cfg.FallbackCreds)
+		secret.OwnerReferences = []metav1.OwnerReference{jobOwnerReference(job)}
+		_, err := e.cfg.Kube.CoreV1().Secrets(rec.Namespace).Create(ctx, secret, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return kubeStatus(err, "creating Secret %s/%s", rec.Namespace, secret.Name)
+		}
+	}
+	glog.Infof("Snapshot %s (%s): resuming Job %s/%s, left suspended by an earlier driver process", rec.ID, rec.Name, rec.Namespace, rec.ID)
+	return e.resumeJob(ctx, rec.Namespace, rec.ID)
+}
+
+// mountsTLSSecret reports whether job's pod mounts the snapshot's credentials Secret.
+func mountsTLSSecret(job *batchv1.Job) bool {
+	for _, v := range job.Spec.Template.Spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == tlsSecretName(job.Name) {
+			return true
+		}
+	}
+	return false
 }
 
 // podsOf lists the cached pods of snapshot id in ns.
@@ -169,8 +213,13 @@ func (e *Engine) podsOf(ns, id string) []*corev1.Pod {
 }
 
 // markReady records the verified result. The credentials Secret goes at once (nothing needs it any
-// more); the Job and its pods stay, for inspection, until the snapshot is deleted.
-func (e *Engine) markReady(ctx context.Context, id string, res *VerifyResult) error {
+// more), before the record says Ready so that a Ready snapshot has left no credentials behind; the
+// Job and its pods stay, for inspection, until the snapshot is deleted.
+func (e *Engine) markReady(ctx context.Context, pending *Record, res *VerifyResult) error {
+	id := pending.ID
+	if err := e.deleteTLSSecret(ctx, pending.Namespace, id); err != nil {
+		glog.Warningf("Snapshot %s is verified but its credentials Secret stays until the Job is deleted: %v", id, err)
+	}
 	now := time.Now().UTC()
 	changed := false
 	rec, err := e.meta.update(ctx, id, func(r *Record) error {
@@ -191,14 +240,6 @@ func (e *Engine) markReady(ctx context.Context, id string, res *VerifyResult) er
 	snapshotSize.Observe(float64(res.Size))
 	glog.Infof("Snapshot %s (%s) of etcd cluster %s/%s is ready: %d bytes, revision %d, %d keys, sha256 %s, from member %s",
 		id, rec.Name, rec.Namespace, rec.Cluster, res.Size, res.Revision, res.Keys, res.SHA256, rec.SourceMember.Name)
-	for _, o := range e.snapshotObjects(rec.Namespace, id) {
-		if o.kind != "Secret" {
-			continue
-		}
-		if err := deleteIfOurs(ctx, rec.Namespace, id, o); err != nil {
-			glog.Warningf("Snapshot %s is ready but its credentials Secret stays until the Job is deleted: %v", id, err)
-		}
-	}
 	return nil
 }
 
@@ -235,6 +276,11 @@ func (e *Engine) finishFailed(ctx context.Context, rec *Record) error {
 		return err
 	}
 	_, err := e.meta.update(ctx, rec.ID, func(r *Record) error {
+		if r.Phase != PhaseFailed {
+			// The cache has not seen the Failed write yet: writing this copy back would undo the failure.
+			// A conflict makes update read the record from the API server.
+			return apierrors.NewConflict(corev1.Resource("configmaps"), rec.ID, errors.New("metadata cache is behind"))
+		}
 		if r.CleanedUp {
 			return errNoChange
 		}

@@ -3,8 +3,10 @@ package driver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +18,12 @@ import (
 	"google.golang.org/grpc/status"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
 )
 
 // takeVerifiedSnapshot saves a real snapshot of tc the way etcdctl does and verifies it with the
@@ -141,5 +149,164 @@ func TestJobFailureMarksFailedAndCleansUp(t *testing.T) {
 	}
 	if err := f.engine.Delete(f.ctx, rec.ID); err != nil || f.exists("ConfigMap", fxMetaNS, rec.ID) {
 		t.Errorf("Delete of a Failed snapshot: %v", err)
+	}
+}
+
+// suspendJob puts the Job of id back in the state provision leaves it in before resuming it:
+// spec.suspend=true and the Suspended condition the Job controller sets.
+func (f *engineFixture) suspendJob(id string) *batchv1.Job {
+	f.t.Helper()
+	jobs := f.admin.BatchV1().Jobs(fxNS)
+	job, err := jobs.Get(f.ctx, id, metav1.GetOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	job.Spec.Suspend = ptr.To(true)
+	if job, err = jobs.Update(f.ctx, job, metav1.UpdateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+	job.Status.Conditions = append(job.Status.Conditions, batchv1.JobCondition{
+		Type: batchv1.JobSuspended, Status: corev1.ConditionTrue, Reason: "JobSuspended", Message: "Job suspended"})
+	if job, err = jobs.UpdateStatus(f.ctx, job, metav1.UpdateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+	return job
+}
+
+// waitJob waits until the Job of id satisfies ok and returns it.
+func (f *engineFixture) waitJob(id string, ok func(*batchv1.Job) bool) *batchv1.Job {
+	f.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		job, err := f.admin.BatchV1().Jobs(fxNS).Get(f.ctx, id, metav1.GetOptions{})
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if ok(job) {
+			return job
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("Job %s never reached the expected state; last: suspended=%t conditions %+v", id, isSuspended(job), job.Status.Conditions)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A suspended Job is not a failed one: jobOutcome reads it as running, pods it removed or not.
+func TestSuspendedJobIsRunning(t *testing.T) {
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: "etcds-x", Namespace: fxNS},
+		Spec:       batchv1.JobSpec{Suspend: ptr.To(true), BackoffLimit: ptr.To[int32](jobBackoffLimit)},
+		Status: batchv1.JobStatus{Conditions: []batchv1.JobCondition{{
+			Type: batchv1.JobSuspended, Status: corev1.ConditionTrue, Reason: "JobSuspended", Message: "Job suspended"}}},
+	}
+	// A pod the Job controller terminated on suspension: failed, yet not counted in status.failed.
+	terminated := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "etcds-x-1", Namespace: fxNS}, Status: corev1.PodStatus{
+		Phase: corev1.PodFailed, InitContainerStatuses: []corev1.ContainerStatus{{Name: saveContainer, State: corev1.ContainerState{
+			Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error"}}}}}}
+	for name, pods := range map[string][]*corev1.Pod{"no pods": nil, "pod terminated by the suspension": {terminated}} {
+		if out := jobOutcome(job, pods); out.state != jobRunning {
+			t.Errorf("%s: suspended Job read as %+v; want running", name, out)
+		}
+	}
+}
+
+// A driver restart after the record turned Running but before the Job was resumed: the new engine
+// resumes the suspended Job (retrying when the first resume fails, never marking the snapshot
+// failed), re-creates a lost Secret from the fallback credentials, and the snapshot goes Ready.
+// No Secret is read on the way (enforceDriverRBAC).
+func TestRestartResumesSuspendedJob(t *testing.T) {
+	tc := startTestCluster(t, 3)
+	fallbackKP, err := tc.CA.Issue("fallback-client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fallback := &Credentials{CA: tc.CA.CertPEM(), Cert: fallbackKP.CertPEM, Key: fallbackKP.KeyPEM}
+	result := takeVerifiedSnapshot(t, tc)
+	cases := []struct {
+		name         string
+		fallback     *Credentials
+		loseSecret   bool
+		failResume   bool
+		secretWrites int // Secret creates by the engine across both processes
+	}{
+		{name: "Secret kept, first resume refused", failResume: true, secretWrites: 1},
+		{name: "Secret lost, fallback credentials", fallback: fallback, loseSecret: true, secretWrites: 2},
+		{name: "Secret kept, fallback credentials", fallback: fallback, secretWrites: 2},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			kube := fake.NewClientset(etcdWorld(t, tc)...)
+			enforceDriverRBAC(t, kube)
+			req := groupRequest(tc, fmt.Sprintf("groupsnapshot-suspended-%d", i))
+			// Armed once the first engine has stopped: then the first Job patch fails. (Reactors are
+			// installed before any engine runs: adding one races with the engine's calls.)
+			var armed atomic.Bool
+			kube.PrependReactor("patch", "jobs", func(k8stesting.Action) (bool, runtime.Object, error) {
+				if armed.CompareAndSwap(true, false) {
+					return true, nil, apierrors.NewServiceUnavailable("try later")
+				}
+				return false, nil, nil
+			})
+			f := startFixtureEngine(t, kube)
+			rec, err := f.engine.Create(f.ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopEngine(f)
+			job := f.suspendJob(rec.ID)
+			if c.loseSecret {
+				if err := f.admin.CoreV1().Secrets(fxNS).Delete(f.ctx, tlsSecretName(rec.ID), metav1.DeleteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			armed.Store(c.failResume)
+			patches := f.countActions("patch", "jobs")
+
+			f = startFixtureEngineWith(t, f.kube, func(cfg *EngineConfig) { cfg.FallbackCreds = c.fallback })
+			resumed := f.waitJob(rec.ID, func(j *batchv1.Job) bool { return !isSuspended(j) })
+			if resumed.UID != job.UID {
+				t.Fatalf("Job %s was replaced, not resumed", rec.ID)
+			}
+			wantPatches := 1
+			if c.failResume {
+				wantPatches = 2
+			}
+			if n := f.countActions("patch", "jobs") - patches; n != wantPatches {
+				t.Errorf("%d Job patches after the restart; want %d", n, wantPatches)
+			}
+			if got, err := f.engine.meta.getLive(f.ctx, rec.ID); err != nil || got.Phase != PhaseRunning {
+				t.Fatalf("record after the resume: %+v, %v; want Running", got, err)
+			}
+			secret, err := f.admin.CoreV1().Secrets(fxNS).Get(f.ctx, tlsSecretName(rec.ID), metav1.GetOptions{})
+			if err != nil {
+				t.Fatalf("no credentials Secret after the resume: %v", err)
+			}
+			if refs := secret.OwnerReferences; len(refs) != 1 || refs[0].UID != job.UID {
+				t.Errorf("Secret ownerReferences %+v; want the Job %s", refs, job.UID)
+			}
+			wantCert := req.Secrets[secretKeyCert]
+			if c.loseSecret {
+				wantCert = string(fallback.Cert)
+			}
+			if string(secret.Data[secretKeyCert]) != wantCert {
+				t.Error("the Secret does not hold the expected credentials (a kept Secret must not be replaced)")
+			}
+			if n := f.countActions("create", "secrets"); n != c.secretWrites {
+				t.Errorf("%d Secret creates; want %d", n, c.secretWrites)
+			}
+			if n := f.countActions("delete", "secrets"); n != 0 {
+				t.Errorf("%d Secret deletes while resuming; want none", n)
+			}
+
+			f.finishJob(rec, rec.ID+"-r1", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
+			ready := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase != PhaseRunning })
+			if ready.Phase != PhaseReady || ready.SHA256 != result.SHA256 {
+				t.Fatalf("record %+v; want Ready with the verify result", ready)
+			}
+			if n := f.countActions("create", "jobs"); n != 1 {
+				t.Errorf("%d Job creates across the restart; want 1", n)
+			}
+		})
 	}
 }
