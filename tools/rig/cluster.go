@@ -35,11 +35,7 @@ func (r *Rig) startNodeAndStorage(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	provLog, err := os.OpenFile(filepath.Join(r.logDir, "provisioner.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		runnerLog.Close()
-		return err
-	}
+	provLog := r.provLog
 	r.mu.Lock()
 	if r.stopped {
 		r.mu.Unlock()
@@ -59,11 +55,7 @@ func (r *Rig) startNodeAndStorage(ctx context.Context) error {
 	})
 	r.goInProcess("provisioner", func(ctx context.Context) error {
 		defer provLog.Close()
-		return provisioner.Run(ctx, provisioner.Config{
-			Kube: r.Kube,
-			Root: filepath.Join(r.Root, "volumes"),
-			Log:  provLog,
-		})
+		return r.prov.Run(ctx)
 	})
 	r.mu.Unlock()
 
@@ -107,6 +99,26 @@ func (r *Rig) startNodeAndStorage(ctx context.Context) error {
 		r.logf("rig: node %s Ready; StorageClass %s served by the provisioner", NodeName, StorageClass)
 	}
 	return err
+}
+
+// buildProvisioner builds the storage stand-in (provisioner.New) while no other goroutine uses a
+// typed client; startNodeAndStorage runs it.
+func (r *Rig) buildProvisioner() error {
+	provLog, err := os.OpenFile(filepath.Join(r.logDir, "provisioner.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	prov, err := provisioner.New(r.life, provisioner.Config{
+		Kube: r.Kube,
+		Root: filepath.Join(r.Root, "volumes"),
+		Log:  provLog,
+	})
+	if err != nil {
+		provLog.Close()
+		return err
+	}
+	r.prov, r.provLog = prov, provLog
+	return nil
 }
 
 // startEtcdUnderTest starts the etcd cluster under test (its processes only). etcdcluster stops a

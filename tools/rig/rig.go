@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig/etcdcluster"
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig/provisioner"
 )
 
 // Names the rig gives to the cluster it builds.
@@ -130,6 +131,8 @@ type Rig struct {
 	driverArgs  []string
 	clusters    []*etcdcluster.Cluster
 	inprocErrs  map[string]error
+	prov        *provisioner.Provisioner
+	provLog     *os.File
 	startFailed bool
 	stopOnce    sync.Once
 	rss         rssSampler
@@ -231,6 +234,9 @@ func (r *Rig) start() error {
 		return err
 	}
 	if err := r.startAPIServer(ctx); err != nil {
+		return err
+	}
+	if err := r.buildProvisioner(); err != nil {
 		return err
 	}
 	err = parallel(cancel,

@@ -356,10 +356,32 @@ func (r *Rig) SnapshotFilePath(ctx context.Context, rec *driver.Record) (string,
 	return filepath.Join(pv.Spec.CSI.VolumeHandle, SnapshotFile), nil
 }
 
+// beingCreatedAnnotation is set by the csi-snapshotter on a VolumeGroupSnapshotContent while a
+// CreateVolumeGroupSnapshot call is unanswered (external-snapshotter pkg/utils/util.go
+// AnnVolumeGroupSnapshotBeingCreated).
+const beingCreatedAnnotation = "groupsnapshot.storage.kubernetes.io/volumegroupsnapshot-being-created"
+
+// settleTimeout bounds how long DeleteGroupSnapshot waits for the sidecar to finish with a content.
+const settleTimeout = time.Minute
+
 // DeleteGroupSnapshot deletes the VolumeGroupSnapshot name in r.Namespace and watches until it is
 // gone (the snapshot-controller removes its finalizers once the content is handled).
+//
+// It first waits (up to a minute) until the bound content no longer carries the csi-snapshotter's
+// being-created annotation: csi-snapshotter v8.7.0 skips a content deleted while that annotation is
+// set, removes the annotation itself, and then ignores the informer event of its own update
+// (pkg/sidecar-controller/groupsnapshot_helper.go shouldDeleteGroupSnapshotContent and
+// updateGroupSnapshotContentInInformerCache), so a group deleted right as it turns ready keeps its
+// content, and the VolumeGroupSnapshot its finalizer, until the sidecar's 15-minute resync.
 func (r *Rig) DeleteGroupSnapshot(ctx context.Context, name string) error {
 	client := r.Snap.GroupsnapshotV1().VolumeGroupSnapshots(r.Namespace)
+	if vgs, err := client.Get(ctx, name, metav1.GetOptions{}); err == nil && vgs.DeletionTimestamp == nil {
+		content := "groupsnapcontent-" + string(vgs.UID)
+		if vgs.Status != nil && ptr.Deref(vgs.Status.BoundVolumeGroupSnapshotContentName, "") != "" {
+			content = *vgs.Status.BoundVolumeGroupSnapshotContentName
+		}
+		r.waitContentSettled(ctx, content)
+	}
 	err := client.Delete(ctx, name, metav1.DeleteOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
@@ -371,6 +393,32 @@ func (r *Rig) DeleteGroupSnapshot(ctx context.Context, name string) error {
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return client.List(ctx, o) },
 		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return client.Watch(ctx, o) },
 		&groupsnapshotv1.VolumeGroupSnapshot{})
+}
+
+// waitContentSettled waits, within settleTimeout, until the VolumeGroupSnapshotContent name is gone
+// or carries no being-created annotation. It gives up silently: the deletion proceeds either way.
+func (r *Rig) waitContentSettled(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
+	defer cancel()
+	contents := r.Snap.GroupsnapshotV1().VolumeGroupSnapshotContents()
+	list := func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return contents.List(ctx, o) }
+	watchFn := func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		return contents.Watch(ctx, o)
+	}
+	_, err := watchtools.UntilWithSync(ctx, nameListWatch(name, list, watchFn),
+		&groupsnapshotv1.VolumeGroupSnapshotContent{},
+		func(store cache.Store) (bool, error) { return len(store.List()) == 0, nil },
+		func(ev watch.Event) (bool, error) {
+			c, ok := ev.Object.(*groupsnapshotv1.VolumeGroupSnapshotContent)
+			if ev.Type == watch.Deleted || !ok {
+				return ev.Type == watch.Deleted, nil
+			}
+			_, creating := c.Annotations[beingCreatedAnnotation]
+			return !creating, nil
+		})
+	if err != nil {
+		r.logf("rig: VolumeGroupSnapshotContent %s still being created after %s; deleting anyway", name, settleTimeout)
+	}
 }
 
 // WaitGone watches the object called name (through list and watch, for example a typed client's List

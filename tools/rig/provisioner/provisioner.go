@@ -39,14 +39,21 @@ type Config struct {
 	Log  io.Writer // provisioning events; nil discards them (the library itself logs through klog)
 }
 
-// Run ensures the StorageClass exists and provisions and deletes volumes until ctx ends.
-func Run(ctx context.Context, cfg Config) error {
+// Provisioner is a provision controller built by New and not yet running.
+type Provisioner struct {
+	p    *hostPath
+	kube kubernetes.Interface
+	pc   *controller.ProvisionController
+}
+
+// New builds the provisioner without contacting the API server. The library's
+// NewProvisionController registers core/v1 in client-go's global scheme.Scheme
+// (controller/controller.go, v1.AddToScheme(scheme.Scheme)): map writes that race with any typed
+// client decoding a response in this process. Call New before other goroutines use typed clients.
+func New(ctx context.Context, cfg Config) (*Provisioner, error) {
 	p, err := newHostPath(cfg)
 	if err != nil {
-		return err
-	}
-	if err := EnsureStorageClass(ctx, cfg.Kube); err != nil {
-		return err
+		return nil, err
 	}
 	pc := controller.NewProvisionController(ctx, cfg.Kube, DriverName, p,
 		// One process serves the rig; leader election would only add a Lease and a delay.
@@ -59,9 +66,26 @@ func Run(ctx context.Context, cfg Config) error {
 		controller.AddFinalizer(true),
 		controller.ResyncPeriod(5*time.Minute),
 	)
-	p.logf("provisioning %s volumes under %s", DriverName, p.root)
-	pc.Run(ctx)
+	return &Provisioner{p: p, kube: cfg.Kube, pc: pc}, nil
+}
+
+// Run ensures the StorageClass exists and provisions and deletes volumes until ctx ends.
+func (v *Provisioner) Run(ctx context.Context) error {
+	if err := EnsureStorageClass(ctx, v.kube); err != nil {
+		return err
+	}
+	v.p.logf("provisioning %s volumes under %s", DriverName, v.p.root)
+	v.pc.Run(ctx)
 	return nil
+}
+
+// Run builds a provisioner (see New) and runs it until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	v, err := New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return v.Run(ctx)
 }
 
 // EnsureStorageClass creates the rig's default StorageClass unless one of that name exists; an
