@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,18 +25,24 @@ import (
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig/provisioner"
 )
 
-// binDir is where the rig's build puts the upstream binaries (RIG_BIN_DIR overrides it).
+// binDir returns the directory of the rig's upstream binaries: RIG_BIN_DIR when set, else what the
+// rig-build command builds or finds in .cache/rig (a subprocess, since package rig imports this one).
 func binDir(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("RIG_BIN_DIR")
 	if dir == "" {
-		var err error
-		if dir, err = filepath.Abs("../../../.cache/bin"); err != nil {
-			t.Fatal(err)
+		out, err := exec.Command("go", "run", "../cmd/rig-build", "-upstream-only").CombinedOutput()
+		if err != nil {
+			t.Fatalf("building the rig's upstream binaries: %v\n%s", err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if d, ok := strings.CutPrefix(line, "upstream binaries: "); ok {
+				dir = d
+			}
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "etcd")); err != nil {
-		t.Skipf("no etcd binary in %s (build the rig's upstream binaries first, or set RIG_BIN_DIR): %v", dir, err)
+		t.Fatalf("no etcd binary in %q (RIG_BIN_DIR or the rig-build output): %v", dir, err)
 	}
 	return dir
 }

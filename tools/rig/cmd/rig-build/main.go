@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,6 +14,8 @@ import (
 )
 
 func main() {
+	upstreamOnly := flag.Bool("upstream-only", false, "build only the upstream binaries, not the driver")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	upstream, err := rig.EnsureUpstream(ctx, os.Stdout)
@@ -20,10 +23,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "rig-build:", err)
 		os.Exit(1)
 	}
+	fmt.Printf("upstream binaries: %s\n", upstream)
+	if *upstreamOnly {
+		return
+	}
 	drv, err := rig.EnsureDriver(ctx, os.Stdout)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "rig-build:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("upstream binaries: %s\ndriver: %s\n", upstream, drv)
+	fmt.Printf("driver: %s\n", drv)
 }
