@@ -1,7 +1,9 @@
 package driver
 
 import (
+	"cmp"
 	"context"
+	"slices"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -9,14 +11,21 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// ControllerGetCapabilities advertises CREATE_DELETE_SNAPSHOT only: the upstream csi-snapshotter
-// exits at start without it, and every other Controller RPC answers UNIMPLEMENTED.
+// ControllerGetCapabilities advertises CREATE_DELETE_SNAPSHOT (the upstream csi-snapshotter exits at
+// start without it) and LIST_SNAPSHOTS; every other Controller RPC answers UNIMPLEMENTED.
+//
+// LIST_SNAPSHOTS matters for group members: the csi-snapshotter (v8.7.0,
+// pkg/snapshotter/snapshotter.go GetSnapshotStatus) asks ListSnapshots for the readiness of each
+// member VolumeSnapshotContent, and without the capability it assumes every member is ready, even
+// while the Job still runs or after it failed.
 func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
-	return &csi.ControllerGetCapabilitiesResponse{Capabilities: []*csi.ControllerServiceCapability{{
-		Type: &csi.ControllerServiceCapability_Rpc{Rpc: &csi.ControllerServiceCapability_RPC{
-			Type: csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
-		}},
-	}}}, nil
+	capability := func(t csi.ControllerServiceCapability_RPC_Type) *csi.ControllerServiceCapability {
+		return &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}}
+	}
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: []*csi.ControllerServiceCapability{
+		capability(csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT),
+		capability(csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS),
+	}}, nil
 }
 
 // CreateSnapshot of one volume snapshots the whole etcd cluster owning it, through the same machinery
@@ -41,13 +50,21 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 	if err := r.Err(); err != nil {
 		return nil, err
 	}
-	return &csi.CreateSnapshotResponse{Snapshot: &csi.Snapshot{
-		SnapshotId:     r.ID,
-		SourceVolumeId: req.GetSourceVolumeId(),
-		CreationTime:   timestamppb.New(r.CreatedAt),
-		SizeBytes:      r.SizeBytes,
-		ReadyToUse:     r.ReadyToUse(),
-	}}, nil
+	return &csi.CreateSnapshotResponse{Snapshot: singleSnapshotOf(r)}, nil
+}
+
+// singleSnapshotOf maps a single snapshot record to CSI; its one source is the volume id as passed in.
+func singleSnapshotOf(r *Record) *csi.Snapshot {
+	s := &csi.Snapshot{
+		SnapshotId:   r.ID,
+		CreationTime: timestamppb.New(r.CreatedAt),
+		SizeBytes:    r.SizeBytes,
+		ReadyToUse:   r.ReadyToUse(),
+	}
+	if len(r.Sources) > 0 {
+		s.SourceVolumeId = r.Sources[0].VolumeID
+	}
+	return s
 }
 
 // DeleteSnapshot removes a single snapshot. A member of an existing group snapshot is refused: its
@@ -85,4 +102,136 @@ func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 		return nil, err
 	}
 	return &csi.DeleteSnapshotResponse{}, nil
+}
+
+// ListSnapshots answers from the metadata records (read through the engine's informer cache): a single
+// snapshot is itself, a group snapshot is one snapshot per source volume carrying group_snapshot_id.
+// Group snapshot ids are not snapshot ids and match nothing.
+//
+// With snapshot_id it reports that snapshot in any phase, ready_to_use=false while its Job runs: the
+// driver hands out ids before the Job ends (Create answers at once), and the csi-snapshotter polls a
+// group member's readiness this way. A snapshot whose Job failed answers with that final error, as
+// GetVolumeGroupSnapshot does, so the member's VolumeSnapshotContent shows why. An unknown id is an
+// empty list (CSI spec). Without snapshot_id only ready snapshots are listed: the spec forbids listing
+// snapshots that are not cut yet, and a Running record cannot tell whether `etcdctl snapshot save`
+// has finished.
+//
+// Entries are ordered by snapshot id; next_token is the last id returned and the next page starts after
+// it, so concurrent creations and deletions never make a page repeat or skip a snapshot that stays.
+func (d *Driver) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsRequest) (*csi.ListSnapshotsResponse, error) {
+	if req.GetMaxEntries() < 0 {
+		return nil, invalidArgument("max_entries", "is %d; it must not be negative", req.GetMaxEntries())
+	}
+	start := req.GetStartingToken()
+	if start != "" && !isSnapshotID(start) {
+		return nil, status.Errorf(codes.Aborted, "starting_token %q is not a token this driver issued; list again without it", start)
+	}
+	source := req.GetSourceVolumeId()
+	var snapshots []*csi.Snapshot
+	if id := req.GetSnapshotId(); id != "" {
+		s, err := d.snapshotByID(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if s != nil && (source == "" || s.GetSourceVolumeId() == source) {
+			snapshots = append(snapshots, s)
+		}
+	} else {
+		all, err := d.readySnapshots()
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range all {
+			if source == "" || s.GetSourceVolumeId() == source {
+				snapshots = append(snapshots, s)
+			}
+		}
+	}
+	return pageSnapshots(snapshots, start, int(req.GetMaxEntries())), nil
+}
+
+// snapshotByID returns the snapshot a single or member snapshot id names, nil when there is none, or
+// the final error of a failed one.
+func (d *Driver) snapshotByID(ctx context.Context, id string) (*csi.Snapshot, error) {
+	recordID := id
+	if groupID := GroupIDOfMember(id); groupID != "" {
+		recordID = groupID
+	} else if !singleIDPattern.MatchString(id) {
+		return nil, nil
+	}
+	r, err := d.engine.Get(ctx, recordID)
+	switch {
+	case status.Code(err) == codes.NotFound:
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	var found *csi.Snapshot
+	if r.Group {
+		for _, s := range groupSnapshotOf(r).GetSnapshots() {
+			if s.GetSnapshotId() == id {
+				found = s
+			}
+		}
+	} else if r.ID == id {
+		found = singleSnapshotOf(r)
+	}
+	if found == nil {
+		return nil, nil
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	return found, nil
+}
+
+// readySnapshots lists every snapshot of every ready record in the cache, ordered by snapshot id.
+func (d *Driver) readySnapshots() ([]*csi.Snapshot, error) {
+	if !d.engine.Ready() {
+		return nil, status.Error(codes.Unavailable, "snapshot engine is starting (informer caches not synced yet); retry")
+	}
+	records, err := d.engine.meta.list()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "listing snapshot metadata: %v", err)
+	}
+	var out []*csi.Snapshot
+	for _, r := range records {
+		// A record this process just deleted can linger in the cache for a moment.
+		if !r.ReadyToUse() || d.engine.meta.isDeleted(r.ID) {
+			continue
+		}
+		if r.Group {
+			out = append(out, groupSnapshotOf(r).GetSnapshots()...)
+		} else {
+			out = append(out, singleSnapshotOf(r))
+		}
+	}
+	slices.SortFunc(out, func(a, b *csi.Snapshot) int { return cmp.Compare(a.GetSnapshotId(), b.GetSnapshotId()) })
+	return out, nil
+}
+
+// pageSnapshots returns the snapshots (ordered by id) after the starting token, at most limit of them
+// (0: all), with next_token set when more remain.
+func pageSnapshots(snapshots []*csi.Snapshot, start string, limit int) *csi.ListSnapshotsResponse {
+	if start != "" {
+		i, _ := slices.BinarySearchFunc(snapshots, start, func(s *csi.Snapshot, id string) int { return cmp.Compare(s.GetSnapshotId(), id) })
+		for i < len(snapshots) && snapshots[i].GetSnapshotId() <= start {
+			i++
+		}
+		snapshots = snapshots[i:]
+	}
+	resp := &csi.ListSnapshotsResponse{}
+	if limit > 0 && len(snapshots) > limit {
+		snapshots = snapshots[:limit]
+		resp.NextToken = snapshots[limit-1].GetSnapshotId()
+	}
+	for _, s := range snapshots {
+		resp.Entries = append(resp.Entries, &csi.ListSnapshotsResponse_Entry{Snapshot: s})
+	}
+	return resp
+}
+
+// isSnapshotID reports whether id has the form of a snapshot id this driver issues (single or member).
+func isSnapshotID(id string) bool {
+	return singleIDPattern.MatchString(id) || memberIDPattern.MatchString(id)
 }

@@ -365,15 +365,18 @@ func TestDriverRunServesCSIAndHTTP(t *testing.T) {
 		t.Errorf("GroupControllerGetCapabilities = %v, %v", gcaps, err)
 	}
 	ccaps, err := e.ctrl.ControllerGetCapabilities(ctx, &csi.ControllerGetCapabilitiesRequest{})
-	if err != nil || len(ccaps.GetCapabilities()) != 1 ||
-		ccaps.GetCapabilities()[0].GetRpc().GetType() != csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT {
+	var rpcs []string
+	for _, c := range ccaps.GetCapabilities() {
+		rpcs = append(rpcs, c.GetRpc().GetType().String())
+	}
+	if got := strings.Join(rpcs, ","); err != nil || got != "CREATE_DELETE_SNAPSHOT,LIST_SNAPSHOTS" {
 		t.Errorf("ControllerGetCapabilities = %v, %v", ccaps, err)
 	}
 
 	// Everything else is UNIMPLEMENTED, including whole services the driver does not register.
 	_, err = e.ctrl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: "v"})
 	wantCode(t, err, codes.Unimplemented)
-	_, err = e.ctrl.ListSnapshots(ctx, &csi.ListSnapshotsRequest{})
+	_, err = e.ctrl.GetSnapshot(ctx, &csi.GetSnapshotRequest{SnapshotId: "s"})
 	wantCode(t, err, codes.Unimplemented)
 	_, err = csi.NewNodeClient(e.conn).NodeGetInfo(ctx, &csi.NodeGetInfoRequest{})
 	wantCode(t, err, codes.Unimplemented)
