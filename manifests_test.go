@@ -197,6 +197,19 @@ func TestManifestsRBAC(t *testing.T) {
 			t.Errorf("driver ServiceAccount may not %s %s.%s in %q", c.verb, c.resource, c.group, c.ns)
 		}
 	}
+	// The sidecar's role covers these too; the driver's own role must, so each verb keeps its reason.
+	driverRole := w.clusterRoles["etcd-snapshot-driver"]
+	if driverRole == nil {
+		t.Fatal("no ClusterRole etcd-snapshot-driver")
+	}
+	for _, c := range []check{
+		// member readiness re-check (driver/memberready.go)
+		{"", "snapshot.storage.k8s.io", "volumesnapshotcontents", "get"}, {"", "snapshot.storage.k8s.io", "volumesnapshotcontents", "patch"},
+	} {
+		if !rulesAllow(driverRole.Rules, c.group, c.resource, c.verb) {
+			t.Errorf("ClusterRole etcd-snapshot-driver does not allow %s %s.%s", c.verb, c.resource, c.group)
+		}
+	}
 	forbidden := []check{
 		{"", "", "secrets", "get"}, {"", "", "secrets", "list"}, {"", "", "secrets", "watch"}, {"", "", "secrets", "patch"}, {"", "", "secrets", "update"},
 		{"etcd-test", "", "secrets", "get"},

@@ -70,7 +70,7 @@ const (
 )
 
 // errDGRetry marks a condition that clears by itself (PVCs not there or not bound
-// yet); the key goes back to the queue with backoff and the error is not logged as
+// yet, member snapshots not ready yet); the key goes back to the queue with backoff and the error is not logged as
 // a failure.
 var errDGRetry = errors.New("dynamicgroup: waiting")
 
@@ -251,8 +251,9 @@ func (c *DynamicGroupController) processNext(ctx context.Context) bool {
 }
 
 // sync creates the content of one VolumeGroupSnapshot if it is ours and still
-// needs one. It only ever creates contents and sets a missing class name; it never
-// changes or deletes a content.
+// needs one, and once it is bound and ready gets its members re-checked
+// (memberready.go). It only ever creates group contents, sets a missing class name
+// and annotates member contents; it never deletes a content.
 func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
 	namespace, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
@@ -271,7 +272,7 @@ func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
 	case vgs.Spec.Source.Selector == nil || vgs.Spec.Source.VolumeGroupSnapshotContentName != nil:
 		return nil // pre-provisioned (or invalid, which upstream reports)
 	case dgIsBound(vgs):
-		return nil
+		return c.checkMembers(ctx, key, vgs)
 	}
 
 	class, defaulted, err := c.classFor(vgs)

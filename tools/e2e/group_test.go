@@ -141,43 +141,47 @@ func TestE2EDynamicGroup(t *testing.T) {
 	}
 }
 
-// waitMembers waits until the group has want member VolumeSnapshots, each bound to a content that
-// carries a snapshot handle, and returns them.
+// waitMembers waits up to memberReadyTimeout until the group has want member VolumeSnapshots, each
+// readyToUse and bound to a content that carries a snapshot handle, and returns them.
 //
-// Their readyToUse is not waited for: csi-snapshotter v8.7.0 fills the group content's
-// volumeSnapshotInfoList once, from the first CreateVolumeGroupSnapshot answer (while the Job runs,
-// every member is ready_to_use=false), and never refreshes it (pkg/sidecar-controller/
-// groupsnapshot_helper.go updateGroupSnapshotContentStatus, "len(VolumeSnapshotInfoList) == 0"), and
-// the snapshot-controller copies that stale value onto the member contents on every sync of the
-// unready group (pkg/common-controller updateVolumeSnapshotContentStatus). Members of a group that
-// was not ready at once can therefore stay readyToUse=false; the test logs what it sees.
+// Without the driver's re-check (driver/memberready.go) members would stay readyToUse=false for up
+// to the csi-snapshotter's 15-minute resync: snapshot-controller v8.7.0 rewrites their status from
+// the group content's first, not-ready volumeSnapshotInfoList until the group is ready, and the
+// sidecar ignores status-only changes. The bound catches that regression well before the resync.
 func waitMembers(t *testing.T, ctx context.Context, r *rig.Rig, vgs *groupsnapshotv1.VolumeGroupSnapshot, want int) []snapshotv1.VolumeSnapshot {
 	t.Helper()
+	start := time.Now()
 	var members []snapshotv1.VolumeSnapshot
 	var lastErr error
-	err := wait.PollUntilContextCancel(ctx, pollInterval, true, func(ctx context.Context) (bool, error) {
+	rechecked := 0
+	waitCtx, cancel := context.WithTimeout(ctx, memberReadyTimeout)
+	defer cancel()
+	err := wait.PollUntilContextCancel(waitCtx, pollInterval, true, func(ctx context.Context) (bool, error) {
 		members, lastErr = memberSnapshots(ctx, r, vgs)
-		if lastErr != nil || len(members) != want {
+		if lastErr != nil || len(members) != want || countReady(members) != want {
 			return false, nil
 		}
+		rechecked = 0
 		for _, vs := range members {
-			if vs.Status == nil || ptr.Deref(vs.Status.BoundVolumeSnapshotContentName, "") == "" {
+			if ptr.Deref(vs.Status.BoundVolumeSnapshotContentName, "") == "" {
 				return false, nil
 			}
 			c, err := r.Snap.SnapshotV1().VolumeSnapshotContents().Get(ctx, *vs.Status.BoundVolumeSnapshotContentName, metav1.GetOptions{})
 			if err != nil || c.Status == nil || ptr.Deref(c.Status.SnapshotHandle, "") == "" {
 				return false, nil
 			}
+			if _, ok := c.Annotations[memberCheckAnnotation]; ok {
+				rechecked++
+			}
 		}
 		return true, nil
 	})
 	if err != nil {
-		t.Fatalf("member VolumeSnapshots of %s: want %d, each bound to a content with a snapshot handle; have %d (list error %v): %v\n%s",
-			vgs.Name, want, len(members), lastErr, err, memberContentStates(r, vgs, members))
+		t.Fatalf("member VolumeSnapshots of %s: want %d, each readyToUse and bound to a content with a snapshot handle; have %d, %d ready, after %v (list error %v): %v\n%s",
+			vgs.Name, want, len(members), countReady(members), time.Since(start).Round(time.Second), lastErr, err, memberContentStates(r, vgs, members))
 	}
-	if n := countReady(members); n != want {
-		t.Logf("%d of %d member VolumeSnapshots report readyToUse (upstream keeps the first answer's value; see waitMembers)", n, want)
-	}
+	t.Logf("all %d member VolumeSnapshots readyToUse %v after the group; the driver asked for a re-check of %d",
+		want, time.Since(start).Round(100*time.Millisecond), rechecked)
 	for _, vs := range members {
 		if src := ptr.Deref(vs.Spec.Source.PersistentVolumeClaimName, ""); src != "" {
 			// Upstream finds no PV of our driver for a member volume and leaves the claim name empty;
@@ -187,6 +191,14 @@ func waitMembers(t *testing.T, ctx context.Context, r *rig.Rig, vgs *groupsnapsh
 	}
 	return members
 }
+
+const (
+	// memberReadyTimeout bounds the wait for member readiness after the group is ready.
+	memberReadyTimeout = 2 * time.Minute
+	// memberCheckAnnotation is the annotation driver/memberready.go puts on a member content it
+	// asks the csi-snapshotter to re-check.
+	memberCheckAnnotation = "snapshot.etcd.io/readiness-check"
+)
 
 // memberContentStates describes the member contents and the group content's volumeSnapshotInfoList,
 // for a failure message.
