@@ -14,6 +14,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -75,6 +76,7 @@ func startFixtureEngineWith(t *testing.T, kube *fake.Clientset, tweak func(*Engi
 	if err != nil {
 		t.Fatal(err)
 	}
+	enforceResourceVersions(kube, kube.Tracker())
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	if err := e.Start(ctx); err != nil {
@@ -88,7 +90,80 @@ func startFixtureEngineWith(t *testing.T, kube *fake.Clientset, tweak func(*Engi
 func adminClient(kube *fake.Clientset) *fake.Clientset {
 	admin := &fake.Clientset{}
 	admin.AddReactor("*", "*", k8stesting.ObjectReaction(kube.Tracker()))
+	enforceResourceVersions(admin, kube.Tracker())
 	return admin
+}
+
+// rvGuard is the optimistic concurrency of one fake API server's ConfigMaps: the fake object tracker
+// neither sets metadata.resourceVersion nor refuses a stale one, and the metadata store relies on
+// both (an update from a cache that trails the API server must conflict, as it does in a cluster).
+type rvGuard struct {
+	mu   sync.Mutex
+	last int64
+}
+
+var (
+	rvGuards    sync.Map // k8stesting.ObjectTracker -> *rvGuard
+	rvInstalled sync.Map // *fake.Clientset -> true
+)
+
+// enforceResourceVersions makes c's ConfigMap creates and updates, on tracker's objects, stamp a new
+// resourceVersion, and refuses with Conflict an update whose resourceVersion is not the stored one
+// (an empty one is unconditional, as with the API server). Every client of tracker shares the guard.
+func enforceResourceVersions(c *fake.Clientset, tracker k8stesting.ObjectTracker) {
+	if _, done := rvInstalled.LoadOrStore(c, true); done {
+		return
+	}
+	v, _ := rvGuards.LoadOrStore(tracker, &rvGuard{})
+	g := v.(*rvGuard)
+	store := k8stesting.ObjectReaction(tracker)
+	stamp := func(obj runtime.Object) (runtime.Object, metav1.Object) {
+		obj = obj.DeepCopyObject()
+		m, err := meta.Accessor(obj)
+		if err != nil {
+			panic(err)
+		}
+		return obj, m
+	}
+	guard := &k8stesting.SimpleReactor{Verb: "*", Resource: "configmaps", Reaction: func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "" {
+			return false, nil, nil
+		}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		switch act := a.(type) {
+		case k8stesting.CreateActionImpl:
+			obj, m := stamp(act.Object)
+			g.last++
+			m.SetResourceVersion(strconv.FormatInt(g.last, 10))
+			act.Object = obj
+			return store(act)
+		case k8stesting.UpdateActionImpl:
+			obj, m := stamp(act.Object)
+			cur, err := tracker.Get(act.GetResource(), act.GetNamespace(), m.GetName())
+			if err == nil {
+				cm, merr := meta.Accessor(cur)
+				if merr != nil {
+					return true, nil, merr
+				}
+				if rv := m.GetResourceVersion(); rv != "" && rv != cm.GetResourceVersion() {
+					return true, nil, apierrors.NewConflict(act.GetResource().GroupResource(), m.GetName(),
+						fmt.Errorf("the object has been modified: resourceVersion %s, stored %s", rv, cm.GetResourceVersion()))
+				}
+			}
+			g.last++
+			m.SetResourceVersion(strconv.FormatInt(g.last, 10))
+			act.Object = obj
+			return store(act)
+		}
+		return false, nil, nil
+	}}
+	c.Lock()
+	defer c.Unlock()
+	// Just before the tracker's own reaction, the last in the chain: reactors added in front of it
+	// (RBAC, injected failures) still answer first.
+	n := len(c.ReactionChain)
+	c.ReactionChain = append(c.ReactionChain[:n-1:n-1], guard, c.ReactionChain[n-1])
 }
 
 // rbacRule is what manifests/rbac.yaml grants on one resource: verbs, and the one namespace a
@@ -310,24 +385,46 @@ func (f *engineFixture) objectsOf(id string) map[string]bool {
 	}
 }
 
-// waitRecord waits until the record of id satisfies ok and returns it.
+// waitRecord waits until the record of id satisfies ok, both in the API server and in the engine's
+// metadata cache (which Create and Get read, and which trails the API server), and returns it.
 func (f *engineFixture) waitRecord(id string, ok func(*Record) bool) *Record {
 	f.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var last *Record
+	deadline := time.Now().Add(60 * time.Second)
+	var last, lastCached *Record
 	for time.Now().Before(deadline) {
 		rec, err := f.engine.meta.getLive(f.ctx, id)
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		if rec != nil && ok(rec) {
-			return rec
-		}
 		last = rec
+		if rec != nil && ok(rec) {
+			cached, err := f.engine.meta.get(f.ctx, id)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			if cached != nil && ok(cached) {
+				return rec
+			}
+			lastCached = cached
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	f.t.Fatalf("record %s never reached the expected state; last: %+v", id, last)
+	f.t.Fatalf("record %s never reached the expected state; last: %+v; last cached: %+v", id, last, lastCached)
 	return nil
+}
+
+// waitCounter waits until the counter read by value has grown from before by at least want (the
+// engine bumps its metrics after the write that waitRecord sees), then returns its value; the caller
+// checks it for exactly before+want.
+func waitCounter(t *testing.T, value func() float64, before, want float64) float64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	got := value()
+	for got < before+want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		got = value()
+	}
+	return got
 }
 
 // finishJob writes what the Job controller and kubelet would: a pod of the Job with the given status,

@@ -223,6 +223,9 @@ func (e *Engine) markReady(ctx context.Context, pending *Record, res *VerifyResu
 	now := time.Now().UTC()
 	changed := false
 	rec, err := e.meta.update(ctx, id, func(r *Record) error {
+		// update calls this again after a conflict (the cache showed an older record): only the
+		// attempt that is written may count as the change.
+		changed = false
 		if r.Phase == PhaseReady || r.Phase == PhaseFailed {
 			return errNoChange
 		}
@@ -247,6 +250,7 @@ func (e *Engine) markReady(ctx context.Context, pending *Record, res *VerifyResu
 func (e *Engine) markFailed(ctx context.Context, id, reason string) error {
 	changed := false
 	rec, err := e.meta.update(ctx, id, func(r *Record) error {
+		changed = false // as in markReady: a conflict retries this with the API server's record
 		if r.Phase == PhaseReady || r.Phase == PhaseFailed {
 			return errNoChange
 		}

@@ -35,6 +35,18 @@ func takeVerifiedSnapshot(t *testing.T, tc *testCluster) *VerifyResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cfg := clientv3.Config{Endpoints: tc.ClientURLs[:1], TLS: tc.tlsConfig(t), DialTimeout: 5 * time.Second, Logger: zap.NewNop()}
+	// Put returns once the member that served it applied the writes; member 0 may be a follower
+	// that has not applied them yet, and a snapshot saves what it has applied. A linearizable read
+	// served by member 0 waits until it has applied everything committed so far.
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cli.Get(ctx, "monitor/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	cli.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := snapshot.SaveWithVersion(ctx, zap.NewNop(), cfg, path); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +102,8 @@ func TestJobCompleteMakesReady(t *testing.T) {
 	if ready.ReadyAt == nil || ready.ReadyAt.Before(ready.CreatedAt) || ready.SourceMember == nil || ready.SourceMember.Name == "" {
 		t.Errorf("ReadyAt %v, CreatedAt %v, source member %+v", ready.ReadyAt, ready.CreatedAt, ready.SourceMember)
 	}
-	if got := testutil.ToFloat64(snapshotOperations.WithLabelValues("create", "success")); got != successes+1 {
+	createSuccesses := func() float64 { return testutil.ToFloat64(snapshotOperations.WithLabelValues("create", "success")) }
+	if got := waitCounter(t, createSuccesses, successes, 1); got != successes+1 {
 		t.Errorf("snapshot_operations_total{create,success} went from %v to %v; want +1", successes, got)
 	}
 	objs := f.objectsOf(rec.ID)
