@@ -252,19 +252,25 @@ func parseRevision(b []byte) (main int64, tombstone bool, err error) {
 	return main, tombstone, nil
 }
 
-// RunVerify is the `verify` subcommand: it verifies -file, prints the result as JSON and writes it to
-// -termination-log; on failure it writes a one-line reason to both the termination log and stderr and
+// RunVerify is the `verify` subcommand: it verifies -file (and, with -sha256, that it is the recorded
+// file), prints the result as JSON and writes it to -termination-log; on failure it writes a one-line reason to both the termination log and stderr and
 // returns 1 (2 for bad usage).
 func RunVerify(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("file", "", "snapshot file written by `etcdctl snapshot save` (required)")
+	wantSHA := fs.String("sha256", "", "hex sha256 the whole file must have (the snapshot record's); empty to skip")
 	termLog := fs.String("termination-log", "/dev/termination-log", "file that receives the result for the pod's termination message; empty to skip")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *file == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "verify: usage: verify -file <snapshot.db> [-termination-log <path>]")
+		fmt.Fprintln(stderr, "verify: usage: verify -file <snapshot.db> [-sha256 <hex>] [-termination-log <path>]")
+		return 2
+	}
+	want := strings.ToLower(*wantSHA)
+	if b, err := hex.DecodeString(want); want != "" && (err != nil || len(b) != sha256.Size) {
+		fmt.Fprintf(stderr, "verify: -sha256 %q is not a sha256 digest: want %d hex digits as sha256sum prints them\n", *wantSHA, 2*sha256.Size)
 		return 2
 	}
 	fail := func(msg string) int {
@@ -278,6 +284,11 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	disarm()
 	if err != nil {
 		return fail(err.Error())
+	}
+	// The trailer only proves the file is self-consistent; the record's digest proves it is the file
+	// that was verified when the snapshot was taken, not one damaged or replaced at rest since.
+	if want != "" && res.SHA256 != want {
+		return fail(fmt.Sprintf("snapshot %s differs from the one recorded (damaged at rest): its sha256 is %s, the record says %s", *file, res.SHA256, want))
 	}
 	out, err := json.Marshal(res)
 	if err != nil {

@@ -359,3 +359,80 @@ func emptyBolt(t *testing.T) []byte {
 	}
 	return data
 }
+
+// TestRunVerifyChecksRecordedSHA256 checks -sha256 against a real snapshot: the recorded digest
+// passes, another digest is refused naming both, and a malformed one is a usage error.
+func TestRunVerifyChecksRecordedSHA256(t *testing.T) {
+	good := snapshotFixture(t)
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:])
+	// A second real snapshot with a valid trailer: a file replaced at rest passes every check but this one.
+	other := snapshotFixture(t)
+	otherData, err := os.ReadFile(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherSum := sha256.Sum256(otherData)
+	otherDigest := hex.EncodeToString(otherSum[:])
+	if otherDigest == digest {
+		t.Fatal("the two fixtures are byte-identical; the replaced-file case would prove nothing")
+	}
+	flipped := filepath.Join(t.TempDir(), "flipped.db")
+	if err := os.WriteFile(flipped, flipBit(data, len(data)/2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		file     string
+		sha      string
+		wantCode int
+		// wantStderr are substrings of stderr.
+		wantStderr []string
+	}{
+		{name: "recorded digest", file: good, sha: digest, wantCode: 0},
+		{name: "recorded digest in upper case", file: good, sha: strings.ToUpper(digest), wantCode: 0},
+		{
+			name: "file replaced at rest", file: other, sha: digest, wantCode: 1,
+			wantStderr: []string{"snapshot " + other + " differs from the one recorded (damaged at rest)", otherDigest, digest},
+		},
+		{name: "bit flipped at rest", file: flipped, sha: digest, wantCode: 1, wantStderr: []string{"snapshot " + flipped + ": sha256 mismatch"}},
+		{name: "too short", file: good, sha: digest[:63], wantCode: 2, wantStderr: []string{"-sha256", "64 hex digits"}},
+		{name: "not hex", file: good, sha: "z" + digest[1:], wantCode: 2, wantStderr: []string{"-sha256", "not a sha256 digest"}},
+		{name: "sha256sum line", file: good, sha: digest + "  snapshot.db", wantCode: 2, wantStderr: []string{"-sha256"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			termLog := filepath.Join(t.TempDir(), "termination-log")
+			var stdout, stderr bytes.Buffer
+			code := RunVerify([]string{"-file=" + tc.file, "-sha256=" + tc.sha, "-termination-log=" + termLog}, &stdout, &stderr)
+			if code != tc.wantCode {
+				t.Fatalf("exit code %d, want %d (stderr %q)", code, tc.wantCode, stderr.String())
+			}
+			for _, w := range tc.wantStderr {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr %q does not contain %q", stderr.String(), w)
+				}
+			}
+			logged, _ := os.ReadFile(termLog)
+			switch tc.wantCode {
+			case 0:
+				var res VerifyResult
+				if err := json.Unmarshal(logged, &res); err != nil || res.SHA256 != digest {
+					t.Errorf("termination log %q: %v, want the result with sha256 %s", logged, err, digest)
+				}
+			case 1:
+				if strings.TrimSpace(stderr.String()) != string(logged) || stdout.Len() != 0 {
+					t.Errorf("termination log %q, stderr %q, stdout %q: want the one-line reason in both and no result", logged, stderr.String(), stdout.String())
+				}
+			case 2:
+				if stdout.Len() != 0 || len(logged) != 0 {
+					t.Errorf("usage error wrote a result: stdout %q, termination log %q", stdout.String(), logged)
+				}
+			}
+		})
+	}
+}
