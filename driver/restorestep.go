@@ -1,0 +1,588 @@
+package driver
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// The suffixes of the names the restore steps give, beside the data dir, to what they keep, scratch and
+// record. A name that carries the restore id belongs to that restore.
+const (
+	restoreScratchSuffix = ".restore-"
+	restoreKeptSuffix    = ".before-restore-"
+	restoreMarkerSuffix  = ".restore-state.json"
+	restoreProbeSuffix   = ".restore-probe-"
+)
+
+// The states of a restore in its marker, each written before the step it names, so that a rerun knows
+// which moves already happened: a move is one rename, and the marker says which way it went.
+const (
+	// stateMovingOld: the old data dir is being moved aside to the kept name (or there is none).
+	stateMovingOld = "moving-old"
+	// stateMovingRestored: the old data dir is aside (or never existed); the restored dir is moving in.
+	stateMovingRestored = "moving-restored"
+	// stateDone: the restored dir is the data dir.
+	stateDone = "done"
+)
+
+// RestoreStepResult is what the restore-step subcommand prints and leaves in the termination log.
+// Paths are relative to the volume, so they name the place in the member's PVC.
+type RestoreStepResult struct {
+	// RestoreID is the -restore-id of the step.
+	RestoreID string `json:"restoreId"`
+	// DataDir is the member's data dir, -data-dir.
+	DataDir string `json:"dataDir"`
+	// KeptAt is where the old data dir was moved aside; "" when the volume had none or -delete-old
+	// removed it.
+	KeptAt string `json:"keptAt"`
+	// Revision is the store revision of the restored member (bump included); 0 from prepare unless done.
+	Revision int64 `json:"revision"`
+	// Keys is the number of live keys of the restored member; 0 from prepare unless done.
+	Keys int64 `json:"keys"`
+	// AlreadyDone is true when the volume's marker already recorded this restore as swapped, so the
+	// step changed nothing but its own scratch.
+	AlreadyDone bool `json:"alreadyDone"`
+}
+
+// restoreMarker is the write-ahead record of a restore in the volume.
+type restoreMarker struct {
+	RestoreID string `json:"restoreId"`
+	State     string `json:"state"`
+	// KeptAt is decided before anything moves: the kept name, or "" for a volume without a data dir.
+	KeptAt string `json:"keptAt"`
+	// Revision and Keys are the restored member's, so a rerun after the swap reports them without
+	// opening a database etcd may have changed since.
+	Revision  int64     `json:"revision"`
+	Keys      int64     `json:"keys"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// restoreStep holds the names one restore uses in one volume.
+type restoreStep struct {
+	volume, rel, id string
+	// data, scratch, kept, marker and probe are absolute paths beside each other.
+	data, scratch, kept, marker, probe string
+	progress                           io.Writer
+	// restored caches readRestored: nothing else writes the scratch dir while a step runs.
+	restored *VerifyResult
+	// crashPoint, when set, is called after each durable change; an error stops the step there, as a
+	// crash would, leaving everything on disk as it is.
+	crashPoint func(point string) error
+}
+
+// newRestoreStep checks the flags and derives the names; errors name the flag.
+func newRestoreStep(volume, rel, id string, progress io.Writer) (*restoreStep, error) {
+	switch info, err := os.Stat(volume); {
+	case volume == "":
+		return nil, errors.New("-volume is required: the mount path of the member's volume")
+	case err != nil:
+		return nil, fmt.Errorf("-volume %q: %v", volume, err)
+	case !info.IsDir():
+		return nil, fmt.Errorf("-volume %q is not a directory", volume)
+	}
+	if err := checkDataDirFlag(rel); err != nil {
+		return nil, err
+	}
+	if id == "" {
+		return nil, errors.New("-restore-id is required")
+	}
+	if msgs := validation.IsDNS1123Label(id); len(msgs) > 0 {
+		return nil, fmt.Errorf("-restore-id %q: %s", id, strings.Join(msgs, "; "))
+	}
+	data := filepath.Join(volume, rel)
+	s := &restoreStep{
+		volume: volume, rel: rel, id: id, data: data, progress: progress,
+		scratch: data + restoreScratchSuffix + id,
+		kept:    data + restoreKeptSuffix + id,
+		marker:  data + restoreMarkerSuffix,
+		probe:   data + restoreProbeSuffix + id,
+	}
+	if err := s.checkParents(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkDataDirFlag accepts a clean relative path below the volume root.
+func checkDataDirFlag(rel string) error {
+	switch {
+	case rel == "":
+		return errors.New("-data-dir is required: the etcd data dir relative to -volume, like \"data\"")
+	case filepath.IsAbs(rel):
+		return fmt.Errorf("-data-dir %q must be relative to -volume, not absolute", rel)
+	case rel == ".":
+		return fmt.Errorf("-data-dir %q names the volume itself; the data dir must be a directory inside it", rel)
+	case filepath.Clean(rel) != rel:
+		return fmt.Errorf("-data-dir %q is not a clean path (want %q)", rel, filepath.Clean(rel))
+	}
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		if part == ".." {
+			return fmt.Errorf("-data-dir %q must stay inside the volume: no \"..\"", rel)
+		}
+	}
+	return nil
+}
+
+// checkParents refuses a data dir whose existing parents are not plain directories: a symlink there
+// would move and remove things outside the volume.
+func (s *restoreStep) checkParents() error {
+	dir := s.volume
+	parts := strings.Split(s.rel, string(filepath.Separator))
+	for _, part := range parts[:len(parts)-1] {
+		dir = filepath.Join(dir, part)
+		info, err := os.Lstat(dir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil
+		case err != nil:
+			return fmt.Errorf("-data-dir %q: %v", s.rel, err)
+		case !info.IsDir():
+			return fmt.Errorf("-data-dir %q: %s is not a directory (%s)", s.rel, dir, info.Mode().Type())
+		}
+	}
+	return nil
+}
+
+// relative returns a path of this restore relative to the volume.
+func (s *restoreStep) relative(path string) string {
+	rel, err := filepath.Rel(s.volume, path)
+	if err != nil {
+		return path
+	}
+	return rel
+}
+
+// crashed reports the crash point to the test hook, if any.
+func (s *restoreStep) crashed(point string) error {
+	if s.crashPoint == nil {
+		return nil
+	}
+	return s.crashPoint(point)
+}
+
+// logf writes one progress line.
+func (s *restoreStep) logf(format string, args ...any) {
+	fmt.Fprintf(s.progress, "restore-step %s: "+format+"\n", append([]any{s.id}, args...)...)
+}
+
+// prepare makes way for `etcdutl snapshot restore` into the scratch dir, which refuses a non-empty
+// directory: it removes the scratch left by an earlier attempt and checks the volume is writable.
+func (s *restoreStep) prepare() (*RestoreStepResult, error) {
+	m, err := s.readMarker()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.refuseOtherUnfinished(m); err != nil {
+		return nil, err
+	}
+	res := &RestoreStepResult{RestoreID: s.id, DataDir: s.rel}
+	if m != nil && m.RestoreID == s.id && m.State == stateDone {
+		res.KeptAt, res.Revision, res.Keys, res.AlreadyDone = m.KeptAt, m.Revision, m.Keys, true
+	}
+	// The scratch dir is ours by name; after a done swap it can only be a retried pod's second restore,
+	// which etcdutl would refuse to write over.
+	if err := s.removeScratch(); err != nil {
+		return nil, err
+	}
+	if err := s.probeWritable(); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// probeWritable creates and removes a file where etcdutl will create the scratch dir, so that a volume
+// the pod's user cannot write is reported before etcdutl runs.
+func (s *restoreStep) probeWritable() error {
+	dir := filepath.Dir(s.probe)
+	// A nested data dir on a fresh volume: etcdutl creates the missing parents inside the nearest one.
+	for {
+		if _, err := os.Stat(dir); err == nil || dir == s.volume {
+			break
+		}
+		dir = filepath.Dir(dir)
+	}
+	probe := filepath.Join(dir, filepath.Base(s.probe))
+	if err := os.Remove(probe); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove leftover probe %s: %v", probe, err)
+	}
+	f, err := os.OpenFile(probe, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("volume not writable by uid %d gid %d: %v", os.Getuid(), os.Getgid(), err)
+	}
+	_, werr := f.Write([]byte("restore probe\n"))
+	cerr := f.Close()
+	if err := s.crashed("probe created"); err != nil {
+		return err
+	}
+	rerr := os.Remove(probe)
+	if err := errors.Join(werr, cerr, rerr); err != nil {
+		return fmt.Errorf("volume not writable by uid %d gid %d: probe %s: %v", os.Getuid(), os.Getgid(), probe, err)
+	}
+	return nil
+}
+
+// swap puts the restored scratch dir in place of the data dir, keeping the old one, and records each
+// step in the marker first so that a rerun after a crash anywhere finishes the same swap.
+func (s *restoreStep) swap(deleteOld bool) (*RestoreStepResult, error) {
+	m, err := s.readMarker()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.refuseOtherUnfinished(m); err != nil {
+		return nil, err
+	}
+	alreadyDone := m != nil && m.RestoreID == s.id && m.State == stateDone
+	if m == nil || m.RestoreID != s.id {
+		if m, err = s.begin(); err != nil {
+			return nil, err
+		}
+	}
+	if m.State == stateMovingOld {
+		if err := s.moveOldAside(m); err != nil {
+			return nil, err
+		}
+	}
+	if m.State == stateMovingRestored {
+		if err := s.moveRestoredIn(m); err != nil {
+			return nil, err
+		}
+	}
+	if m.State != stateDone {
+		return nil, fmt.Errorf("marker %s: unknown state %q for restore %s", s.marker, m.State, s.id)
+	}
+	// A retried pod restores again after a done swap; that copy is scratch.
+	if err := s.removeScratch(); err != nil {
+		return nil, err
+	}
+	if deleteOld {
+		if err := s.deleteKept(m); err != nil {
+			return nil, err
+		}
+	}
+	return &RestoreStepResult{
+		RestoreID: s.id, DataDir: s.rel, KeptAt: m.KeptAt, Revision: m.Revision, Keys: m.Keys, AlreadyDone: alreadyDone,
+	}, nil
+}
+
+// begin checks the restored scratch dir and decides, before anything moves, where the old data goes.
+func (s *restoreStep) begin() (*restoreMarker, error) {
+	m := &restoreMarker{RestoreID: s.id, State: stateMovingOld}
+	var err error
+	if m.Revision, m.Keys, err = s.readRestored(); err != nil {
+		return nil, err
+	}
+	switch dataExists, err := exists(s.data); {
+	case err != nil:
+		return nil, err
+	case dataExists:
+		m.KeptAt = s.relative(s.kept)
+	}
+	// The marker does not record this restore, so a kept copy of its name is not from it: never move
+	// data onto it or claim it.
+	switch keptExists, err := exists(s.kept); {
+	case err != nil:
+		return nil, err
+	case keptExists:
+		return nil, fmt.Errorf("%s already exists but marker %s does not record restore %s: refusing to touch it; restore with a new restore id", s.kept, s.marker, s.id)
+	}
+	if err := s.writeMarker(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// moveOldAside renames the data dir to the kept name, unless the marker's kept name shows it already
+// happened, then records the next state.
+func (s *restoreStep) moveOldAside(m *restoreMarker) error {
+	dataExists, err := exists(s.data)
+	if err != nil {
+		return err
+	}
+	if m.KeptAt == "" {
+		if dataExists {
+			return fmt.Errorf("%s appeared during restore %s, which found the volume without a data dir: refusing to replace it; move it away and run the restore again", s.data, s.id)
+		}
+	} else {
+		keptExists, err := exists(s.kept)
+		if err != nil {
+			return err
+		}
+		if dataExists && !keptExists {
+			// Nothing moves before the restored member is known to be there to take the old one's place.
+			if m.Revision, m.Keys, err = s.readRestored(); err != nil {
+				return err
+			}
+		}
+		switch {
+		case dataExists && keptExists:
+			return fmt.Errorf("both %s and %s exist during restore %s: refusing to choose; keep the one holding the old data at %s", s.data, s.kept, s.id, s.kept)
+		case !dataExists && !keptExists:
+			return fmt.Errorf("restore %s: the old data dir is neither at %s nor at %s", s.id, s.data, s.kept)
+		case dataExists:
+			if err := os.Rename(s.data, s.kept); err != nil {
+				return fmt.Errorf("move the old data dir aside: %v", err)
+			}
+			if err := syncDir(filepath.Dir(s.data)); err != nil {
+				return err
+			}
+			s.logf("moved the old data dir %s to %s", s.rel, m.KeptAt)
+			if err := s.crashed("old moved aside"); err != nil {
+				return err
+			}
+		}
+	}
+	m.State = stateMovingRestored
+	return s.writeMarker(m)
+}
+
+// moveRestoredIn renames the scratch dir to the data dir, unless the data dir already is the restored
+// one (nothing else can put one there once the old one is aside), then records done.
+func (s *restoreStep) moveRestoredIn(m *restoreMarker) error {
+	dataExists, err := exists(s.data)
+	if err != nil {
+		return err
+	}
+	if !dataExists {
+		// Checked again: a retried pod may have restored the scratch dir anew since the marker was written.
+		if m.Revision, m.Keys, err = s.readRestored(); err != nil {
+			return err
+		}
+		if err := os.Rename(s.scratch, s.data); err != nil {
+			return fmt.Errorf("move the restored data dir into place: %v", err)
+		}
+		if err := syncDir(filepath.Dir(s.data)); err != nil {
+			return err
+		}
+		s.logf("moved the restored data dir %s to %s", s.relative(s.scratch), s.rel)
+		if err := s.crashed("restored moved in"); err != nil {
+			return err
+		}
+	}
+	m.State = stateDone
+	return s.writeMarker(m)
+}
+
+// deleteKept removes this restore's kept copy of the old data, recording first that it is gone so a
+// crash halfway never reports a partial copy as kept; a rerun removes the rest.
+func (s *restoreStep) deleteKept(m *restoreMarker) error {
+	if m.KeptAt != "" {
+		m.KeptAt = ""
+		if err := s.writeMarker(m); err != nil {
+			return err
+		}
+	}
+	keptExists, err := exists(s.kept)
+	if err != nil || !keptExists {
+		return err
+	}
+	if err := os.RemoveAll(s.kept); err != nil {
+		return fmt.Errorf("delete the old data dir (-delete-old): %v", err)
+	}
+	if err := syncDir(filepath.Dir(s.kept)); err != nil {
+		return err
+	}
+	s.logf("deleted the old data dir %s (-delete-old)", s.relative(s.kept))
+	return s.crashed("kept deleted")
+}
+
+// removeScratch removes this restore's scratch dir, partial or complete.
+func (s *restoreStep) removeScratch() error {
+	scratchExists, err := exists(s.scratch)
+	if err != nil || !scratchExists {
+		return err
+	}
+	if err := os.RemoveAll(s.scratch); err != nil {
+		return fmt.Errorf("remove the leftover restore dir %s: %v", s.scratch, err)
+	}
+	if err := syncDir(filepath.Dir(s.scratch)); err != nil {
+		return err
+	}
+	s.logf("removed the leftover restore dir %s", s.relative(s.scratch))
+	return s.crashed("scratch removed")
+}
+
+// readRestored checks the scratch dir holds a member as `etcdutl snapshot restore` writes it and reads
+// its revision and live key count.
+func (s *restoreStep) readRestored() (revision, keys int64, err error) {
+	if s.restored != nil {
+		return s.restored.Revision, s.restored.Keys, nil
+	}
+	wal := filepath.Join(s.scratch, "member", "wal")
+	wals, err := filepath.Glob(filepath.Join(wal, "*.wal"))
+	if err == nil && len(wals) == 0 {
+		err = errors.New("no WAL file")
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s holds no restored member (run etcdutl snapshot restore into it first): %s: %v", s.scratch, wal, err)
+	}
+	db := filepath.Join(s.scratch, "member", "snap", "db")
+	if _, err := os.Stat(db); err != nil {
+		return 0, 0, fmt.Errorf("%s holds no restored member (run etcdutl snapshot restore into it first): %v", s.scratch, err)
+	}
+	var res VerifyResult
+	if err := readBackend(db, &res); err != nil {
+		return 0, 0, fmt.Errorf("restored member %s: %w", db, err)
+	}
+	s.restored = &res
+	return res.Revision, res.Keys, nil
+}
+
+// refuseOtherUnfinished stops a restore while another one is halfway through a swap on the volume: its
+// marker holds the only record of where that one's old data went.
+func (s *restoreStep) refuseOtherUnfinished(m *restoreMarker) error {
+	if m == nil || m.RestoreID == s.id || m.State == stateDone {
+		return nil
+	}
+	return fmt.Errorf("volume holds restore %s unfinished (marker %s, state %s): run that restore again to finish it before restore %s", m.RestoreID, s.marker, m.State, s.id)
+}
+
+// readMarker returns the volume's marker, nil when there is none.
+func (s *restoreStep) readMarker() (*restoreMarker, error) {
+	b, err := os.ReadFile(s.marker)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read marker: %v", err)
+	}
+	var m restoreMarker
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("marker %s is not a restore marker: %v", s.marker, err)
+	}
+	if m.RestoreID == "" || m.State == "" {
+		return nil, fmt.Errorf("marker %s has no restore id or state: %s", s.marker, b)
+	}
+	return &m, nil
+}
+
+// writeMarker replaces the marker atomically and durably: a crash leaves the old or the new one.
+func (s *restoreStep) writeMarker(m *restoreMarker) error {
+	m.UpdatedAt = time.Now().UTC()
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode marker: %v", err)
+	}
+	tmp := s.marker + ".tmp"
+	if err := writeFileSync(tmp, b); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write marker: %v", err)
+	}
+	if err := s.crashed("marker " + m.State + " temp written"); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, s.marker); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write marker: %v", err)
+	}
+	if err := syncDir(filepath.Dir(s.marker)); err != nil {
+		return err
+	}
+	return s.crashed("marker " + m.State + " written")
+}
+
+// writeFileSync writes a new 0600 file (like etcd's own files) and syncs it to disk.
+func writeFileSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(b)
+	serr := f.Sync()
+	return errors.Join(werr, serr, f.Close())
+}
+
+// syncDir makes the renames and removals in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync %s: %v", dir, err)
+	}
+	serr := d.Sync()
+	if err := errors.Join(serr, d.Close()); err != nil {
+		return fmt.Errorf("sync %s: %v", dir, err)
+	}
+	return nil
+}
+
+// exists reports whether path exists, not following a final symlink.
+func exists(path string) (bool, error) {
+	_, err := os.Lstat(path)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+// restoreStepUsage is the usage line of the restore-step subcommand.
+const restoreStepUsage = "restore-step: usage: restore-step prepare|swap -volume <dir> -data-dir <relative dir> -restore-id <id> [-delete-old (swap)] [-termination-log <path>]"
+
+// RunRestoreStep is the `restore-step` subcommand run by a restore Job's pod in the member's volume:
+// args[0] is the step, `prepare` (before etcdutl snapshot restore) or `swap` (after it). It prints a
+// RestoreStepResult as JSON and writes it to -termination-log; on failure it writes a one-line reason to
+// both the termination log and stderr and returns 1 (2 for bad usage).
+func RunRestoreStep(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "prepare" && args[0] != "swap") {
+		fmt.Fprintln(stderr, restoreStepUsage)
+		return 2
+	}
+	step := args[0]
+	flags := flag.NewFlagSet("restore-step "+step, flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	volume := flags.String("volume", "", "mount path of the member's volume (required)")
+	dataDir := flags.String("data-dir", "", "etcd data dir relative to -volume, like \"data\" (required)")
+	id := flags.String("restore-id", "", "id of this restore; names the restored, kept and marker files (required)")
+	var deleteOld *bool
+	if step == "swap" {
+		deleteOld = flags.Bool("delete-old", false, "after the swap, delete the old data dir instead of keeping it")
+	}
+	termLog := flags.String("termination-log", "/dev/termination-log", "file that receives the result for the pod's termination message; empty to skip")
+	if err := flags.Parse(args[1:]); err != nil {
+		return 2
+	}
+	fail := func(code int, msg string) int {
+		msg = strings.ReplaceAll(msg, "\n", " ")
+		fmt.Fprintln(stderr, msg)
+		writeTerminationLog(*termLog, msg, stderr)
+		return code
+	}
+	if flags.NArg() > 0 {
+		return fail(2, fmt.Sprintf("restore-step %s: unexpected argument %q; %s", step, flags.Arg(0), restoreStepUsage))
+	}
+	s, err := newRestoreStep(*volume, *dataDir, *id, stderr)
+	if err != nil {
+		return fail(2, fmt.Sprintf("restore-step %s: %v", step, err))
+	}
+	var res *RestoreStepResult
+	if step == "prepare" {
+		res, err = s.prepare()
+	} else {
+		res, err = s.swap(*deleteOld)
+	}
+	if err != nil {
+		return fail(1, fmt.Sprintf("restore-step %s %s in %s: %v", step, s.id, s.volume, err))
+	}
+	out, err := json.Marshal(res)
+	if err != nil {
+		return fail(1, fmt.Sprintf("restore-step %s: encode result: %v", step, err))
+	}
+	if err := writeTerminationLog(*termLog, string(out), stderr); err != nil {
+		// On success the pod's message comes only from this file, so a result not written is a failure.
+		return fail(1, fmt.Sprintf("restore-step %s %s done but the result could not be recorded: %v", step, s.id, err))
+	}
+	fmt.Fprintln(stdout, string(out))
+	return 0
+}
