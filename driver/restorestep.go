@@ -146,6 +146,8 @@ func (s *restoreStep) checkParents() error {
 			return nil
 		case err != nil:
 			return fmt.Errorf("-data-dir %q: %v", s.rel, err)
+		case info.Mode()&fs.ModeSymlink != 0:
+			return fmt.Errorf("-data-dir %q: %s is a symlink; the data dir must be inside the volume", s.rel, dir)
 		case !info.IsDir():
 			return fmt.Errorf("-data-dir %q: %s is not a directory (%s)", s.rel, dir, info.Mode().Type())
 		}

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -282,5 +284,365 @@ func TestRestoreStepRestoresRealSnapshot(t *testing.T) {
 	}
 	if _, err := c.cli.Get(context.Background(), "fixture/", clientv3.WithPrefix(), clientv3.WithRev(rev-1)); err == nil {
 		t.Error("a read below the bumped revision succeeded; etcdutl --mark-compacted should have compacted it")
+	}
+}
+
+// testPeerURL is the peer URL of the member the crash tests restore; nothing listens on it.
+const testPeerURL = "https://127.0.0.1:2380"
+
+// errSimulatedCrash stops a step at a crash point, leaving the disk as a crash there would.
+var errSimulatedCrash = errors.New("simulated crash")
+
+// crashRecorder records the crash points a run passes and crashes at the one numbered at (0-based;
+// -1 never crashes).
+type crashRecorder struct {
+	at     int
+	points []string
+}
+
+func (c *crashRecorder) hook(point string) error {
+	c.points = append(c.points, point)
+	if len(c.points)-1 == c.at {
+		return errSimulatedCrash
+	}
+	return nil
+}
+
+// newTestStep is newRestoreStep for a test, with a crash hook.
+func newTestStep(t *testing.T, vol, rel, id string, crash func(string) error) *restoreStep {
+	t.Helper()
+	s, err := newRestoreStep(vol, rel, id, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.crashPoint = crash
+	return s
+}
+
+// runPod runs the restore pod's containers in order (prepare, the real etcdutl, swap), each step a new
+// process as in the pod, stopping at the first failure or crash.
+func runPod(t *testing.T, etcdutl, snap, vol, rel, id string, deleteOld bool, crash func(string) error) (*RestoreStepResult, error) {
+	t.Helper()
+	s := newTestStep(t, vol, rel, id, crash)
+	if _, err := s.prepare(); err != nil {
+		return nil, err
+	}
+	if err := etcdutlRestore(etcdutl, snap, s.scratch, "m0", testPeerURL); err != nil {
+		return nil, err
+	}
+	return newTestStep(t, vol, rel, id, crash).swap(deleteOld)
+}
+
+// restoreVolume is a member volume set up for a restore and what it held before.
+type restoreVolume struct {
+	vol, rel string
+	// old is the data dir's tree, nil for a volume without one.
+	old map[string]treeEntry
+	// earlier is the tree of an earlier restore's kept copy (restore id r0).
+	earlier map[string]treeEntry
+}
+
+// newRestoreVolume creates a volume with (unless fresh) an old data dir, an earlier finished restore r0
+// with its kept copy and marker, and the partial restore of an interrupted etcdutl for id.
+func newRestoreVolume(t *testing.T, rel, id string, fresh bool) *restoreVolume {
+	t.Helper()
+	v := &restoreVolume{vol: t.TempDir(), rel: rel}
+	data := filepath.Join(v.vol, rel)
+	if !fresh {
+		v.old = writeOldMember(t, data, 1)
+	}
+	v.earlier = writeOldMember(t, data+".before-restore-r0", 2)
+	marker := `{"restoreId":"r0","state":"done","keptAt":"` + rel + `.before-restore-r0"}`
+	if err := os.WriteFile(data+".restore-state.json", []byte(marker), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writePartialRestore(t, data+".restore-"+id)
+	return v
+}
+
+// checkRestored asserts the final state: the restored member in place (as etcdutl sees it, at the
+// revision the result reports), exactly one kept copy byte-identical to the old data dir (none when
+// deleted or fresh), the earlier restore's copy untouched, no scratch, probe or temp file, a done marker.
+func (v *restoreVolume) checkRestored(t *testing.T, etcdutl, id string, deleted bool, res *RestoreStepResult, wantKeys int64) {
+	t.Helper()
+	data := filepath.Join(v.vol, v.rel)
+	base := filepath.Base(v.rel)
+	want := []string{base, base + ".before-restore-r0", base + ".restore-state.json"}
+	wantKept := ""
+	if v.old != nil && !deleted {
+		wantKept = v.rel + ".before-restore-" + id
+		want = append(want, base+".before-restore-"+id)
+	}
+	entries, err := os.ReadDir(filepath.Dir(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("beside the data dir: %q, want %q", got, want)
+	}
+	if wantKept != "" {
+		sameTree(t, "kept copy", filepath.Join(v.vol, wantKept), v.old)
+	}
+	sameTree(t, "earlier restore's kept copy", data+".before-restore-r0", v.earlier)
+	st := etcdutlStatusOf(t, etcdutl, data)
+	if res.RestoreID != id || res.DataDir != v.rel || res.KeptAt != wantKept || res.Revision != st.Revision || res.Keys != wantKeys {
+		t.Errorf("result %+v, want restore %s of %s kept at %q, revision %d (etcdutl snapshot status), %d keys",
+			*res, id, v.rel, wantKept, st.Revision, wantKeys)
+	}
+	var m restoreMarker
+	if b, err := os.ReadFile(data + ".restore-state.json"); err != nil || json.Unmarshal(b, &m) != nil {
+		t.Fatalf("marker: %v (%s)", err, b)
+	}
+	if m.RestoreID != id || m.State != stateDone || m.KeptAt != wantKept {
+		t.Errorf("marker %+v, want restore %s done, kept at %q", m, id, wantKept)
+	}
+}
+
+// TestRestoreStepFinishesAfterCrash interrupts the pod's steps after every durable change they make,
+// then reruns the pod (as the Job's retry or a rerun of the restore command does) and once more after
+// success: each run ends in the same state with exactly one kept copy of the old data.
+func TestRestoreStepFinishesAfterCrash(t *testing.T) {
+	etcdutl := etcdutlBinary(t)
+	snap := snapshotFixture(t)
+	record, err := VerifySnapshot(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "r1"
+	cases := []struct {
+		name      string
+		rel       string
+		fresh     bool
+		deleteOld bool
+		// mustPass are crash points the uninterrupted run has to pass, so the test covers them.
+		mustPass []string
+	}{
+		{name: "in place", rel: "data", mustPass: []string{"scratch removed", "probe created", "marker moving-old written", "old moved aside", "marker moving-restored written", "restored moved in", "marker done written"}},
+		{name: "in place, delete old", rel: "data", deleteOld: true, mustPass: []string{"old moved aside", "restored moved in", "kept deleted"}},
+		{name: "fresh volume, nested data dir", rel: "var/lib/etcd", fresh: true, mustPass: []string{"marker moving-old written", "restored moved in", "marker done written"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			all := &crashRecorder{at: -1}
+			v := newRestoreVolume(t, tc.rel, id, tc.fresh)
+			res, err := runPod(t, etcdutl, snap, v.vol, tc.rel, id, tc.deleteOld, all.hook)
+			if err != nil {
+				t.Fatalf("uninterrupted run: %v", err)
+			}
+			v.checkRestored(t, etcdutl, id, tc.deleteOld, res, record.Keys)
+			for _, p := range tc.mustPass {
+				if !slices.Contains(all.points, p) {
+					t.Errorf("the run passed crash points %q, not %q", all.points, p)
+				}
+			}
+			for i, point := range all.points {
+				t.Run(fmt.Sprintf("%02d %s", i, point), func(t *testing.T) {
+					v := newRestoreVolume(t, tc.rel, id, tc.fresh)
+					if _, err := runPod(t, etcdutl, snap, v.vol, tc.rel, id, tc.deleteOld, (&crashRecorder{at: i}).hook); !errors.Is(err, errSimulatedCrash) {
+						t.Fatalf("run crashing at %q: %v, want the simulated crash", point, err)
+					}
+					res, err := runPod(t, etcdutl, snap, v.vol, tc.rel, id, tc.deleteOld, nil)
+					if err != nil {
+						t.Fatalf("rerun after a crash at %q: %v", point, err)
+					}
+					v.checkRestored(t, etcdutl, id, tc.deleteOld, res, record.Keys)
+					again, err := runPod(t, etcdutl, snap, v.vol, tc.rel, id, tc.deleteOld, nil)
+					if err != nil || !again.AlreadyDone {
+						t.Fatalf("run after success: %+v %v, want already done", again, err)
+					}
+					v.checkRestored(t, etcdutl, id, tc.deleteOld, again, record.Keys)
+				})
+			}
+		})
+	}
+}
+
+// TestRestoreStepRejectsBadFlags checks each bad flag is a usage error naming it that changes nothing.
+func TestRestoreStepRejectsBadFlags(t *testing.T) {
+	vol := t.TempDir()
+	writeOldMember(t, filepath.Join(vol, "data"), 1)
+	writePartialRestore(t, filepath.Join(vol, "data.restore-r1"))
+	file := filepath.Join(vol, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(t.TempDir(), filepath.Join(vol, "link")); err != nil {
+		t.Fatal(err)
+	}
+	before := readTree(t, vol)
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"no step", nil, []string{"usage", "prepare|swap"}},
+		{"unknown step", []string{"restore", "-volume=" + vol}, []string{"usage", "prepare|swap"}},
+		{"no volume", []string{"prepare", "-data-dir=data", "-restore-id=r1"}, []string{"-volume is required"}},
+		{"volume missing", stepArgs("swap", filepath.Join(vol, "nope"), "data", "r1"), []string{"-volume", "no such file"}},
+		{"volume is a file", stepArgs("prepare", file, "data", "r1"), []string{"-volume", "not a directory"}},
+		{"no data dir", []string{"prepare", "-volume=" + vol, "-restore-id=r1"}, []string{"-data-dir is required"}},
+		{"absolute data dir", stepArgs("prepare", vol, "/data", "r1"), []string{"-data-dir", "not absolute"}},
+		{"data dir is the volume", stepArgs("swap", vol, ".", "r1"), []string{"-data-dir", "volume itself"}},
+		{"data dir outside", stepArgs("prepare", vol, "../data", "r1"), []string{"-data-dir", `no ".."`}},
+		{"trailing slash", stepArgs("prepare", vol, "data/", "r1"), []string{"-data-dir", "not a clean path", `"data"`}},
+		{"dot dot inside", stepArgs("swap", vol, "x/../data", "r1"), []string{"-data-dir", "not a clean path"}},
+		{"parent is a symlink", stepArgs("swap", vol, "link/data", "r1"), []string{"-data-dir", "symlink"}},
+		{"parent is a file", stepArgs("prepare", vol, "file/data", "r1"), []string{"-data-dir", "not a directory"}},
+		{"no restore id", []string{"swap", "-volume=" + vol, "-data-dir=data"}, []string{"-restore-id is required"}},
+		{"upper-case restore id", stepArgs("prepare", vol, "data", "R1"), []string{"-restore-id", "lower case"}},
+		{"underscore in restore id", stepArgs("swap", vol, "data", "r_1"), []string{"-restore-id"}},
+		{"restore id too long", stepArgs("prepare", vol, "data", strings.Repeat("r", 64)), []string{"-restore-id", "63"}},
+		{"restore id starts with a dash", stepArgs("prepare", vol, "data", "-r1"), []string{"-restore-id"}},
+		{"extra argument", append(stepArgs("swap", vol, "data", "r1"), "more"), []string{"unexpected argument", `"more"`}},
+		{"-delete-old on prepare", stepArgs("prepare", vol, "data", "r1", "-delete-old"), []string{"-delete-old"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			termLog := filepath.Join(t.TempDir(), "termination-log")
+			var stdout, stderr bytes.Buffer
+			args := tc.args
+			if len(args) > 0 {
+				args = append([]string{args[0], "-termination-log=" + termLog}, args[1:]...)
+			}
+			if code := RunRestoreStep(args, &stdout, &stderr); code != 2 {
+				t.Errorf("exit %d, want 2 (stderr %q)", code, stderr.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr %q does not contain %q", stderr.String(), w)
+				}
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("stdout %q, want nothing", stdout.String())
+			}
+			sameTree(t, "volume", vol, before)
+		})
+	}
+}
+
+// writeMarkerFile writes a marker as the steps do.
+func writeMarkerFile(t *testing.T, path string, m restoreMarker) {
+	t.Helper()
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRestoreStepPrepare checks prepare removes only this restore's scratch dir (and its own probe),
+// never the data dir or a kept copy, and refuses while another restore is halfway.
+func TestRestoreStepPrepare(t *testing.T) {
+	const id = "r1"
+	cases := []struct {
+		name string
+		rel  string
+		// setup fills the volume; data is vol/rel.
+		setup    func(t *testing.T, vol, data string)
+		wantCode int
+		want     RestoreStepResult
+		// removed are the paths below vol prepare must remove; everything else stays byte for byte.
+		removed []string
+		wantErr []string
+	}{
+		{
+			name: "partial restore beside the data dir and kept copies", rel: "data",
+			setup: func(t *testing.T, vol, data string) {
+				writeOldMember(t, data, 1)
+				writeOldMember(t, data+".before-restore-r0", 2)
+				writePartialRestore(t, data+".restore-r1")
+			},
+			want: RestoreStepResult{RestoreID: id, DataDir: "data"}, removed: []string{"data.restore-r1"},
+		},
+		{
+			name: "swap halfway: this restore's kept copy and no data dir", rel: "data",
+			setup: func(t *testing.T, vol, data string) {
+				writeOldMember(t, data+".before-restore-r1", 1)
+				writePartialRestore(t, data+".restore-r1")
+				writeMarkerFile(t, data+".restore-state.json", restoreMarker{RestoreID: id, State: stateMovingRestored, KeptAt: "data.before-restore-r1"})
+			},
+			want: RestoreStepResult{RestoreID: id, DataDir: "data"}, removed: []string{"data.restore-r1"},
+		},
+		{
+			name: "already done, retried pod", rel: "data",
+			setup: func(t *testing.T, vol, data string) {
+				writeOldMember(t, data, 1)
+				writeOldMember(t, data+".before-restore-r1", 2)
+				writeOldMember(t, data+".restore-r1", 3)
+				writeMarkerFile(t, data+".restore-state.json", restoreMarker{RestoreID: id, State: stateDone, KeptAt: "data.before-restore-r1", Revision: 7, Keys: 3})
+			},
+			want:    RestoreStepResult{RestoreID: id, DataDir: "data", KeptAt: "data.before-restore-r1", Revision: 7, Keys: 3, AlreadyDone: true},
+			removed: []string{"data.restore-r1"},
+		},
+		{
+			name: "leftover probe of a crashed prepare", rel: "data",
+			setup: func(t *testing.T, vol, data string) {
+				writeOldMember(t, data, 1)
+				if err := os.WriteFile(data+".restore-probe-r1", []byte("x"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: RestoreStepResult{RestoreID: id, DataDir: "data"}, removed: []string{"data.restore-probe-r1"},
+		},
+		{
+			name: "empty volume, nested data dir", rel: "var/lib/etcd",
+			setup: func(*testing.T, string, string) {},
+			want:  RestoreStepResult{RestoreID: id, DataDir: "var/lib/etcd"},
+		},
+		{
+			name: "another restore halfway", rel: "data",
+			setup: func(t *testing.T, vol, data string) {
+				writeOldMember(t, data+".before-restore-r0", 1)
+				writePartialRestore(t, data+".restore-r1")
+				writeMarkerFile(t, data+".restore-state.json", restoreMarker{RestoreID: "r0", State: stateMovingRestored, KeptAt: "data.before-restore-r0"})
+			},
+			wantCode: 1, wantErr: []string{"restore r0 unfinished", "moving-restored", "run that restore again"},
+		},
+		{
+			name: "unreadable marker", rel: "data",
+			setup: func(t *testing.T, vol, data string) {
+				writeOldMember(t, data, 1)
+				writePartialRestore(t, data+".restore-r1")
+				if err := os.WriteFile(data+".restore-state.json", []byte("{half"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantCode: 1, wantErr: []string{"data.restore-state.json is not a restore marker"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			vol := t.TempDir()
+			tc.setup(t, vol, filepath.Join(vol, tc.rel))
+			want := readTree(t, vol)
+			for _, r := range tc.removed {
+				for p := range want {
+					if p == r || strings.HasPrefix(p, r+"/") {
+						delete(want, p)
+					}
+				}
+			}
+			code, res, stderr := runRestoreStepCLI(t, stepArgs("prepare", vol, tc.rel, id)...)
+			if code != tc.wantCode {
+				t.Fatalf("exit %d, want %d (stderr %q)", code, tc.wantCode, stderr)
+			}
+			if code == 0 && res != tc.want {
+				t.Errorf("result %+v, want %+v", res, tc.want)
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr %q does not contain %q", stderr, w)
+				}
+			}
+			sameTree(t, "volume", vol, want)
+		})
 	}
 }
