@@ -300,6 +300,7 @@ type crashRecorder struct {
 	points []string
 }
 
+// hook is the restoreStep crash hook.
 func (c *crashRecorder) hook(point string) error {
 	c.points = append(c.points, point)
 	if len(c.points)-1 == c.at {
