@@ -460,6 +460,26 @@ func TestRestoreStepFinishesAfterCrash(t *testing.T) {
 					v.checkRestored(t, etcdutl, id, tc.deleteOld, again, record.Keys)
 				})
 			}
+			// Reruns crash too: run k crashes at its own k-th point, so each starts from a state an
+			// interrupted rerun left, until one gets through.
+			t.Run("every rerun crashes one step later", func(t *testing.T) {
+				v := newRestoreVolume(t, tc.rel, id, tc.fresh)
+				for k := 0; ; k++ {
+					res, err := runPod(t, etcdutl, snap, v.vol, tc.rel, id, tc.deleteOld, (&crashRecorder{at: k}).hook)
+					if errors.Is(err, errSimulatedCrash) {
+						continue
+					}
+					if err != nil {
+						t.Fatalf("run %d: %v", k, err)
+					}
+					v.checkRestored(t, etcdutl, id, tc.deleteOld, res, record.Keys)
+					t.Logf("%d runs crashed before one got through", k)
+					if k < 3 {
+						t.Errorf("only %d runs crashed", k)
+					}
+					return
+				}
+			})
 		})
 	}
 }
