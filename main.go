@@ -1,10 +1,11 @@
 // Command etcd-snapshot-driver is a CSI driver that takes verified etcd snapshots through Kubernetes
-// Jobs; `etcd-snapshot-driver verify` is the check those Jobs run.
+// Jobs; `etcd-snapshot-driver verify` is the check those Jobs run, `etcd-snapshot-driver restore`
+// (also `kubectl etcd-snapshot restore` when installed as kubectl-etcd_snapshot) restores a snapshot,
+// and `restore-step` is what its Jobs run.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,6 +29,12 @@ var version = "dev"
 // imageRepository is where the driver's own image is published; the snapshot Jobs run `verify` from it.
 const imageRepository = "ghcr.io/etcd-snapshot-driver/etcd-snapshot-driver"
 
+// Defaults shared by the driver's flags and the restore subcommand's.
+const (
+	defaultDriverName = "etcd-snapshot.csi.io"
+	defaultEtcdImage  = "gcr.io/etcd-development/etcd:v3.7.3"
+)
+
 // options are the command-line flags of the driver.
 type options struct {
 	endpoint          string
@@ -50,12 +57,12 @@ type options struct {
 // flag.CommandLine.
 func registerFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: the unix socket the CSI services listen on")
-	fs.StringVar(&o.driverName, "driver-name", "etcd-snapshot.csi.io", "CSI driver name, as in the CSIDriver object and the snapshot classes")
+	fs.StringVar(&o.driverName, "driver-name", defaultDriverName, "CSI driver name, as in the CSIDriver object and the snapshot classes")
 	fs.StringVar(&o.httpAddress, "http-address", ":8080", "address serving /metrics, /healthz and /ready")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means the in-cluster configuration")
 	fs.StringVar(&o.clusterLabel, "cluster-label", "etcd.io/cluster", "label key naming the etcd cluster on its PVCs and client Service")
 	fs.StringVar(&o.metadataNamespace, "metadata-namespace", "kube-system", "namespace of the snapshot metadata ConfigMaps")
-	fs.StringVar(&o.etcdImage, "etcd-image", "gcr.io/etcd-development/etcd:v3.7.3", "image providing /usr/local/bin/etcdctl for `etcdctl snapshot save`")
+	fs.StringVar(&o.etcdImage, "etcd-image", defaultEtcdImage, "image providing /usr/local/bin/etcdctl for `etcdctl snapshot save`")
 	fs.StringVar(&o.driverImage, "driver-image", imageRepository+":"+version, "image of this driver, whose `verify` subcommand checks each snapshot")
 	fs.StringVar(&o.etcdCA, "etcd-ca", "", "fallback etcd client CA bundle (PEM), used when a snapshot class names no secret")
 	fs.StringVar(&o.etcdCert, "etcd-cert", "", "fallback etcd client certificate (PEM); needs -etcd-ca and -etcd-key")
@@ -71,8 +78,20 @@ func main() {
 
 // run is the whole command; fs must hold glog's flags (flag.CommandLine, where glog registers them).
 func run(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "verify" {
-		return driver.RunVerify(args[1:], stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "verify":
+			return driver.RunVerify(args[1:], stdout, stderr)
+		case "restore-step":
+			return driver.RunRestoreStep(args[1:], stdout, stderr)
+		case "restore":
+			return driver.RunRestore(args[1:], driver.RestoreDefaults{
+				DriverName:  defaultDriverName,
+				EtcdImage:   defaultEtcdImage,
+				DriverImage: imageRepository + ":" + version,
+				UserAgent:   "etcd-snapshot-driver-restore/" + version,
+			}, stdout, stderr)
+		}
 	}
 
 	var o options
@@ -98,7 +117,7 @@ func run(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "unexpected arguments %q; the only subcommand is verify\n", fs.Args())
+		fmt.Fprintf(stderr, "unexpected arguments %q; the subcommands are restore and verify\n", fs.Args())
 		return 2
 	}
 
@@ -162,22 +181,5 @@ func config(o options) (driver.Config, error) {
 
 // fallbackCredentials reads -etcd-ca, -etcd-cert and -etcd-key: all three or none.
 func fallbackCredentials(caFile, certFile, keyFile string) (*driver.Credentials, error) {
-	if caFile == "" && certFile == "" && keyFile == "" {
-		return nil, nil
-	}
-	if caFile == "" || certFile == "" || keyFile == "" {
-		return nil, errors.New("-etcd-ca, -etcd-cert and -etcd-key go together: give all three or none")
-	}
-	var c driver.Credentials
-	for _, f := range []struct {
-		flag, path string
-		dst        *[]byte
-	}{{"-etcd-ca", caFile, &c.CA}, {"-etcd-cert", certFile, &c.Cert}, {"-etcd-key", keyFile, &c.Key}} {
-		b, err := os.ReadFile(f.path)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f.flag, err)
-		}
-		*f.dst = b
-	}
-	return &c, nil
+	return driver.ReadCredentialFiles(caFile, certFile, keyFile)
 }

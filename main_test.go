@@ -79,7 +79,10 @@ func TestRunUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown flag", []string{"-no-such-flag"}, "no-such-flag"},
-		{"unknown subcommand", []string{"restore"}, `unexpected arguments ["restore"]`},
+		{"unknown subcommand", []string{"backup"}, `unexpected arguments ["backup"]; the subcommands are restore and verify`},
+		{"restore without a source", []string{"restore"}, "restore: give exactly one of -group-snapshot, -volume-snapshot and -snapshot-id"},
+		{"restore with a bad flag", []string{"restore", "-group-snapshot=a", "-uid=-1"}, `invalid value "-1" for flag -uid`},
+		{"restore-step without a step", []string{"restore-step"}, "restore-step"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,483 @@
+package driver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+)
+
+// DefaultBumpRevision is added to the snapshot's revision on restore, with --mark-compacted, so that
+// watchers see revisions move forward and re-list instead of missing events (etcd-io/etcd#16028).
+const DefaultBumpRevision = 1_000_000_000
+
+// defaultPeerURLTemplate is a StatefulSet member's stable DNS name behind its headless Service.
+const defaultPeerURLTemplate = "https://{name}.{service}.{namespace}.svc:2380"
+
+// Annotations on a StatefulSet that a restore scaled to 0: a rerun after an interruption reads the
+// restore id and the former replicas from them.
+const (
+	annotationRestoreRunning  = "snapshot.etcd.io/restore-id"
+	annotationRestoreSnapshot = "snapshot.etcd.io/restore-source"
+	annotationRestoreReplicas = "snapshot.etcd.io/restore-replicas"
+)
+
+// restoreIDPattern is what a restore id may look like: it goes into Job, PV and directory names.
+var restoreIDPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$`)
+
+// RestoreConfig is what the `restore` subcommand was asked to do.
+type RestoreConfig struct {
+	Kube kubernetes.Interface
+	Snap snapclientset.Interface
+	// DriverName is the CSI driver whose snapshots may be restored (flag -driver-name).
+	DriverName        string
+	MetadataNamespace string
+	ClusterLabel      string
+	EtcdImage         string
+	DriverImage       string
+	// Namespace is the default namespace of -group-snapshot and -volume-snapshot (the kubeconfig's).
+	Namespace string
+
+	// Exactly one source: GroupSnapshot or VolumeSnapshot ("namespace/name" or "name"), or SnapshotID.
+	GroupSnapshot  string
+	VolumeSnapshot string
+	SnapshotID     string
+
+	// TargetNamespace selects a new cluster restored into new PVCs there; empty restores in place.
+	TargetNamespace string
+	// StatefulSet, ClaimTemplate and Members name the new cluster's members and PVCs; defaults are the
+	// source cluster's StatefulSet name, claim template and voting member count.
+	StatefulSet   string
+	ClaimTemplate string
+	Members       int
+	// StorageClass and Size of the new PVCs; defaults are the source PVCs'.
+	StorageClass string
+	Size         string
+	// PeerURLTemplate and PeerURLs give the new members' peer URLs; Service fills {service}.
+	PeerURLTemplate string
+	PeerURLs        map[string]string
+	Service         string
+	// MemberPVCs maps member names to PVCs when the StatefulSet convention cannot (in place).
+	MemberPVCs map[string]string
+
+	// DataDirInVolume, UID and GID override what is read from the StatefulSet.
+	DataDirInVolume string
+	UID, GID        *int64
+
+	// BumpRevision is added to the revision with --mark-compacted; 0 turns both off.
+	BumpRevision int64
+	// Scale scales the owning StatefulSet to 0, restores, scales it back and checks the cluster.
+	Scale bool
+	// Wait checks the cluster after the restore without scaling (it must be started by someone else).
+	Wait bool
+	// DeleteOldData removes each member's kept data dir once its swap is done.
+	DeleteOldData bool
+	// RestoreID names this restore; empty means a new one (or the one an interrupted run left).
+	RestoreID string
+
+	// Endpoints and Creds reach the restored cluster for the final check; defaults are the recorded
+	// members' client URLs and the Secret the snapshot's class names (or CredentialsSecret).
+	Endpoints         []string
+	Creds             *Credentials
+	CredentialsSecret string
+	// Timeout bounds the wait for the cluster to turn healthy after the restore.
+	Timeout time.Duration
+
+	// Progress receives a line per member step.
+	Progress io.Writer
+}
+
+// restorePlan is a checked RestoreConfig: everything the restore creates is derived from it.
+type restorePlan struct {
+	ID     string
+	Record *Record
+	Source *restoreSource
+	// Namespace is where the member PVCs and the restore Jobs are.
+	Namespace string
+	InPlace   bool
+	Members   []plannedMember
+	// StatefulSet owns the member PVCs (in place) and is scaled with -scale; nil when there is none.
+	StatefulSet    *appsv1.StatefulSet
+	FormerReplicas int32
+	InitialCluster string
+	Token          string
+	Layout         memberLayout
+	BumpRevision   int64
+	DeleteOldData  bool
+	// SnapshotClaim is the PVC the Jobs read snapshot.db from: the snapshot's own, or a read-only view
+	// of its volume in Namespace when that is another namespace.
+	SnapshotClaim string
+	// NewPVC is the PVC template of a new cluster's members (nil in place).
+	NewPVC               *corev1.PersistentVolumeClaim
+	EtcdImage            string
+	DriverImage          string
+	Resumed              bool
+	ClusterLabel         string
+	NewCluster           string
+	snapshotViewRequired bool
+}
+
+// RestoreMemberResult is one row of the final table.
+type RestoreMemberResult struct {
+	Member   string
+	PVC      string
+	Revision int64
+	Keys     int64
+	// KeptAt is the old data dir's new place in the PVC; empty when there was none or it was deleted.
+	KeptAt      string
+	Duration    time.Duration
+	AlreadyDone bool
+}
+
+// RestoreReport is what a finished restore reports.
+type RestoreReport struct {
+	RestoreID  string
+	SnapshotID string
+	Namespace  string
+	Members    []RestoreMemberResult
+	// Check is the health check of the restored cluster; nil without -scale or -wait.
+	Check *RestoreCheck
+	Total time.Duration
+}
+
+// Restore restores a snapshot into the etcd members' PVCs: it checks everything first and changes
+// nothing when a check fails, then runs one Job per member and, with Scale, stops and restarts the
+// cluster around them and checks the restored cluster against the record.
+func Restore(ctx context.Context, cfg RestoreConfig) (*RestoreReport, error) {
+	start := time.Now()
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	if err := checkRestoreConfig(cfg); err != nil {
+		return nil, err
+	}
+	src, err := resolveRestoreSource(ctx, cfg.Kube, cfg.Snap, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p, err := planRestore(ctx, cfg, src)
+	if err != nil {
+		return nil, err
+	}
+	if err := preflight(ctx, cfg, p); err != nil {
+		return nil, err
+	}
+	progress := func(format string, args ...any) {
+		fmt.Fprintf(cfg.Progress, "restore %s: "+format+"\n", append([]any{p.ID}, args...)...)
+	}
+	if p.Resumed {
+		progress("resuming the interrupted restore of snapshot %s", p.Record.ID)
+	} else {
+		progress("restoring snapshot %s (%s, revision %d, %d keys) into %d members in namespace %s", p.Record.ID, p.Record.Name, p.Record.Revision, p.Record.Keys, len(p.Members), p.Namespace)
+	}
+	report, err := runRestore(ctx, cfg, p, progress)
+	if err != nil {
+		emitRestoreEvent(ctx, cfg, p, corev1.EventTypeWarning, "RestoreFailed", fmt.Sprintf("restore %s into namespace %s failed: %v", p.ID, p.Namespace, err))
+		return report, err
+	}
+	report.Total = time.Since(start)
+	emitRestoreEvent(ctx, cfg, p, corev1.EventTypeNormal, "Restored", fmt.Sprintf("restore %s: %d members of namespace %s restored to revision %d (%d keys)%s",
+		p.ID, len(p.Members), p.Namespace, p.Record.Revision, p.Record.Keys, checkSuffix(report.Check)))
+	return report, nil
+}
+
+func checkSuffix(c *RestoreCheck) string {
+	if c == nil {
+		return ""
+	}
+	return fmt.Sprintf("; cluster healthy at revision %d with %d keys", c.Revision, c.Keys)
+}
+
+// checkRestoreConfig refuses flag combinations that cannot work, before any API call.
+func checkRestoreConfig(cfg RestoreConfig) error {
+	n := 0
+	for _, s := range []string{cfg.GroupSnapshot, cfg.VolumeSnapshot, cfg.SnapshotID} {
+		if s != "" {
+			n++
+		}
+	}
+	switch {
+	case n != 1:
+		return errors.New("give exactly one of -group-snapshot, -volume-snapshot and -snapshot-id")
+	case cfg.BumpRevision < 0:
+		return fmt.Errorf("-bump-revision must be 0 (off) or positive, got %d", cfg.BumpRevision)
+	case cfg.Scale && cfg.TargetNamespace != "":
+		return errors.New("-scale restarts the snapshot's own StatefulSet; a new cluster (-target-namespace) is started by applying its StatefulSet after the restore")
+	case cfg.TargetNamespace == "" && (cfg.StorageClass != "" || cfg.Size != "" || cfg.PeerURLTemplate != "" || len(cfg.PeerURLs) > 0 || cfg.Members != 0):
+		return errors.New("-storage-class, -size, -members, -peer-url-template and -peer-urls describe a new cluster and need -target-namespace")
+	case cfg.TargetNamespace != "" && len(cfg.MemberPVCs) > 0:
+		return errors.New("-member-pvc maps an existing cluster's PVCs; a new cluster's PVCs are named by -claim-template and -statefulset")
+	case cfg.RestoreID != "" && !restoreIDPattern.MatchString(cfg.RestoreID):
+		return fmt.Errorf("-restore-id %q must be 1 to 20 lower-case letters, digits or '-', starting and ending with a letter or digit", cfg.RestoreID)
+	}
+	if cfg.DataDirInVolume != "" {
+		if err := checkRelDataDir(cfg.DataDirInVolume); err != nil {
+			return err
+		}
+	}
+	if cfg.Size != "" {
+		if _, err := resource.ParseQuantity(cfg.Size); err != nil {
+			return fmt.Errorf("-size %q: %v", cfg.Size, err)
+		}
+	}
+	return nil
+}
+
+// newRestoreID is a fresh, sortable, short id: the UTC time and 16 random bits.
+func newRestoreID() string {
+	b := make([]byte, 2)
+	_, _ = rand.Read(b)
+	return strings.ToLower(time.Now().UTC().Format("20060102t150405")) + "-" + hex.EncodeToString(b)
+}
+
+// planRestore works out members, PVCs, the data dir layout and the restore id, reading (never
+// changing) the cluster.
+func planRestore(ctx context.Context, cfg RestoreConfig, src *restoreSource) (*restorePlan, error) {
+	rec := src.Record
+	p := &restorePlan{
+		Record: rec, Source: src, BumpRevision: cfg.BumpRevision, DeleteOldData: cfg.DeleteOldData,
+		EtcdImage: cfg.EtcdImage, DriverImage: cfg.DriverImage, ClusterLabel: cfg.ClusterLabel,
+	}
+	var err error
+	if cfg.TargetNamespace == "" {
+		p.InPlace, p.Namespace = true, rec.Namespace
+		if p.Members, err = planInPlace(rec, cfg.MemberPVCs); err != nil {
+			return nil, err
+		}
+		if p.StatefulSet, err = owningStatefulSet(ctx, cfg.Kube, rec.Namespace, p.Members); err != nil {
+			return nil, err
+		}
+	} else {
+		if p.NewPVC, err = newClusterPVCTemplate(ctx, cfg, rec); err != nil {
+			return nil, err
+		}
+		spec := newClusterSpec{
+			Namespace: cfg.TargetNamespace, StatefulSet: cfg.StatefulSet, ClaimTemplate: cfg.ClaimTemplate,
+			Members: cfg.Members, PeerURLTemplate: cfg.PeerURLTemplate, PeerURLs: cfg.PeerURLs, Service: cfg.Service,
+		}
+		if err := defaultNewClusterSpec(&spec, rec); err != nil {
+			return nil, err
+		}
+		p.Namespace, p.NewCluster = cfg.TargetNamespace, spec.StatefulSet
+		if p.Members, err = planNewCluster(spec); err != nil {
+			return nil, err
+		}
+		// The target StatefulSet may already exist (applied with replicas 0): it tells the layout.
+		sts, err := cfg.Kube.AppsV1().StatefulSets(p.Namespace).Get(ctx, spec.StatefulSet, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			p.StatefulSet = sts
+		case !apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("StatefulSet %s/%s: %w", p.Namespace, spec.StatefulSet, err)
+		}
+	}
+	if err := p.resolveLayout(ctx, cfg); err != nil {
+		return nil, err
+	}
+	p.InitialCluster = initialCluster(p.Members)
+	p.SnapshotClaim = rec.ID
+	if p.Namespace != rec.Namespace {
+		p.snapshotViewRequired = true
+	}
+	if err := p.resolveRestoreID(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if p.snapshotViewRequired {
+		p.SnapshotClaim = snapshotViewName(p.ID)
+	}
+	p.Token = "etcd-restore-" + p.ID
+	return p, nil
+}
+
+// defaultNewClusterSpec fills a new cluster's names from the snapshot's own cluster.
+func defaultNewClusterSpec(s *newClusterSpec, rec *Record) error {
+	if s.StatefulSet == "" || s.ClaimTemplate == "" {
+		var set string
+		if vs := voters(rec); len(vs) > 0 {
+			set, _, _ = splitOrdinal(vs[0].Name)
+		}
+		template, _ := claimTemplateOf(rec)
+		if s.StatefulSet == "" {
+			s.StatefulSet = set
+		}
+		if s.ClaimTemplate == "" {
+			s.ClaimTemplate = template
+		}
+		if s.StatefulSet == "" || s.ClaimTemplate == "" {
+			return errors.New("cannot derive the new cluster's names from the snapshot's members; set -statefulset and -claim-template")
+		}
+	}
+	if s.Members == 0 {
+		s.Members = len(voters(rec))
+	}
+	if s.Service == "" {
+		s.Service = s.StatefulSet
+	}
+	if s.PeerURLTemplate == "" {
+		s.PeerURLTemplate = defaultPeerURLTemplate
+	}
+	return nil
+}
+
+// newClusterPVCTemplate is the PVC each new member gets: the source PVCs' class and size unless the
+// flags say otherwise.
+func newClusterPVCTemplate(ctx context.Context, cfg RestoreConfig, rec *Record) (*corev1.PersistentVolumeClaim, error) {
+	pvc := &corev1.PersistentVolumeClaim{Spec: corev1.PersistentVolumeClaimSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+	}}
+	var source *corev1.PersistentVolumeClaim
+	if len(rec.Sources) > 0 {
+		s, err := cfg.Kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, rec.Sources[0].PVC, metav1.GetOptions{})
+		if err == nil {
+			source = s
+		}
+	}
+	switch {
+	case cfg.Size != "":
+		pvc.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(cfg.Size)}
+	case source != nil:
+		pvc.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: source.Spec.Resources.Requests[corev1.ResourceStorage]}
+	default:
+		return nil, fmt.Errorf("the source PVC %s/%s is gone, so the new PVCs' size is unknown; set -size", rec.Namespace, rec.Sources[0].PVC)
+	}
+	switch {
+	case cfg.StorageClass != "":
+		pvc.Spec.StorageClassName = ptr.To(cfg.StorageClass)
+	case source != nil && source.Spec.StorageClassName != nil && *source.Spec.StorageClassName != "":
+		pvc.Spec.StorageClassName = ptr.To(*source.Spec.StorageClassName)
+	}
+	return pvc, nil
+}
+
+// owningStatefulSet finds the StatefulSet whose pods are the members (<set>-<ordinal>); nil when the
+// members do not follow that convention or no such StatefulSet exists.
+func owningStatefulSet(ctx context.Context, kube kubernetes.Interface, ns string, ms []plannedMember) (*appsv1.StatefulSet, error) {
+	set := ""
+	for _, m := range ms {
+		s, _, ok := splitOrdinal(m.Name)
+		if !ok || (set != "" && s != set) {
+			return nil, nil
+		}
+		set = s
+	}
+	sts, err := kube.AppsV1().StatefulSets(ns).Get(ctx, set, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("StatefulSet %s/%s: %w", ns, set, err)
+	}
+	return sts, nil
+}
+
+// resolveLayout decides the data dir and the user: flags win, then the StatefulSet's pod template.
+func (p *restorePlan) resolveLayout(ctx context.Context, cfg RestoreConfig) error {
+	if p.StatefulSet != nil {
+		template := cfg.ClaimTemplate
+		if template == "" && len(p.Members) > 0 {
+			template = strings.TrimSuffix(p.Members[0].PVC, "-"+p.Members[0].Name)
+		}
+		l, err := layoutFromStatefulSet(p.StatefulSet, template)
+		if err != nil && cfg.DataDirInVolume == "" {
+			return err
+		}
+		if err == nil {
+			p.Layout = l
+		}
+	} else {
+		p.Layout = memberLayout{UID: nonRootUID, GID: nonRootUID}
+		if cfg.DataDirInVolume == "" {
+			where := "the snapshot's members are not pods of a StatefulSet in namespace " + p.Namespace
+			if !p.InPlace {
+				where = fmt.Sprintf("StatefulSet %s/%s does not exist yet", p.Namespace, p.NewCluster)
+			}
+			return fmt.Errorf("%s, so the data dir inside the PVCs is unknown; set -data-dir-in-volume (and -uid, -gid)", where)
+		}
+	}
+	if cfg.DataDirInVolume != "" {
+		p.Layout.DataDir = cfg.DataDirInVolume
+	}
+	if cfg.UID != nil {
+		p.Layout.UID = *cfg.UID
+	}
+	if cfg.GID != nil {
+		p.Layout.GID = *cfg.GID
+	}
+	return nil
+}
+
+// resolveRestoreID picks up an interrupted restore of the same snapshot into the same PVCs (from the
+// StatefulSet's annotations or its Jobs) so a rerun finishes it; another restore in progress refuses.
+func (p *restorePlan) resolveRestoreID(ctx context.Context, cfg RestoreConfig) error {
+	found := map[string]bool{}
+	if sts := p.StatefulSet; sts != nil && sts.Annotations[annotationRestoreRunning] != "" {
+		rid, source := sts.Annotations[annotationRestoreRunning], sts.Annotations[annotationRestoreSnapshot]
+		if source != p.Record.ID {
+			return fmt.Errorf("StatefulSet %s/%s is held by restore %s of snapshot %s (annotation %s); rerun that restore to finish it, or remove the annotations %s, %s and %s and scale it back by hand",
+				sts.Namespace, sts.Name, rid, source, annotationRestoreRunning, annotationRestoreRunning, annotationRestoreSnapshot, annotationRestoreReplicas)
+		}
+		found[rid] = true
+		if n, err := strconv.Atoi(sts.Annotations[annotationRestoreReplicas]); err == nil {
+			p.FormerReplicas = int32(n)
+		}
+	}
+	jobs, err := cfg.Kube.BatchV1().Jobs(p.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{labelManagedBy: restoreManagedBy}.String()})
+	if err != nil {
+		return fmt.Errorf("listing restore Jobs in namespace %s: %w", p.Namespace, err)
+	}
+	targets := map[string]bool{}
+	for _, m := range p.Members {
+		targets[m.PVC] = true
+	}
+	for _, j := range jobs.Items {
+		if !targets[j.Annotations[annotationRestorePVC]] {
+			continue
+		}
+		if src := j.Labels[labelRestoreSource]; src != p.Record.ID {
+			return fmt.Errorf("Job %s/%s of restore %s (snapshot %s) still targets PVC %s; wait for it or delete it (kubectl delete job -n %s -l %s=%s)",
+				j.Namespace, j.Name, j.Labels[labelRestoreID], src, j.Annotations[annotationRestorePVC], j.Namespace, labelRestoreID, j.Labels[labelRestoreID])
+		}
+		found[j.Labels[labelRestoreID]] = true
+	}
+	switch {
+	case len(found) > 1:
+		return fmt.Errorf("several interrupted restores of snapshot %s target these PVCs (%s); delete all but one's Jobs", p.Record.ID, strings.Join(sortedKeys(found), ", "))
+	case len(found) == 1:
+		rid := sortedKeys(found)[0]
+		if cfg.RestoreID != "" && cfg.RestoreID != rid {
+			return fmt.Errorf("restore %s of the same snapshot was interrupted on these PVCs; rerun with -restore-id %s (or without -restore-id)", rid, rid)
+		}
+		p.ID, p.Resumed = rid, true
+	case cfg.RestoreID != "":
+		p.ID = cfg.RestoreID
+	default:
+		p.ID = newRestoreID()
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

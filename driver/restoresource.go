@@ -1,0 +1,140 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// restoreSource is the snapshot a restore starts from: its record and, when the operator named one,
+// the VolumeGroupSnapshot or VolumeSnapshot that Events about the restore are reported on.
+type restoreSource struct {
+	Record *Record
+	// Object is the VolumeGroupSnapshot or VolumeSnapshot named on the command line, nil for -snapshot-id.
+	Object *corev1.ObjectReference
+	// ClassSecret is the namespace/name of the client credentials the snapshot's class names, if any.
+	ClassSecret string
+}
+
+// splitNamespaced parses "namespace/name", or "name" in defaultNamespace.
+func splitNamespaced(flag, value, defaultNamespace string) (string, string, error) {
+	ns, name, found := strings.Cut(value, "/")
+	if !found {
+		ns, name = defaultNamespace, value
+	}
+	if ns == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", fmt.Errorf("%s %q: want <namespace>/<name> or <name>", flag, value)
+	}
+	return ns, name, nil
+}
+
+// resolveRestoreSource finds the record of the snapshot named by exactly one of the source flags and
+// refuses anything that is not a Ready, verified snapshot of this driver.
+func resolveRestoreSource(ctx context.Context, kube kubernetes.Interface, snap snapclientset.Interface, cfg RestoreConfig) (*restoreSource, error) {
+	src := &restoreSource{}
+	id := cfg.SnapshotID
+	switch {
+	case cfg.GroupSnapshot != "":
+		ns, name, err := splitNamespaced("-group-snapshot", cfg.GroupSnapshot, cfg.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		vgs, err := snap.GroupsnapshotV1().VolumeGroupSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("VolumeGroupSnapshot %s/%s: %w", ns, name, err)
+		}
+		src.Object = &corev1.ObjectReference{APIVersion: "groupsnapshot.storage.k8s.io/v1", Kind: "VolumeGroupSnapshot", Namespace: ns, Name: name, UID: vgs.UID, ResourceVersion: vgs.ResourceVersion}
+		if vgs.Status == nil || vgs.Status.BoundVolumeGroupSnapshotContentName == nil {
+			return nil, fmt.Errorf("VolumeGroupSnapshot %s/%s is not bound to a content yet; wait until it is readyToUse", ns, name)
+		}
+		content, err := snap.GroupsnapshotV1().VolumeGroupSnapshotContents().Get(ctx, *vgs.Status.BoundVolumeGroupSnapshotContentName, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("VolumeGroupSnapshotContent %s of VolumeGroupSnapshot %s/%s: %w", *vgs.Status.BoundVolumeGroupSnapshotContentName, ns, name, err)
+		}
+		if content.Spec.Driver != cfg.DriverName {
+			return nil, fmt.Errorf("VolumeGroupSnapshot %s/%s was taken by CSI driver %s, not %s", ns, name, content.Spec.Driver, cfg.DriverName)
+		}
+		if content.Status == nil || content.Status.VolumeGroupSnapshotHandle == nil {
+			return nil, fmt.Errorf("VolumeGroupSnapshotContent %s has no group snapshot handle yet; wait until VolumeGroupSnapshot %s/%s is readyToUse", content.Name, ns, name)
+		}
+		id = *content.Status.VolumeGroupSnapshotHandle
+		if class := content.Spec.VolumeGroupSnapshotClassName; class != nil {
+			if c, err := snap.GroupsnapshotV1().VolumeGroupSnapshotClasses().Get(ctx, *class, metav1.GetOptions{}); err == nil {
+				src.ClassSecret = secretRef(c.Parameters["csi.storage.k8s.io/group-snapshotter-secret-namespace"], c.Parameters["csi.storage.k8s.io/group-snapshotter-secret-name"])
+			}
+		}
+	case cfg.VolumeSnapshot != "":
+		ns, name, err := splitNamespaced("-volume-snapshot", cfg.VolumeSnapshot, cfg.Namespace)
+		if err != nil {
+			return nil, err
+		}
+		vs, err := snap.SnapshotV1().VolumeSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("VolumeSnapshot %s/%s: %w", ns, name, err)
+		}
+		src.Object = &corev1.ObjectReference{APIVersion: "snapshot.storage.k8s.io/v1", Kind: "VolumeSnapshot", Namespace: ns, Name: name, UID: vs.UID, ResourceVersion: vs.ResourceVersion}
+		if vs.Status == nil || vs.Status.BoundVolumeSnapshotContentName == nil {
+			return nil, fmt.Errorf("VolumeSnapshot %s/%s is not bound to a content yet; wait until it is readyToUse", ns, name)
+		}
+		content, err := snap.SnapshotV1().VolumeSnapshotContents().Get(ctx, *vs.Status.BoundVolumeSnapshotContentName, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("VolumeSnapshotContent %s of VolumeSnapshot %s/%s: %w", *vs.Status.BoundVolumeSnapshotContentName, ns, name, err)
+		}
+		if content.Spec.Driver != cfg.DriverName {
+			return nil, fmt.Errorf("VolumeSnapshot %s/%s was taken by CSI driver %s, not %s", ns, name, content.Spec.Driver, cfg.DriverName)
+		}
+		if content.Status == nil || content.Status.SnapshotHandle == nil {
+			return nil, fmt.Errorf("VolumeSnapshotContent %s has no snapshot handle yet; wait until VolumeSnapshot %s/%s is readyToUse", content.Name, ns, name)
+		}
+		id = *content.Status.SnapshotHandle
+		if class := content.Spec.VolumeSnapshotClassName; class != nil {
+			if c, err := snap.SnapshotV1().VolumeSnapshotClasses().Get(ctx, *class, metav1.GetOptions{}); err == nil {
+				src.ClassSecret = secretRef(c.Parameters["csi.storage.k8s.io/snapshotter-secret-namespace"], c.Parameters["csi.storage.k8s.io/snapshotter-secret-name"])
+			}
+		}
+	case id == "":
+		return nil, fmt.Errorf("no snapshot given: set one of -group-snapshot, -volume-snapshot or -snapshot-id")
+	}
+	if g := GroupIDOfMember(id); g != "" {
+		id = g
+	}
+	if !isRecordID(id) {
+		return nil, fmt.Errorf("snapshot id %q is not an id of this driver (etcdgs-<32 hex> or etcds-<32 hex>)", id)
+	}
+	cm, err := kube.CoreV1().ConfigMaps(cfg.MetadataNamespace).Get(ctx, id, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("snapshot %s has no record (ConfigMap %s/%s); check -metadata-namespace", id, cfg.MetadataNamespace, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("record of snapshot %s (ConfigMap %s/%s): %w", id, cfg.MetadataNamespace, id, err)
+	}
+	rec, err := decodeRecord(cm)
+	if err != nil {
+		return nil, fmt.Errorf("record of snapshot %s: %v", id, err)
+	}
+	if rec.Phase != PhaseReady {
+		why := ""
+		if rec.Error != "" {
+			why = ": " + rec.Error
+		}
+		return nil, fmt.Errorf("snapshot %s (%s) is %s, not Ready%s; only a verified snapshot can be restored", id, rec.Name, rec.Phase, why)
+	}
+	if rec.SHA256 == "" || !rec.HashChecked {
+		return nil, fmt.Errorf("snapshot %s (%s) records no verified sha256; it cannot be checked before restore", id, rec.Name)
+	}
+	src.Record = rec
+	return src, nil
+}
+
+func secretRef(ns, name string) string {
+	if ns == "" || name == "" {
+		return ""
+	}
+	return ns + "/" + name
+}
