@@ -69,6 +69,7 @@ func preflight(ctx context.Context, cfg RestoreConfig, p *restorePlan) error {
 	pods, err := kube.CoreV1().Pods(p.Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		add("listing pods in namespace %s: %v", p.Namespace, err)
+		pods = &corev1.PodList{}
 	}
 	var users []string
 	for i := range pods.Items {
