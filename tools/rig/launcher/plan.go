@@ -1,14 +1,4 @@
-// Command etcd-launcher is the entrypoint of the rig's etcd StatefulSet image: it maps the pod's
-// ordinal to its member's loopback ports and TLS files and then becomes etcd (exec), so that the pod
-// runner's process is etcd itself and SIGTERM reaches it.
-//
-//	etcd-launcher --launcher-members=FILE --launcher-tls-dir=DIR [--launcher-etcd=NAME] [etcd flags...]
-//
-// FILE is the member table (Table, JSON) the rig publishes in a ConfigMap; DIR holds ca.crt and
-// <pod>.crt, <pod>.key of every member, from a Secret. The pod name comes from the environment
-// variable POD_NAME (downward API, metadata.name). Every other argument is passed to etcd unchanged
-// after the flags the launcher derives (EtcdArgs), for example --data-dir and the raft timing.
-package main
+package launcher
 
 import (
 	"errors"
@@ -17,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 )
 
 // launcherPrefix marks the launcher's own flags; they are not passed to etcd.
@@ -64,8 +53,8 @@ func parseArgs(args []string) (options, error) {
 	return o, nil
 }
 
-// plan reads the table and returns the etcd executable and its argv (argv[0] included).
-func plan(args []string, getenv func(string) string) (path string, argv []string, summary string, err error) {
+// Plan reads the table and returns the etcd executable and its argv (argv[0] included).
+func Plan(args []string, getenv func(string) string) (path string, argv []string, summary string, err error) {
 	o, err := parseArgs(args)
 	if err != nil {
 		return "", nil, "", err
@@ -99,16 +88,4 @@ func plan(args []string, getenv func(string) string) (path string, argv []string
 	m := t.Members[i]
 	summary = fmt.Sprintf("pod %s is member %d of %d: client %s, peer %s", pod, i, len(t.Members), m.ClientURL(), m.PeerURL())
 	return path, append([]string{filepath.Base(path)}, etcdArgs...), summary, nil
-}
-
-func main() {
-	path, argv, summary, err := plan(os.Args[1:], os.Getenv)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "etcd-launcher: %v\n", err)
-		os.Exit(2)
-	}
-	fmt.Fprintf(os.Stderr, "etcd-launcher: %s; exec %s\n", summary, path)
-	err = syscall.Exec(path, argv, os.Environ())
-	fmt.Fprintf(os.Stderr, "etcd-launcher: exec %s: %v\n", path, err)
-	os.Exit(2)
 }
