@@ -98,6 +98,10 @@ type Rig struct {
 	BinDir string
 	// DriverBinDir holds this rig's copy of the driver binary (DriverBinary).
 	DriverBinDir string
+	// LauncherImage is the image of the rig's etcd StatefulSets (see StartEtcdStatefulSet);
+	// LauncherBinDir, the directory it maps to, holds LauncherBinary and a link to etcd.
+	LauncherImage  string
+	LauncherBinDir string
 	// Root is the rig's directory; APIServerURL the apiserver's https URL.
 	Root         string
 	APIServerURL string
@@ -145,14 +149,15 @@ type Rig struct {
 func Start(ctx context.Context, opts Options) (*Rig, error) {
 	begin := time.Now()
 	r := &Rig{
-		opts:         opts,
-		progress:     opts.Progress,
-		Namespace:    opts.Namespace,
-		DriverName:   DriverName,
-		StorageClass: StorageClass,
-		NodeName:     NodeName,
-		DriverImage:  DriverImage,
-		inprocErrs:   map[string]error{},
+		opts:          opts,
+		progress:      opts.Progress,
+		Namespace:     opts.Namespace,
+		DriverName:    DriverName,
+		StorageClass:  StorageClass,
+		NodeName:      NodeName,
+		DriverImage:   DriverImage,
+		LauncherImage: LauncherImage,
+		inprocErrs:    map[string]error{},
 	}
 	if r.progress == nil {
 		r.progress = io.Discard
@@ -195,9 +200,12 @@ func (r *Rig) start() error {
 	ctx, cancel := context.WithCancel(r.startCtx)
 	defer cancel()
 
-	// Binaries: the upstream set is cached by hash, the driver is rebuilt (incrementally) every time.
+	// Binaries: the upstream set is cached by hash, the driver and the etcd launcher are rebuilt
+	// (incrementally) every time.
 	step := time.Now()
+	var launcherBuilt string
 	err = parallel(cancel,
+		func() (err error) { launcherBuilt, err = EnsureLauncher(ctx, r.progressWriter()); return err },
 		func() (err error) { r.BinDir, err = EnsureUpstream(ctx, r.progressWriter()); return err },
 		func() error {
 			if r.opts.WithoutDriver {
@@ -213,6 +221,9 @@ func (r *Rig) start() error {
 		},
 	)
 	if err != nil {
+		return err
+	}
+	if err := r.installLauncherImage(launcherBuilt); err != nil {
 		return err
 	}
 	versions, err := readUpstreamVersions(filepath.Join(r.repoRoot, "tools", "upstream", "go.mod"))
