@@ -67,6 +67,11 @@ type EtcdStatefulSetOptions struct {
 	// DataDirFromEnv gives etcd its data dir as the environment variable ETCD_DATA_DIR instead of the
 	// --data-dir argument (both are forms restore must read).
 	DataDirFromEnv bool
+	// ClaimRetention is the StatefulSet's persistentVolumeClaimRetentionPolicy. Default: unset, which the
+	// API server defaults to Retain on deletion and on scale-down; the PVCs then carry no
+	// ownerReferences. WhenDeleted=Delete makes the StatefulSet their owner; WhenScaled=Delete makes
+	// each pod the owner of its PVC, so scaling to 0 deletes the data.
+	ClaimRetention *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy
 }
 
 // EtcdStatefulSet is an etcd cluster run by a real StatefulSet in the rig: the StatefulSet controller
@@ -86,6 +91,7 @@ type EtcdStatefulSet struct {
 	members      int
 	storageClass string
 	dataDirEnv   bool
+	retention    *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy
 	table        launcher.Table
 
 	ca, clientCert, clientKey []byte
@@ -139,7 +145,7 @@ func (r *Rig) PrepareEtcdStatefulSet(ctx context.Context, name, namespace string
 	}
 	s := &EtcdStatefulSet{
 		r: r, name: name, namespace: namespace, members: opts.Members,
-		storageClass: opts.StorageClass, dataDirEnv: opts.DataDirFromEnv,
+		storageClass: opts.StorageClass, dataDirEnv: opts.DataDirFromEnv, retention: opts.ClaimRetention,
 		memberTLS: map[string][]byte{},
 	}
 	s.table = launcher.Table{StatefulSet: name, Token: name + "-" + randomHex(8)}
@@ -304,10 +310,11 @@ func (s *EtcdStatefulSet) statefulSet() *appsv1.StatefulSet {
 	return &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: s.namespace, Labels: s.appLabels()},
 		Spec: appsv1.StatefulSetSpec{
-			Replicas:            ptr.To(int32(s.members)),
-			ServiceName:         s.name,
-			PodManagementPolicy: appsv1.ParallelPodManagement,
-			Selector:            &metav1.LabelSelector{MatchLabels: s.clusterLabels()},
+			Replicas:                             ptr.To(int32(s.members)),
+			ServiceName:                          s.name,
+			PodManagementPolicy:                  appsv1.ParallelPodManagement,
+			PersistentVolumeClaimRetentionPolicy: s.retention,
+			Selector:                             &metav1.LabelSelector{MatchLabels: s.clusterLabels()},
 			Template: v1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
 				Spec: v1.PodSpec{
@@ -640,3 +647,25 @@ func (s *EtcdStatefulSet) HostVolumeDir(ctx context.Context, i int) (string, err
 
 // DataDirInVolume is the data dir's path inside the member's volume ("data").
 func (s *EtcdStatefulSet) DataDirInVolume() string { return EtcdDataDirInVolume }
+
+// startEtcdUnderTestStatefulSet starts the cluster under test as a StatefulSet (Options.EtcdStatefulSet).
+func (r *Rig) startEtcdUnderTestStatefulSet(ctx context.Context) error {
+	s, err := r.StartEtcdStatefulSet(ctx, EtcdClusterName, r.Namespace, r.opts.EtcdMembers)
+	if err != nil {
+		return err
+	}
+	r.EtcdSet = s
+	r.logf("rig: etcd cluster %q (%d members) runs as a StatefulSet in namespace %s", EtcdClusterName, r.opts.EtcdMembers, r.Namespace)
+	return nil
+}
+
+// EtcdClient returns a TLS client of the etcd cluster under test, however it runs; the caller closes it.
+func (r *Rig) EtcdClient() (*clientv3.Client, error) {
+	if r.EtcdSet != nil {
+		return r.EtcdSet.Client()
+	}
+	if r.Etcd == nil {
+		return nil, errors.New("rig: no etcd cluster under test")
+	}
+	return r.Etcd.Client()
+}

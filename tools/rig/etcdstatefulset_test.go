@@ -163,7 +163,14 @@ func TestE2EEtcdStatefulSet(t *testing.T) {
 	})
 
 	t.Run("DataDirFromEnv", func(t *testing.T) {
-		one, err := r.PrepareEtcdStatefulSet(ctx, "sts-env", r.Namespace, rig.EtcdStatefulSetOptions{Members: 1, DataDirFromEnv: true})
+		one, err := r.PrepareEtcdStatefulSet(ctx, "sts-env", r.Namespace, rig.EtcdStatefulSetOptions{
+			Members:        1,
+			DataDirFromEnv: true,
+			ClaimRetention: &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+				WhenDeleted: appsv1.DeletePersistentVolumeClaimRetentionPolicyType,
+				WhenScaled:  appsv1.RetainPersistentVolumeClaimRetentionPolicyType,
+			},
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,6 +198,20 @@ func TestE2EEtcdStatefulSet(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(dir, one.DataDirInVolume(), "member", "snap", "db")); err != nil {
 			t.Errorf("etcd did not use ETCD_DATA_DIR in its volume: %v", err)
+		}
+		// WhenDeleted=Delete: the StatefulSet owns its claim (set by the controller, perhaps after the
+		// pod started).
+		var owners []metav1.OwnerReference
+		err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			pvc, err := r.Kube.CoreV1().PersistentVolumeClaims(one.Namespace()).Get(ctx, one.ClaimName(0), metav1.GetOptions{})
+			if err != nil {
+				return false, nil
+			}
+			owners = pvc.OwnerReferences
+			return len(owners) == 1 && owners[0].Kind == "StatefulSet" && owners[0].UID == set.UID, nil
+		})
+		if err != nil {
+			t.Errorf("PVC %s owners %+v, want the StatefulSet %s (WhenDeleted=Delete)", one.ClaimName(0), owners, set.Name)
 		}
 	})
 }
@@ -241,6 +262,11 @@ func checkClaims(ctx context.Context, t *testing.T, r *rig.Rig, s *rig.EtcdState
 		names[pvc.Name] = true
 		if m := pvc.ManagedFields; len(m) == 0 || m[0].Manager != "kube-controller-manager" || m[0].Operation != metav1.ManagedFieldsOperationUpdate {
 			t.Errorf("PVC %s was first written by %v, want the kube-controller-manager", pvc.Name, managers(m))
+		}
+		// Under the default retention policy (Retain, Retain) nothing owns a StatefulSet's PVCs: restore
+		// must find the StatefulSet by the claim's name, not by an owner reference.
+		if len(pvc.OwnerReferences) != 0 {
+			t.Errorf("PVC %s has owners %v under the default claim retention policy", pvc.Name, pvc.OwnerReferences)
 		}
 		if pvc.Status.Phase != v1.ClaimBound {
 			t.Errorf("PVC %s is %s", pvc.Name, pvc.Status.Phase)

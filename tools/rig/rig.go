@@ -61,6 +61,11 @@ type Options struct {
 	Namespace string
 	// EtcdMembers is the size of the etcd cluster under test. Default: 3.
 	EtcdMembers int
+	// EtcdStatefulSet runs the etcd cluster under test (EtcdClusterName in Namespace) as a real
+	// StatefulSet, Rig.EtcdSet (see StartEtcdStatefulSet), instead of process-managed members, Rig.Etcd
+	// (then nil): scaling it and restoring it work as in a real cluster, but a single member cannot be
+	// stopped (etcdcluster's StopMember), which the fault tests need.
+	EtcdStatefulSet bool
 	// DriverArgs are extra flags for the driver, appended after the rig's own.
 	DriverArgs []string
 	// WithoutDriver starts neither the driver nor the csi-snapshotter, for debugging the rig itself or
@@ -82,8 +87,10 @@ type Rig struct {
 	Kube       kubernetes.Interface
 	Snap       snapclient.Interface
 	Dynamic    dynamic.Interface
-	// Etcd is the etcd cluster under test, registered in Namespace.
+	// Etcd is the etcd cluster under test, registered in Namespace; nil with Options.EtcdStatefulSet,
+	// which sets EtcdSet instead. EtcdClient serves either.
 	Etcd      *etcdcluster.Cluster
+	EtcdSet   *EtcdStatefulSet
 	Namespace string
 	// DriverName is the CSI driver name of this driver; StorageClass and NodeName name the rig's own
 	// storage class and node.
@@ -239,7 +246,9 @@ func (r *Rig) start() error {
 
 	// The cluster under test needs no API server to start; its registration waits for one.
 	etcdDone := make(chan error, 1)
-	go func() { etcdDone <- r.startEtcdUnderTest() }()
+	if !r.opts.EtcdStatefulSet {
+		go func() { etcdDone <- r.startEtcdUnderTest() }()
+	}
 
 	if err := r.startAPIServerEtcd(ctx); err != nil {
 		return err
@@ -272,6 +281,9 @@ func (r *Rig) start() error {
 			)
 		},
 		func() error {
+			if r.opts.EtcdStatefulSet {
+				return nil // started below, once the controllers, node and storage it needs run
+			}
 			select {
 			case err := <-etcdDone:
 				if err != nil {
@@ -285,6 +297,11 @@ func (r *Rig) start() error {
 	)
 	if err != nil {
 		return err
+	}
+	if r.opts.EtcdStatefulSet {
+		if err := r.startEtcdUnderTestStatefulSet(ctx); err != nil {
+			return err
+		}
 	}
 	return r.checkAll(ctx)
 }

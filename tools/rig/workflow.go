@@ -103,10 +103,10 @@ func SampleKV(prefix string, i int) (key, value string) {
 // sampleBatch stays below etcd's default --max-txn-ops (128).
 const sampleBatch = 100
 
-// WriteSampleData writes n keys (see SampleKV) into the etcd cluster under test through r.Etcd.Client
+// WriteSampleData writes n keys (see SampleKV) into the etcd cluster under test through EtcdClient
 // and returns the revision of the last write.
 func (r *Rig) WriteSampleData(ctx context.Context, prefix string, n int) (revision int64, err error) {
-	cli, err := r.Etcd.Client()
+	cli, err := r.EtcdClient()
 	if err != nil {
 		return 0, err
 	}
