@@ -525,8 +525,9 @@ func (r *Rig) PodLogPath(namespace, pod, container string) string {
 }
 
 // Delete removes the StatefulSet and waits for its pods to be gone, then deletes its PVCs (their
-// volumes go with them: the class's reclaim policy is Delete), Services, Secrets and ConfigMap. The
-// namespace stays. Objects already gone are skipped, so Delete also cleans up after a failed start.
+// volumes go with them: the class's reclaim policy is Delete), Services, Secrets, ConfigMap and the
+// snapshot classes of InstallSnapshotClasses. The namespace stays; so do snapshots, which the caller
+// deletes first. Objects already gone are skipped, so Delete also cleans up after a failed start.
 func (s *EtcdStatefulSet) Delete(ctx context.Context) error {
 	kube := s.r.Kube
 	ns := s.namespace
@@ -548,6 +549,9 @@ func (s *EtcdStatefulSet) Delete(ctx context.Context) error {
 	note("Secret "+s.SecretName(), kube.CoreV1().Secrets(ns).Delete(ctx, s.SecretName(), metav1.DeleteOptions{}))
 	note("Secret "+s.memberSecret(), kube.CoreV1().Secrets(ns).Delete(ctx, s.memberSecret(), metav1.DeleteOptions{}))
 	note("ConfigMap "+s.membersConfigMap(), kube.CoreV1().ConfigMaps(ns).Delete(ctx, s.membersConfigMap(), metav1.DeleteOptions{}))
+	if err := s.deleteSnapshotClasses(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("rig: etcd StatefulSet %s/%s: %w", ns, s.name, errors.Join(errs...))
 	}

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	groupsnapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumegroupsnapshot/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
@@ -35,10 +35,11 @@ func TestE2EEtcdStatefulSet(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	// In the rig's namespace beside the cluster "main", as a second cluster of a real namespace would be.
-	const name = "sts"
+	// In a namespace of its own, which StartEtcdStatefulSet creates, so that the snapshot below also
+	// proves the credentials RoleBinding that InstallSnapshotClasses copies there.
+	const name, namespace = "sts", "etcd-sts"
 	begin := time.Now()
-	s, err := r.StartEtcdStatefulSet(ctx, name, r.Namespace, 3)
+	s, err := r.StartEtcdStatefulSet(ctx, name, namespace, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,6 +213,36 @@ func TestE2EEtcdStatefulSet(t *testing.T) {
 		})
 		if err != nil {
 			t.Errorf("PVC %s owners %+v, want the StatefulSet %s (WhenDeleted=Delete)", one.ClaimName(0), owners, set.Name)
+		}
+
+		// Delete leaves nothing: no pod, no claim, no volume directory.
+		if err := one.Delete(ctx); err != nil {
+			t.Fatal(err)
+		}
+		err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			_, err := os.Stat(dir)
+			return errors.Is(err, os.ErrNotExist), nil
+		})
+		if err != nil {
+			t.Errorf("volume directory %s still exists a minute after Delete", dir)
+		}
+		for _, what := range []func() error{
+			func() error {
+				_, err := r.Kube.AppsV1().StatefulSets(one.Namespace()).Get(ctx, one.Name(), metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := r.Kube.CoreV1().Services(one.Namespace()).Get(ctx, one.ServiceName(), metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := r.Kube.CoreV1().Secrets(one.Namespace()).Get(ctx, one.SecretName(), metav1.GetOptions{})
+				return err
+			},
+		} {
+			if err := what(); !apierrors.IsNotFound(err) {
+				t.Errorf("after Delete: %v, want NotFound", err)
+			}
 		}
 	})
 }
@@ -392,51 +423,36 @@ func memberNames(ctx context.Context, t *testing.T, cli *clientv3.Client) string
 	return strings.Join(lines, "; ")
 }
 
-// groupSnapshotOf takes a dynamic VolumeGroupSnapshot of the StatefulSet's PVCs with a class whose
-// credentials are the StatefulSet cluster's client Secret, and checks the driver's record.
+// groupSnapshotOf takes a dynamic VolumeGroupSnapshot of the StatefulSet's PVCs with the classes
+// InstallSnapshotClasses makes for it, and checks the driver's record.
 func groupSnapshotOf(ctx context.Context, t *testing.T, r *rig.Rig, s *rig.EtcdStatefulSet, keys int) {
 	t.Helper()
-	if err := r.InstallExampleClasses(ctx); err != nil { // the RoleBinding that lets the sidecar read the Secret
+	if err := s.InstallSnapshotClasses(ctx); err != nil {
 		t.Fatal(err)
 	}
-	class := &groupsnapshotv1.VolumeGroupSnapshotClass{
-		ObjectMeta:     metav1.ObjectMeta{Name: "etcd-snapshot-" + s.Name()},
-		Driver:         r.DriverName,
-		DeletionPolicy: "Delete",
-		Parameters: map[string]string{
-			"csi.storage.k8s.io/group-snapshotter-secret-name":      s.SecretName(),
-			"csi.storage.k8s.io/group-snapshotter-secret-namespace": s.Namespace(),
-		},
-	}
-	if _, err := r.Snap.GroupsnapshotV1().VolumeGroupSnapshotClasses().Create(ctx, class, metav1.CreateOptions{}); err != nil {
+	class, err := r.Snap.GroupsnapshotV1().VolumeGroupSnapshotClasses().Get(ctx, s.SnapshotClassName(), metav1.GetOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		r.Snap.GroupsnapshotV1().VolumeGroupSnapshotClasses().Delete(context.Background(), class.Name, metav1.DeleteOptions{})
-	})
-	vgs := &groupsnapshotv1.VolumeGroupSnapshot{
-		ObjectMeta: metav1.ObjectMeta{Name: "sts-group", Namespace: r.Namespace},
-		Spec: groupsnapshotv1.VolumeGroupSnapshotSpec{
-			VolumeGroupSnapshotClassName: ptr.To(class.Name),
-			Source: groupsnapshotv1.VolumeGroupSnapshotSource{
-				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{rig.ClusterLabel: s.Name()}},
-			},
-		},
+	if class.Driver != r.DriverName || class.Parameters["csi.storage.k8s.io/group-snapshotter-secret-name"] != s.SecretName() ||
+		class.Parameters["csi.storage.k8s.io/group-snapshotter-secret-namespace"] != s.Namespace() {
+		t.Errorf("class %s: driver %s parameters %v, want %s with the Secret %s/%s", class.Name, class.Driver, class.Parameters, r.DriverName, s.Namespace(), s.SecretName())
 	}
+	const name = "sts-group"
 	begin := time.Now()
-	if _, err := r.Snap.GroupsnapshotV1().VolumeGroupSnapshots(r.Namespace).Create(ctx, vgs, metav1.CreateOptions{}); err != nil {
+	if _, err := s.CreateGroupSnapshot(ctx, name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer dcancel()
-		if err := r.DeleteGroupSnapshot(dctx, vgs.Name); err != nil {
+		if err := r.DeleteGroupSnapshotIn(dctx, s.Namespace(), name); err != nil {
 			t.Errorf("delete VolumeGroupSnapshot: %v", err)
 		}
 	})
 	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer wcancel()
-	ready, err := r.WaitGroupSnapshotReady(wctx, vgs.Name)
+	ready, err := r.WaitGroupSnapshotReadyIn(wctx, s.Namespace(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +469,7 @@ func groupSnapshotOf(ctx context.Context, t *testing.T, r *rig.Rig, s *rig.EtcdS
 		names = append(names, m.Name)
 	}
 	slices.Sort(names)
-	if want := []string{s.MemberName(0), s.MemberName(1), s.MemberName(2)}; strings.Join(names, ",") != strings.Join(want, ",") {
+	if want := []string{s.MemberName(0), s.MemberName(1), s.MemberName(2)}; !slices.Equal(names, want) {
 		t.Errorf("record members %v, want %v", names, want)
 	}
 	if rec.Keys < int64(keys) {
