@@ -97,6 +97,8 @@ type EtcdStatefulSet struct {
 	ca, clientCert, clientKey []byte
 	memberTLS                 map[string][]byte
 	tlsConfig                 *tls.Config
+
+	undo []func(context.Context) error // deletes what PrepareEtcdStatefulSet created, for its failure paths
 }
 
 // StartEtcdStatefulSet prepares (PrepareEtcdStatefulSet) and starts (Start) a members-strong etcd
@@ -108,14 +110,31 @@ func (r *Rig) StartEtcdStatefulSet(ctx context.Context, name, namespace string, 
 		return nil, err
 	}
 	if err := s.Start(ctx); err != nil {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stsWaitTimeout)
-		defer cancel()
-		if derr := s.Delete(dctx); derr != nil {
-			err = fmt.Errorf("%w (and cleaning up: %v)", err, derr)
-		}
-		return nil, err
+		return nil, s.rollback(ctx, err)
 	}
 	return s, nil
+}
+
+// rollback undoes, newest first, what PrepareEtcdStatefulSet created, and returns cause with any
+// failure to do so. Objects that existed before are never touched.
+func (s *EtcdStatefulSet) rollback(ctx context.Context, cause error) error {
+	return undoAll(ctx, s.undo, cause)
+}
+
+// undoAll runs undo newest first with a fresh context (ctx may be what failed).
+func undoAll(ctx context.Context, undo []func(context.Context) error, cause error) error {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stsWaitTimeout)
+	defer cancel()
+	var errs []error
+	for i := len(undo) - 1; i >= 0; i-- {
+		if err := undo[i](dctx); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w (and cleaning up: %v)", cause, errors.Join(errs...))
+	}
+	return cause
 }
 
 // PrepareEtcdStatefulSet creates everything of the cluster but the StatefulSet itself: the namespace
@@ -156,12 +175,7 @@ func (r *Rig) PrepareEtcdStatefulSet(ctx context.Context, name, namespace string
 		return nil, err
 	}
 	if err := s.createObjects(ctx); err != nil {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stsWaitTimeout)
-		defer cancel()
-		if derr := s.Delete(dctx); derr != nil {
-			err = fmt.Errorf("%w (and cleaning up: %v)", err, derr)
-		}
-		return nil, err
+		return nil, s.rollback(ctx, err)
 	}
 	return s, nil
 }
@@ -212,7 +226,12 @@ func (s *EtcdStatefulSet) createObjects(ctx context.Context) error {
 	kube := s.r.Kube
 	ns := s.namespace
 	_, err := kube.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
+	switch {
+	case err == nil:
+		s.undo = append(s.undo, func(ctx context.Context) error {
+			return kube.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+		})
+	case !apierrors.IsAlreadyExists(err):
 		return fmt.Errorf("rig: namespace %s: %w", ns, err)
 	}
 	table, err := json.MarshalIndent(s.table, "", "  ")
@@ -222,6 +241,7 @@ func (s *EtcdStatefulSet) createObjects(ctx context.Context) error {
 	objects := []struct {
 		what   string
 		create func() error
+		remove func(context.Context) error
 	}{
 		{"ConfigMap " + s.membersConfigMap(), func() error {
 			_, err := kube.CoreV1().ConfigMaps(ns).Create(ctx, &v1.ConfigMap{
@@ -229,6 +249,8 @@ func (s *EtcdStatefulSet) createObjects(ctx context.Context) error {
 				Data:       map[string]string{launcher.TableKey: string(table)},
 			}, metav1.CreateOptions{})
 			return err
+		}, func(ctx context.Context) error {
+			return kube.CoreV1().ConfigMaps(ns).Delete(ctx, s.membersConfigMap(), metav1.DeleteOptions{})
 		}},
 		{"Secret " + s.memberSecret(), func() error {
 			_, err := kube.CoreV1().Secrets(ns).Create(ctx, &v1.Secret{
@@ -237,6 +259,8 @@ func (s *EtcdStatefulSet) createObjects(ctx context.Context) error {
 				Data:       s.memberTLS,
 			}, metav1.CreateOptions{})
 			return err
+		}, func(ctx context.Context) error {
+			return kube.CoreV1().Secrets(ns).Delete(ctx, s.memberSecret(), metav1.DeleteOptions{})
 		}},
 		{"Secret " + s.SecretName(), func() error {
 			_, err := kube.CoreV1().Secrets(ns).Create(ctx, &v1.Secret{
@@ -245,6 +269,8 @@ func (s *EtcdStatefulSet) createObjects(ctx context.Context) error {
 				Data:       map[string][]byte{"ca.crt": s.ca, "tls.crt": s.clientCert, "tls.key": s.clientKey},
 			}, metav1.CreateOptions{})
 			return err
+		}, func(ctx context.Context) error {
+			return kube.CoreV1().Secrets(ns).Delete(ctx, s.SecretName(), metav1.DeleteOptions{})
 		}},
 		{"Service " + s.ServiceName(), func() error {
 			// Endpoints refuse loopback addresses, hence ExternalName=localhost; the port is member 0's.
@@ -257,6 +283,8 @@ func (s *EtcdStatefulSet) createObjects(ctx context.Context) error {
 				},
 			}, metav1.CreateOptions{})
 			return err
+		}, func(ctx context.Context) error {
+			return kube.CoreV1().Services(ns).Delete(ctx, s.ServiceName(), metav1.DeleteOptions{})
 		}},
 		{"Service " + s.name, func() error {
 			// The StatefulSet's governing Service, as in a real cluster; nothing resolves it in the rig.
@@ -273,12 +301,15 @@ func (s *EtcdStatefulSet) createObjects(ctx context.Context) error {
 				},
 			}, metav1.CreateOptions{})
 			return err
+		}, func(ctx context.Context) error {
+			return kube.CoreV1().Services(ns).Delete(ctx, s.name, metav1.DeleteOptions{})
 		}},
 	}
 	for _, o := range objects {
 		if err := o.create(); err != nil {
 			return fmt.Errorf("rig: etcd StatefulSet %s/%s: create %s: %w", ns, s.name, o.what, err)
 		}
+		s.undo = append(s.undo, o.remove)
 	}
 	return nil
 }
@@ -368,13 +399,40 @@ func (s *EtcdStatefulSet) statefulSet() *appsv1.StatefulSet {
 
 // Start creates the StatefulSet and waits as StartEtcdStatefulSet does. PVCs named ClaimName(i) that
 // exist already (a restore into a new cluster made them) are adopted by the StatefulSet controller.
+// On error the StatefulSet and the PVCs it made are deleted; PVCs that existed before are kept.
 func (s *EtcdStatefulSet) Start(ctx context.Context) error {
 	begin := time.Now()
-	if _, err := s.r.Kube.AppsV1().StatefulSets(s.namespace).Create(ctx, s.statefulSet(), metav1.CreateOptions{}); err != nil {
+	kube := s.r.Kube
+	existed := map[string]bool{}
+	for i := range s.members {
+		_, err := kube.CoreV1().PersistentVolumeClaims(s.namespace).Get(ctx, s.ClaimName(i), metav1.GetOptions{})
+		switch {
+		case err == nil:
+			existed[s.ClaimName(i)] = true
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("rig: PVC %s/%s: %w", s.namespace, s.ClaimName(i), err)
+		}
+	}
+	if _, err := kube.AppsV1().StatefulSets(s.namespace).Create(ctx, s.statefulSet(), metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("rig: create StatefulSet %s/%s: %w", s.namespace, s.name, err)
 	}
 	if err := s.WaitReady(ctx); err != nil {
-		return err
+		return undoAll(ctx, []func(context.Context) error{func(ctx context.Context) error {
+			err := kube.AppsV1().StatefulSets(s.namespace).Delete(ctx, s.name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return err
+			}
+			if err := s.WaitPodsGone(ctx); err != nil {
+				return err
+			}
+			var made []string
+			for i := range s.members {
+				if !existed[s.ClaimName(i)] {
+					made = append(made, s.ClaimName(i))
+				}
+			}
+			return s.deleteClaims(ctx, made)
+		}}, err)
 	}
 	s.r.logf("rig: etcd StatefulSet %s/%s (%d members) up in %s", s.namespace, s.name, s.members, time.Since(begin).Round(100*time.Millisecond))
 	return nil
@@ -524,8 +582,8 @@ func (r *Rig) PodLogPath(namespace, pod, container string) string {
 	return filepath.Join(r.Root, "pods", namespace+"_"+pod, container+".log")
 }
 
-// Delete removes the StatefulSet and waits for its pods to be gone, then deletes its PVCs (their
-// volumes go with them: the class's reclaim policy is Delete), Services, Secrets, ConfigMap and the
+// Delete removes the StatefulSet and waits for its pods to be gone, then deletes its PVCs and waits
+// for them to be gone (their volumes go with them: the class's reclaim policy is Delete), Services, Secrets, ConfigMap and the
 // snapshot classes of InstallSnapshotClasses. The namespace stays; so do snapshots, which the caller
 // deletes first. Objects already gone are skipped, so Delete also cleans up after a failed start.
 func (s *EtcdStatefulSet) Delete(ctx context.Context) error {
@@ -541,8 +599,12 @@ func (s *EtcdStatefulSet) Delete(ctx context.Context) error {
 	if err := s.WaitPodsGone(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	var claims []string
 	for i := range s.members {
-		note("PVC "+s.ClaimName(i), kube.CoreV1().PersistentVolumeClaims(ns).Delete(ctx, s.ClaimName(i), metav1.DeleteOptions{}))
+		claims = append(claims, s.ClaimName(i))
+	}
+	if err := s.deleteClaims(ctx, claims); err != nil {
+		errs = append(errs, err)
 	}
 	note("Service "+s.ServiceName(), kube.CoreV1().Services(ns).Delete(ctx, s.ServiceName(), metav1.DeleteOptions{}))
 	note("Service "+s.name, kube.CoreV1().Services(ns).Delete(ctx, s.name, metav1.DeleteOptions{}))
@@ -554,6 +616,35 @@ func (s *EtcdStatefulSet) Delete(ctx context.Context) error {
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("rig: etcd StatefulSet %s/%s: %w", ns, s.name, errors.Join(errs...))
+	}
+	return nil
+}
+
+// deleteClaims deletes the PVCs and waits until they are gone (the protection controller lets them
+// go once no pod uses them), so that a cluster of the same name can start afresh.
+func (s *EtcdStatefulSet) deleteClaims(ctx context.Context, names []string) error {
+	pvcs := s.r.Kube.CoreV1().PersistentVolumeClaims(s.namespace)
+	var errs []error
+	for _, n := range names {
+		if err := pvcs.Delete(ctx, n, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete PVC %s: %w", n, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	var left []string
+	err := wait.PollUntilContextTimeout(ctx, stsPoll, stsWaitTimeout, true, func(ctx context.Context) (bool, error) {
+		left = left[:0]
+		for _, n := range names {
+			if _, err := pvcs.Get(ctx, n, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				left = append(left, n)
+			}
+		}
+		return len(left) == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("PVCs %v not gone: %w", left, err)
 	}
 	return nil
 }

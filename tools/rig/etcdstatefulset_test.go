@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
@@ -161,6 +162,85 @@ func TestE2EEtcdStatefulSet(t *testing.T) {
 
 	t.Run("GroupSnapshot", func(t *testing.T) {
 		groupSnapshotOf(ctx, t, r, s, n)
+	})
+
+	t.Run("SameNameRefusedUntouched", func(t *testing.T) {
+		_, err := r.StartEtcdStatefulSet(ctx, name, namespace, 3)
+		if err == nil || !strings.Contains(err.Error(), "already exists") {
+			t.Fatalf("second StartEtcdStatefulSet of %s/%s: %v; want an already-exists refusal", namespace, name, err)
+		}
+		// The failed start deleted nothing of the running cluster.
+		for _, get := range []func() error{
+			func() error {
+				_, err := r.Kube.CoreV1().ConfigMaps(namespace).Get(ctx, name+"-members", metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := r.Kube.CoreV1().Secrets(namespace).Get(ctx, s.SecretName(), metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := r.Kube.CoreV1().Services(namespace).Get(ctx, s.ServiceName(), metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := r.Kube.AppsV1().StatefulSets(namespace).Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+		} {
+			if err := get(); err != nil {
+				t.Errorf("after the refused start: %v", err)
+			}
+		}
+		if _, err := cli.Put(ctx, "/sts-after-refusal", "x"); err != nil {
+			t.Errorf("the running cluster after the refused start: %v", err)
+		}
+	})
+
+	t.Run("FailedStartCleansUp", func(t *testing.T) {
+		// No such class: the PVCs stay Pending and Start gives up when its context ends. A claim that
+		// existed before (as a restore into a new cluster makes them) must survive the clean-up.
+		bad, err := r.PrepareEtcdStatefulSet(ctx, "sts-bad", namespace, rig.EtcdStatefulSetOptions{Members: 2, StorageClass: "no-such-class"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer dcancel()
+			if err := bad.Delete(dctx); err != nil {
+				t.Errorf("delete: %v", err)
+			}
+		})
+		kept := &v1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: bad.ClaimName(1), Namespace: namespace},
+			Spec: v1.PersistentVolumeClaimSpec{
+				AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+				StorageClassName: ptr.To("no-such-class"),
+				Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		}
+		if _, err := r.Kube.CoreV1().PersistentVolumeClaims(namespace).Create(ctx, kept, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+		err = bad.Start(sctx)
+		scancel()
+		if err == nil {
+			t.Fatal("Start on claims that never bind: no error")
+		}
+		t.Logf("Start failed as expected: %.200s", err)
+		if _, err := r.Kube.AppsV1().StatefulSets(namespace).Get(ctx, bad.Name(), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("StatefulSet after the failed Start: %v, want NotFound", err)
+		}
+		if _, err := r.Kube.CoreV1().PersistentVolumeClaims(namespace).Get(ctx, bad.ClaimName(0), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("PVC %s made by the controller after the failed Start: %v, want NotFound", bad.ClaimName(0), err)
+		}
+		if got, err := r.Kube.CoreV1().PersistentVolumeClaims(namespace).Get(ctx, bad.ClaimName(1), metav1.GetOptions{}); err != nil || got.DeletionTimestamp != nil {
+			t.Errorf("PVC %s that existed before Start: %v (deleting %v), want it kept", bad.ClaimName(1), err, got.DeletionTimestamp)
+		}
+		if _, err := r.Kube.CoreV1().Secrets(namespace).Get(ctx, bad.SecretName(), metav1.GetOptions{}); err != nil {
+			t.Errorf("Prepare's Secret after the failed Start: %v, want it kept for the caller's Delete", err)
+		}
 	})
 
 	t.Run("DataDirFromEnv", func(t *testing.T) {
