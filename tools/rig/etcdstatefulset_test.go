@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -162,6 +164,10 @@ func TestE2EEtcdStatefulSet(t *testing.T) {
 
 	t.Run("GroupSnapshot", func(t *testing.T) {
 		groupSnapshotOf(ctx, t, r, s, n)
+	})
+
+	t.Run("RestoreByHand", func(t *testing.T) {
+		restoreByHand(ctx, t, r, s, cli, n)
 	})
 
 	t.Run("SameNameRefusedUntouched", func(t *testing.T) {
@@ -325,6 +331,104 @@ func TestE2EEtcdStatefulSet(t *testing.T) {
 			}
 		}
 	})
+}
+
+// restoreByHand does on the host what restore's Jobs will do, following etcd's disaster-recovery
+// procedure: save a snapshot, scale to 0, `etcdutl snapshot restore` each member (its name and peer
+// URL, the shared initial cluster, a new token, a revision bump) beside its data dir, swap, scale back.
+// The restored cluster must hold exactly the snapshot's keys with its members' names and peer URLs:
+// the launcher's initial-cluster flags are ignored for a data dir that holds a member.
+func restoreByHand(ctx context.Context, t *testing.T, r *rig.Rig, s *rig.EtcdStatefulSet, cli *clientv3.Client, keys int) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "snapshot.db")
+	rc, err := cli.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.Create(file)
+	if err == nil {
+		_, err = io.Copy(out, rc)
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+	}
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := cli.Status(ctx, s.ClientURLs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := memberNames(ctx, t, cli)
+	if _, err := cli.Put(ctx, "/sts/after-snapshot", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Delete(ctx, "/sts/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := s.ScaleAndWait(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	const bump = 1000000000
+	for i := range s.Members() {
+		vol, err := s.HostVolumeDir(ctx, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		restored := filepath.Join(vol, s.DataDirInVolume()+".restored")
+		cmd := exec.CommandContext(ctx, filepath.Join(r.BinDir, "etcdutl"), "snapshot", "restore", file,
+			"--name="+s.MemberName(i),
+			"--initial-cluster="+s.InitialCluster(),
+			"--initial-cluster-token=restored-"+s.Name(),
+			"--initial-advertise-peer-urls="+s.PeerURLs()[i],
+			"--data-dir="+restored,
+			"--bump-revision="+strconv.Itoa(bump), "--mark-compacted")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("etcdutl snapshot restore for %s: %v\n%s", s.MemberName(i), err, out)
+		}
+		data := filepath.Join(vol, s.DataDirInVolume())
+		if err := os.Rename(data, data+".before-restore"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(restored, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.ScaleAndWait(ctx, s.Members()); err != nil {
+		t.Fatal(err)
+	}
+
+	resp, err := cli.Get(ctx, "/sts/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != keys {
+		t.Errorf("%d keys under /sts/ after the restore, want the snapshot's %d", len(resp.Kvs), keys)
+	}
+	for i, kv := range resp.Kvs {
+		if k, v := rig.SampleKV("/sts/", i); string(kv.Key) != k || string(kv.Value) != v {
+			t.Errorf("key %d = %s=%s, want %s=%s", i, kv.Key, kv.Value, k, v)
+			break
+		}
+	}
+	if resp.Header.Revision < status.Header.Revision+bump {
+		t.Errorf("revision %d after the restore, want at least the snapshot's %d + %d", resp.Header.Revision, status.Header.Revision, bump)
+	}
+	// Member ids change with the new token; names and peer URLs must not.
+	stripIDs := func(list string) []string {
+		var out []string
+		for _, m := range strings.Split(list, "; ") {
+			_, rest, _ := strings.Cut(m, "=")
+			out = append(out, rest)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if after := memberNames(ctx, t, cli); !slices.Equal(stripIDs(after), stripIDs(before)) || after == before {
+		t.Errorf("members after the restore %s, before %s: want the same names and peer URLs under new ids", after, before)
+	}
 }
 
 // checkTemplate checks the pod template shows what restore reads: the container "etcd" with
