@@ -36,11 +36,12 @@ const (
 	// EtcdClaimTemplate is the volumeClaimTemplate (and pod volume) of the member data: PVC i of
 	// StatefulSet s is <EtcdClaimTemplate>-<s>-<i>.
 	EtcdClaimTemplate = "data"
-	// EtcdDataMountPath is where the claim is mounted; EtcdDataDir (--data-dir or ETCD_DATA_DIR) lies
-	// inside it, in the volume's subdirectory EtcdDataDirInVolume.
-	EtcdDataMountPath   = "/var/lib/etcd"
+	// EtcdDataMountPath is where the etcd container mounts the claim.
+	EtcdDataMountPath = "/var/lib/etcd"
+	// EtcdDataDirInVolume is the data dir's path inside the member's volume.
 	EtcdDataDirInVolume = "data"
-	EtcdDataDir         = EtcdDataMountPath + "/" + EtcdDataDirInVolume
+	// EtcdDataDir is etcd's data dir as the container sees it (its --data-dir or ETCD_DATA_DIR).
+	EtcdDataDir = EtcdDataMountPath + "/" + EtcdDataDirInVolume
 	// EtcdUID is the runAsUser, runAsGroup and fsGroup of the pods (the distroless "nonroot" user). The
 	// pod runner runs every process as the rig's own user; restore reads the numbers from the template.
 	EtcdUID = 65532
@@ -147,7 +148,7 @@ func (r *Rig) PrepareEtcdStatefulSet(ctx context.Context, name, namespace string
 		opts.Members = 3
 	}
 	if opts.Members < 0 {
-		return nil, fmt.Errorf("rig: etcd StatefulSet %q: %d members", name, opts.Members)
+		return nil, fmt.Errorf("rig: etcd StatefulSet %q: members must be at least 1, got %d", name, opts.Members)
 	}
 	// The controller-revision-hash label is <name>-<hash of up to 10 characters>, a label value of at most 63.
 	if errs := validation.IsDNS1123Label(name); len(errs) > 0 || len(name) > 52 {
