@@ -166,8 +166,16 @@ func TestE2EEtcdStatefulSet(t *testing.T) {
 		groupSnapshotOf(ctx, t, r, s, n)
 	})
 
+	var snapshotFile string
+	snapshotDir := t.TempDir() // outlives the subtest that saves the snapshot
 	t.Run("RestoreByHand", func(t *testing.T) {
-		restoreByHand(ctx, t, r, s, cli, n)
+		snapshotFile = restoreByHand(ctx, t, r, s, cli, n, snapshotDir)
+	})
+	t.Run("RestoreIntoNewCluster", func(t *testing.T) {
+		if snapshotFile == "" {
+			t.Skip("no snapshot: RestoreByHand failed")
+		}
+		restoreIntoNewCluster(ctx, t, r, snapshotFile, n)
 	})
 
 	t.Run("SameNameRefusedUntouched", func(t *testing.T) {
@@ -338,9 +346,9 @@ func TestE2EEtcdStatefulSet(t *testing.T) {
 // URL, the shared initial cluster, a new token, a revision bump) beside its data dir, swap, scale back.
 // The restored cluster must hold exactly the snapshot's keys with its members' names and peer URLs:
 // the launcher's initial-cluster flags are ignored for a data dir that holds a member.
-func restoreByHand(ctx context.Context, t *testing.T, r *rig.Rig, s *rig.EtcdStatefulSet, cli *clientv3.Client, keys int) {
+func restoreByHand(ctx context.Context, t *testing.T, r *rig.Rig, s *rig.EtcdStatefulSet, cli *clientv3.Client, keys int, dir string) (snapshotFile string) {
 	t.Helper()
-	file := filepath.Join(t.TempDir(), "snapshot.db")
+	file := filepath.Join(dir, "snapshot.db")
 	rc, err := cli.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -377,24 +385,7 @@ func restoreByHand(ctx context.Context, t *testing.T, r *rig.Rig, s *rig.EtcdSta
 		if err != nil {
 			t.Fatal(err)
 		}
-		restored := filepath.Join(vol, s.DataDirInVolume()+".restored")
-		cmd := exec.CommandContext(ctx, filepath.Join(r.BinDir, "etcdutl"), "snapshot", "restore", file,
-			"--name="+s.MemberName(i),
-			"--initial-cluster="+s.InitialCluster(),
-			"--initial-cluster-token=restored-"+s.Name(),
-			"--initial-advertise-peer-urls="+s.PeerURLs()[i],
-			"--data-dir="+restored,
-			"--bump-revision="+strconv.Itoa(bump), "--mark-compacted")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("etcdutl snapshot restore for %s: %v\n%s", s.MemberName(i), err, out)
-		}
-		data := filepath.Join(vol, s.DataDirInVolume())
-		if err := os.Rename(data, data+".before-restore"); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(restored, data); err != nil {
-			t.Fatal(err)
-		}
+		restoreMember(ctx, t, r, s, i, file, bump, vol)
 	}
 	if err := s.ScaleAndWait(ctx, s.Members()); err != nil {
 		t.Fatal(err)
@@ -428,6 +419,111 @@ func restoreByHand(ctx context.Context, t *testing.T, r *rig.Rig, s *rig.EtcdSta
 	}
 	if after := memberNames(ctx, t, cli); !slices.Equal(stripIDs(after), stripIDs(before)) || after == before {
 		t.Errorf("members after the restore %s, before %s: want the same names and peer URLs under new ids", after, before)
+	}
+	return file
+}
+
+// restoreMember restores file as member i of s into <vol>/<data dir>, moving an existing data dir
+// aside, as etcd's recovery guide does per member.
+func restoreMember(ctx context.Context, t *testing.T, r *rig.Rig, s *rig.EtcdStatefulSet, i int, file string, bump int, vol string) {
+	t.Helper()
+	restored := filepath.Join(vol, s.DataDirInVolume()+".restored")
+	cmd := exec.CommandContext(ctx, filepath.Join(r.BinDir, "etcdutl"), "snapshot", "restore", file,
+		"--name="+s.MemberName(i),
+		"--initial-cluster="+s.InitialCluster(),
+		"--initial-cluster-token=restored-"+s.Name(),
+		"--initial-advertise-peer-urls="+s.PeerURLs()[i],
+		"--data-dir="+restored,
+		"--bump-revision="+strconv.Itoa(bump), "--mark-compacted")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("etcdutl snapshot restore for %s: %v\n%s", s.MemberName(i), err, out)
+	}
+	data := filepath.Join(vol, s.DataDirInVolume())
+	if _, err := os.Stat(data); err == nil {
+		if err := os.Rename(data, data+".before-restore"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(restored, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restoreIntoNewCluster restores file into PVCs made before the StatefulSet, in another namespace,
+// as restore's new-cluster target makes them: Prepare fixes the new members' names and URLs, the
+// claims are created and filled, and Start's StatefulSet adopts them.
+func restoreIntoNewCluster(ctx context.Context, t *testing.T, r *rig.Rig, file string, keys int) {
+	t.Helper()
+	s, err := r.PrepareEtcdStatefulSet(ctx, "sts-new", "etcd-sts-new", rig.EtcdStatefulSetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer dcancel()
+		if err := s.Delete(dctx); err != nil {
+			t.Errorf("delete: %v", err)
+		}
+	})
+	pvcs := r.Kube.CoreV1().PersistentVolumeClaims(s.Namespace())
+	for i := range s.Members() {
+		pvc := &v1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: s.ClaimName(i), Labels: map[string]string{rig.ClusterLabel: s.Name()}},
+			Spec: v1.PersistentVolumeClaimSpec{
+				AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce},
+				StorageClassName: ptr.To(r.StorageClass),
+				Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		}
+		if _, err := pvcs.Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var uids []string
+	for i := range s.Members() {
+		var pvc *v1.PersistentVolumeClaim
+		err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			pvc, err = pvcs.Get(ctx, s.ClaimName(i), metav1.GetOptions{})
+			return err == nil && pvc.Status.Phase == v1.ClaimBound, nil
+		})
+		if err != nil {
+			t.Fatalf("PVC %s not Bound: %v", s.ClaimName(i), err)
+		}
+		uids = append(uids, string(pvc.UID))
+		vol, err := s.HostVolumeDir(ctx, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		restoreMember(ctx, t, r, s, i, file, 1000, vol)
+	}
+	begin := time.Now()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("StatefulSet on restored claims up in %s", time.Since(begin).Round(100*time.Millisecond))
+	for i := range s.Members() {
+		pvc, err := pvcs.Get(ctx, s.ClaimName(i), metav1.GetOptions{})
+		if err != nil || string(pvc.UID) != uids[i] {
+			t.Errorf("PVC %s after Start: %v, uid %s; want the claim made before (uid %s) adopted", s.ClaimName(i), err, pvc.UID, uids[i])
+		}
+	}
+	cli, err := s.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(ctx, "/sts/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != keys {
+		t.Errorf("%d keys in the new cluster, want the snapshot's %d", len(resp.Kvs), keys)
+	}
+	names := memberNames(ctx, t, cli)
+	for i := range s.Members() {
+		if want := fmt.Sprintf("=%s [%s]", s.MemberName(i), s.PeerURLs()[i]); !strings.Contains(names, want) {
+			t.Errorf("new cluster's members %s lack %q", names, want)
+		}
 	}
 }
 
