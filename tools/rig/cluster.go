@@ -25,6 +25,9 @@ func (r *Rig) Images() map[string]string {
 	if r.DriverBinDir != "" {
 		images[r.DriverImage] = r.DriverBinDir
 	}
+	if r.LauncherBinDir != "" {
+		images[r.LauncherImage] = r.LauncherBinDir
+	}
 	return images
 }
 

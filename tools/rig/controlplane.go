@@ -15,14 +15,15 @@ import (
 	"time"
 )
 
-// controllers are the kube-controller-manager controllers the flows need: Jobs and their pods, the
-// garbage collector (a Job's pods, the Secret owned by a Job), PV binding and the protection
+// controllers are the kube-controller-manager controllers the flows need: Jobs and their pods,
+// StatefulSets (pods and, from volumeClaimTemplates, PVCs of the etcd StatefulSets), the garbage collector (a Job's pods, the Secret owned by a Job), PV binding and the protection
 // finalizers on PVCs and PVs (without them a deleted PVC hangs), default service accounts and
 // kube-root-ca.crt in new namespaces, namespace deletion, quota usage (quota admission needs it), TTL
 // after finished, and aggregated ClusterRoles (admin/edit/view). No node lifecycle controller: the pod
 // runner's node is healthy by construction.
 var controllers = []string{
 	"job-controller",
+	"statefulset-controller",
 	"garbage-collector-controller",
 	"persistentvolume-binder-controller",
 	"persistentvolumeclaim-protection-controller",

@@ -61,6 +61,11 @@ type Options struct {
 	Namespace string
 	// EtcdMembers is the size of the etcd cluster under test. Default: 3.
 	EtcdMembers int
+	// EtcdStatefulSet runs the etcd cluster under test (EtcdClusterName in Namespace) as a real
+	// StatefulSet, Rig.EtcdSet (see StartEtcdStatefulSet), instead of process-managed members, Rig.Etcd
+	// (then nil): scaling it and restoring it work as in a real cluster, but a single member cannot be
+	// stopped (etcdcluster's StopMember), which the fault tests need.
+	EtcdStatefulSet bool
 	// DriverArgs are extra flags for the driver, appended after the rig's own.
 	DriverArgs []string
 	// WithoutDriver starts neither the driver nor the csi-snapshotter, for debugging the rig itself or
@@ -82,8 +87,10 @@ type Rig struct {
 	Kube       kubernetes.Interface
 	Snap       snapclient.Interface
 	Dynamic    dynamic.Interface
-	// Etcd is the etcd cluster under test, registered in Namespace.
+	// Etcd is the etcd cluster under test, registered in Namespace; nil with Options.EtcdStatefulSet,
+	// which sets EtcdSet instead. EtcdClient serves either.
 	Etcd      *etcdcluster.Cluster
+	EtcdSet   *EtcdStatefulSet
 	Namespace string
 	// DriverName is the CSI driver name of this driver; StorageClass and NodeName name the rig's own
 	// storage class and node.
@@ -98,6 +105,10 @@ type Rig struct {
 	BinDir string
 	// DriverBinDir holds this rig's copy of the driver binary (DriverBinary).
 	DriverBinDir string
+	// LauncherImage is the image of the rig's etcd StatefulSets (see StartEtcdStatefulSet);
+	// LauncherBinDir, the directory it maps to, holds LauncherBinary and a link to etcd.
+	LauncherImage  string
+	LauncherBinDir string
 	// Root is the rig's directory; APIServerURL the apiserver's https URL.
 	Root         string
 	APIServerURL string
@@ -145,14 +156,15 @@ type Rig struct {
 func Start(ctx context.Context, opts Options) (*Rig, error) {
 	begin := time.Now()
 	r := &Rig{
-		opts:         opts,
-		progress:     opts.Progress,
-		Namespace:    opts.Namespace,
-		DriverName:   DriverName,
-		StorageClass: StorageClass,
-		NodeName:     NodeName,
-		DriverImage:  DriverImage,
-		inprocErrs:   map[string]error{},
+		opts:          opts,
+		progress:      opts.Progress,
+		Namespace:     opts.Namespace,
+		DriverName:    DriverName,
+		StorageClass:  StorageClass,
+		NodeName:      NodeName,
+		DriverImage:   DriverImage,
+		LauncherImage: LauncherImage,
+		inprocErrs:    map[string]error{},
 	}
 	if r.progress == nil {
 		r.progress = io.Discard
@@ -195,9 +207,12 @@ func (r *Rig) start() error {
 	ctx, cancel := context.WithCancel(r.startCtx)
 	defer cancel()
 
-	// Binaries: the upstream set is cached by hash, the driver is rebuilt (incrementally) every time.
+	// Binaries: the upstream set is cached by hash, the driver and the etcd launcher are rebuilt
+	// (incrementally) every time.
 	step := time.Now()
+	var launcherBuilt string
 	err = parallel(cancel,
+		func() (err error) { launcherBuilt, err = EnsureLauncher(ctx, r.progressWriter()); return err },
 		func() (err error) { r.BinDir, err = EnsureUpstream(ctx, r.progressWriter()); return err },
 		func() error {
 			if r.opts.WithoutDriver {
@@ -215,6 +230,9 @@ func (r *Rig) start() error {
 	if err != nil {
 		return err
 	}
+	if err := r.installLauncherImage(launcherBuilt); err != nil {
+		return err
+	}
 	versions, err := readUpstreamVersions(filepath.Join(r.repoRoot, "tools", "upstream", "go.mod"))
 	if err != nil {
 		return err
@@ -228,7 +246,9 @@ func (r *Rig) start() error {
 
 	// The cluster under test needs no API server to start; its registration waits for one.
 	etcdDone := make(chan error, 1)
-	go func() { etcdDone <- r.startEtcdUnderTest() }()
+	if !r.opts.EtcdStatefulSet {
+		go func() { etcdDone <- r.startEtcdUnderTest() }()
+	}
 
 	if err := r.startAPIServerEtcd(ctx); err != nil {
 		return err
@@ -261,6 +281,9 @@ func (r *Rig) start() error {
 			)
 		},
 		func() error {
+			if r.opts.EtcdStatefulSet {
+				return nil // started below, once the controllers, node and storage it needs run
+			}
 			select {
 			case err := <-etcdDone:
 				if err != nil {
@@ -274,6 +297,11 @@ func (r *Rig) start() error {
 	)
 	if err != nil {
 		return err
+	}
+	if r.opts.EtcdStatefulSet {
+		if err := r.startEtcdUnderTestStatefulSet(ctx); err != nil {
+			return err
+		}
 	}
 	return r.checkAll(ctx)
 }

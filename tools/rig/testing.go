@@ -68,8 +68,27 @@ func ForTest(t testing.TB) *Rig {
 	if inMain {
 		r = sharedRig(t)
 	} else {
-		r = ownRig(t)
+		r = ownRig(t, Options{})
 	}
+	watchLogs(t, r)
+	return r
+}
+
+// ForTestWithOptions starts a rig of its own for t with opts (LogDir and Progress are set by it),
+// stopped when t ends, with ForTest's saving of logs on failure. Use it for a rig unlike the shared
+// one, such as Options.EtcdStatefulSet.
+func ForTestWithOptions(t testing.TB, opts Options) *Rig {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("rig: end-to-end test skipped with -short")
+	}
+	r := ownRig(t, opts)
+	watchLogs(t, r)
+	return r
+}
+
+// watchLogs saves the logs written during t when t fails.
+func watchLogs(t testing.TB, r *Rig) {
 	marks := r.logMarks()
 	t.Cleanup(func() {
 		if !t.Failed() {
@@ -82,7 +101,6 @@ func ForTest(t testing.TB) *Rig {
 		}
 		t.Logf("rig: component logs of %s saved in %s", t.Name(), dir)
 	})
-	return r
 }
 
 func sharedRig(t testing.TB) *Rig {
@@ -116,7 +134,7 @@ func sharedRig(t testing.TB) *Rig {
 	return r
 }
 
-func ownRig(t testing.TB) *Rig {
+func ownRig(t testing.TB, opts Options) *Rig {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "rig-logs-")
 	if err != nil {
@@ -124,7 +142,8 @@ func ownRig(t testing.TB) *Rig {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	r, err := Start(ctx, Options{LogDir: dir, Progress: os.Stderr})
+	opts.LogDir, opts.Progress = dir, os.Stderr
+	r, err := Start(ctx, opts)
 	if err != nil {
 		saved := saveStartLogs(t.Name(), dir)
 		os.RemoveAll(dir)

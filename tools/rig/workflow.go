@@ -103,10 +103,10 @@ func SampleKV(prefix string, i int) (key, value string) {
 // sampleBatch stays below etcd's default --max-txn-ops (128).
 const sampleBatch = 100
 
-// WriteSampleData writes n keys (see SampleKV) into the etcd cluster under test through r.Etcd.Client
+// WriteSampleData writes n keys (see SampleKV) into the etcd cluster under test through EtcdClient
 // and returns the revision of the last write.
 func (r *Rig) WriteSampleData(ctx context.Context, prefix string, n int) (revision int64, err error) {
-	cli, err := r.Etcd.Client()
+	cli, err := r.EtcdClient()
 	if err != nil {
 		return 0, err
 	}
@@ -155,7 +155,12 @@ func (r *Rig) CreateGroupSnapshot(ctx context.Context, name string) (*groupsnaps
 // first, the error quotes the last status.error and the latest Warning events of the
 // VolumeGroupSnapshot and of its content.
 func (r *Rig) WaitGroupSnapshotReady(ctx context.Context, name string) (*groupsnapshotv1.VolumeGroupSnapshot, error) {
-	client := r.Snap.GroupsnapshotV1().VolumeGroupSnapshots(r.Namespace)
+	return r.WaitGroupSnapshotReadyIn(ctx, r.Namespace, name)
+}
+
+// WaitGroupSnapshotReadyIn is WaitGroupSnapshotReady for a VolumeGroupSnapshot in namespace.
+func (r *Rig) WaitGroupSnapshotReadyIn(ctx context.Context, namespace, name string) (*groupsnapshotv1.VolumeGroupSnapshot, error) {
+	client := r.Snap.GroupsnapshotV1().VolumeGroupSnapshots(namespace)
 	var last *groupsnapshotv1.VolumeGroupSnapshot
 	_, err := WatchNamed(ctx, name,
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return client.List(ctx, o) },
@@ -163,7 +168,7 @@ func (r *Rig) WaitGroupSnapshotReady(ctx context.Context, name string) (*groupsn
 		&groupsnapshotv1.VolumeGroupSnapshot{},
 		func(ev watch.Event) (bool, error) {
 			if ev.Type == watch.Deleted {
-				return false, fmt.Errorf("rig: VolumeGroupSnapshot %s/%s was deleted while waiting for it", r.Namespace, name)
+				return false, fmt.Errorf("rig: VolumeGroupSnapshot %s/%s was deleted while waiting for it", namespace, name)
 			}
 			vgs, ok := ev.Object.(*groupsnapshotv1.VolumeGroupSnapshot)
 			if !ok {
@@ -175,16 +180,16 @@ func (r *Rig) WaitGroupSnapshotReady(ctx context.Context, name string) (*groupsn
 	if err == nil {
 		return last, nil
 	}
-	return last, r.notReadyError(ctx, "VolumeGroupSnapshot", name, last, err)
+	return last, r.notReadyError(ctx, namespace, "VolumeGroupSnapshot", name, last, err)
 }
 
 // notReadyError explains why a VolumeGroupSnapshot did not become ready: its status.error and the
 // latest Warning events of it and its content (read with a fresh context, since ctx may be over).
-func (r *Rig) notReadyError(ctx context.Context, kind, name string, last *groupsnapshotv1.VolumeGroupSnapshot, cause error) error {
+func (r *Rig) notReadyError(ctx context.Context, namespace, kind, name string, last *groupsnapshotv1.VolumeGroupSnapshot, cause error) error {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	var b strings.Builder
-	fmt.Fprintf(&b, "rig: %s %s/%s not ready: %v", kind, r.Namespace, name, cause)
+	fmt.Fprintf(&b, "rig: %s %s/%s not ready: %v", kind, namespace, name, cause)
 	content := ""
 	switch {
 	case last == nil:
@@ -211,7 +216,7 @@ func (r *Rig) notReadyError(ctx context.Context, kind, name string, last *groups
 			fmt.Fprintf(&b, "; content %s: %v", content, err)
 		}
 	}
-	for _, ev := range r.warnings(qctx, r.Namespace, kind, name, 5) {
+	for _, ev := range r.warnings(qctx, namespace, kind, name, 5) {
 		fmt.Fprintf(&b, "\n  event on %s: %s", name, ev)
 	}
 	if content != "" {
@@ -374,7 +379,12 @@ const settleTimeout = time.Minute
 // updateGroupSnapshotContentInInformerCache), so a group deleted right as it turns ready keeps its
 // content, and the VolumeGroupSnapshot its finalizer, until the sidecar's 15-minute resync.
 func (r *Rig) DeleteGroupSnapshot(ctx context.Context, name string) error {
-	client := r.Snap.GroupsnapshotV1().VolumeGroupSnapshots(r.Namespace)
+	return r.DeleteGroupSnapshotIn(ctx, r.Namespace, name)
+}
+
+// DeleteGroupSnapshotIn is DeleteGroupSnapshot for a VolumeGroupSnapshot in namespace.
+func (r *Rig) DeleteGroupSnapshotIn(ctx context.Context, namespace, name string) error {
+	client := r.Snap.GroupsnapshotV1().VolumeGroupSnapshots(namespace)
 	if vgs, err := client.Get(ctx, name, metav1.GetOptions{}); err == nil && vgs.DeletionTimestamp == nil {
 		content := "groupsnapcontent-" + string(vgs.UID)
 		if vgs.Status != nil && ptr.Deref(vgs.Status.BoundVolumeGroupSnapshotContentName, "") != "" {
@@ -387,9 +397,9 @@ func (r *Rig) DeleteGroupSnapshot(ctx context.Context, name string) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("rig: delete VolumeGroupSnapshot %s/%s: %w", r.Namespace, name, err)
+		return fmt.Errorf("rig: delete VolumeGroupSnapshot %s/%s: %w", namespace, name, err)
 	}
-	return WaitGone(ctx, fmt.Sprintf("VolumeGroupSnapshot %s/%s", r.Namespace, name), name,
+	return WaitGone(ctx, fmt.Sprintf("VolumeGroupSnapshot %s/%s", namespace, name), name,
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return client.List(ctx, o) },
 		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return client.Watch(ctx, o) },
 		&groupsnapshotv1.VolumeGroupSnapshot{})
