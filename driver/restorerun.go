@@ -517,6 +517,7 @@ func waitRestoreJobs(ctx context.Context, p *restorePlan, w *restoreWatch, jobs 
 			results = append(results, st.result)
 		}
 	}
+	slices.SortFunc(results, func(a, b RestoreMemberResult) int { return strings.Compare(a.Member, b.Member) })
 	return results, failures, touched
 }
 
