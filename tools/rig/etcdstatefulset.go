@@ -170,7 +170,15 @@ func (r *Rig) PrepareEtcdStatefulSet(ctx context.Context, name, namespace string
 	}
 	s.table = launcher.Table{StatefulSet: name, Token: name + "-" + randomHex(8)}
 	for i := range opts.Members {
-		s.table.Members = append(s.table.Members, launcher.Member{Ordinal: i, ClientPort: freePort(), PeerPort: freePort()})
+		client, err := stablePort()
+		if err != nil {
+			return nil, err
+		}
+		peer, err := stablePort()
+		if err != nil {
+			return nil, err
+		}
+		s.table.Members = append(s.table.Members, launcher.Member{Ordinal: i, ClientPort: client, PeerPort: peer})
 	}
 	if err := s.issueCredentials(); err != nil {
 		return nil, err

@@ -33,7 +33,7 @@ const TableKey = "members.json"
 // Name is the etcd member name (and pod name) of ordinal i.
 func (t *Table) Name(i int) string { return t.StatefulSet + "-" + strconv.Itoa(i) }
 
-// ClientURL and PeerURL are the URLs member m listens on and advertises.
+// ClientURL is the URL member m serves clients on, and advertises.
 func (m Member) ClientURL() string { return "https://127.0.0.1:" + strconv.Itoa(m.ClientPort) }
 
 // PeerURL is the URL member m's peers reach it on.
