@@ -215,6 +215,11 @@ func TestManifestsRBAC(t *testing.T) {
 		{"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotclasses", "watch"},
 		{"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "create"},
 		{"", "snapshot.storage.k8s.io", "volumesnapshotclasses", "watch"},
+		// schedules
+		{"", "snapshot.etcd.io", "etcdsnapshotschedules", "list"}, {"", "snapshot.etcd.io", "etcdsnapshotschedules", "watch"},
+		{"etcd-test", "snapshot.etcd.io", "etcdsnapshotschedules/status", "update"},
+		{"etcd-test", "groupsnapshot.storage.k8s.io", "volumegroupsnapshots", "create"},
+		{"etcd-test", "groupsnapshot.storage.k8s.io", "volumegroupsnapshots", "delete"},
 		// csi-snapshotter sidecar
 		{"etcd-test", "", "events", "create"}, {"etcd-test", "", "events", "patch"},
 		{"", "snapshot.storage.k8s.io", "volumesnapshotcontents", "update"}, {"", "snapshot.storage.k8s.io", "volumesnapshotcontents/status", "patch"},
