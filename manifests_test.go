@@ -500,3 +500,32 @@ func TestManifestsScheduleCRD(t *testing.T) {
 		t.Errorf("retention.keep %v, want minimum 1 and default 7", keep)
 	}
 }
+
+// TestManifestExampleSchedule checks the example schedule uses the example class and lives in the
+// namespace whose credentials that class names, so applying manifests/examples/ gives a working schedule.
+func TestManifestExampleSchedule(t *testing.T) {
+	var class *groupsnapshotv1.VolumeGroupSnapshotClass
+	var schedules []*unstructured.Unstructured
+	for _, obj := range loadManifests(t, filepath.Join("manifests", "examples")) {
+		switch o := obj.(type) {
+		case *groupsnapshotv1.VolumeGroupSnapshotClass:
+			class = o
+		case *unstructured.Unstructured:
+			if o.GetKind() == "EtcdSnapshotSchedule" {
+				schedules = append(schedules, o)
+			}
+		}
+	}
+	if class == nil || len(schedules) != 1 {
+		t.Fatalf("examples: class %v, %d EtcdSnapshotSchedules; want one of each", class, len(schedules))
+	}
+	s := schedules[0]
+	className, _, _ := unstructured.NestedString(s.Object, "spec", "volumeGroupSnapshotClassName")
+	if className != class.Name || s.GetNamespace() != class.Parameters["csi.storage.k8s.io/group-snapshotter-secret-namespace"] {
+		t.Errorf("schedule %s/%s names class %q; want %q in namespace %s", s.GetNamespace(), s.GetName(), className, class.Name,
+			class.Parameters["csi.storage.k8s.io/group-snapshotter-secret-namespace"])
+	}
+	if s.GetAPIVersion() != "snapshot.etcd.io/v1alpha1" {
+		t.Errorf("schedule apiVersion %s", s.GetAPIVersion())
+	}
+}

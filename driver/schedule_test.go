@@ -307,6 +307,9 @@ func TestScheduleFirstRun(t *testing.T) {
 	if names := f.vgsNames(t); len(names) != 0 {
 		t.Fatalf("snapshots before the first run: %v", names)
 	}
+	if n := testutil.CollectAndCount(scheduleRuns); n != 2 {
+		t.Errorf("%d schedule_runs_total series before any run, want success and failure at 0", n)
+	}
 	if want := firstRun.Sub(stT0); after != want {
 		t.Errorf("requeue after %s, want %s (the first run)", after, want)
 	}

@@ -10,6 +10,10 @@ import (
 // counters move where the runs finish (schedulesync.go).
 func publishScheduleMetrics(s *etcdSnapshotSchedule, st *scheduleStatus, runs []scheduleRun, interval time.Duration) {
 	ns, name := s.Namespace, s.Name
+	// Counters start at 0, so that increase() sees a schedule's first failure (the alert's trigger).
+	scheduleRuns.WithLabelValues(ns, name, "success").Add(0)
+	scheduleRuns.WithLabelValues(ns, name, "failure").Add(0)
+	scheduleMissedRuns.WithLabelValues(ns, name).Add(0)
 	if st.LastSuccessfulTime != nil {
 		scheduleLastSuccess.WithLabelValues(ns, name).Set(float64(st.LastSuccessfulTime.Unix()))
 	}
