@@ -264,6 +264,9 @@ func (c *ScheduleController) sync(ctx context.Context, key string) (time.Duratio
 	if err := c.writeStatus(ctx, u, &r.st); err != nil {
 		return 0, errors.Join(syncErr, err)
 	}
+	for _, report := range r.reports {
+		report()
+	}
 	publishScheduleMetrics(s, &r.st, r.runs, r.interval)
 	return after, syncErr
 }

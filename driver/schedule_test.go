@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"sort"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	snapfake "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned/fake"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -22,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	testingclock "k8s.io/utils/clock/testing"
 )
 
@@ -773,3 +776,36 @@ func TestScheduleDeletedKeepsSnapshots(t *testing.T) {
 }
 
 var everything = labels.Everything()
+
+// TestScheduleReportsOnceWhenStatusWriteFails: a pass whose status write fails (a conflict, as when the
+// cache is behind) is repeated; its events and counters must not be reported twice.
+func TestScheduleReportsOnceWhenStatusWriteFails(t *testing.T) {
+	f := newSTFixture(t, stT0, []*unstructured.Unstructured{stSchedule("w", "0 * * * *", stT0)}, stClassObj(stClass, dgtDriver))
+	f.mustSyncAt(t, "w", stT0.Add(time.Hour))
+	f.finish(t, "w-20260310110000", stT0.Add(time.Hour+time.Minute), "")
+	conflicts := 1
+	f.dyn.PrependReactor("update", scheduleResource, func(action k8stesting.Action) (bool, runtime.Object, error) {
+		if action.GetSubresource() != "status" || conflicts == 0 {
+			return false, nil, nil
+		}
+		conflicts--
+		return true, nil, apierrors.NewConflict(ScheduleGVR.GroupResource(), "w", errors.New("the object has been modified"))
+	})
+	// The driver was down three hours: the 12:00 and 13:00 runs are missed, 14:00 is due.
+	at := stT0.Add(4*time.Hour + time.Minute)
+	if _, err := f.syncAt(t, f.ctrl, "w", at); err == nil || !apierrors.IsConflict(errors.Unwrap(errors.Unwrap(err))) && !strings.Contains(err.Error(), "modified") {
+		t.Fatalf("first sync: %v, want the conflict", err)
+	}
+	f.mustSyncAt(t, "w", at)
+	f.mustSyncAt(t, "w", at.Add(time.Second))
+	if got := testutil.ToFloat64(scheduleRuns.WithLabelValues(stNS, "w", "success")); got != 1 {
+		t.Errorf("successful runs %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(scheduleMissedRuns.WithLabelValues(stNS, "w")); got != 2 {
+		t.Errorf("missed runs %v, want 2", got)
+	}
+	want := []string{evRunMissed, evSnapshotCreated, evSnapshotCreated, evSnapshotReady}
+	if got := reasons(f.events(t, f.ctrl)); !reflect.DeepEqual(got, want) {
+		t.Errorf("events %v, want %v", got, want)
+	}
+}

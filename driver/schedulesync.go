@@ -33,7 +33,15 @@ type scheduleSync struct {
 	runs []scheduleRun
 	// interval is the time between the next two runs; 0 when the schedule does not parse.
 	interval time.Duration
+	// reports are the events and counter increments of what this pass observed (a run ready or
+	// failed, runs missed). They happen only once st is written: a pass whose write fails (a cache
+	// behind the API, a conflict) is repeated, and must not report twice. Actions (create, delete)
+	// report at once.
+	reports []func()
 }
+
+// report queues an observation for after the status write.
+func (r *scheduleSync) report(f func()) { r.reports = append(r.reports, f) }
 
 func (r *scheduleSync) run(ctx context.Context) (time.Duration, error) {
 	r.st.ObservedGeneration = r.s.Generation
@@ -128,22 +136,40 @@ func (r *scheduleSync) observe(ctx context.Context, runs []scheduleRun) {
 	}
 	latest := runs[len(runs)-1]
 	ls := r.st.LastSnapshot
+	if ls != nil && ls.Name != latest.vgs.Name {
+		// A newer run exists already (made by a pass whose status write failed): report the end of the
+		// one the status describes before moving on.
+		for _, run := range runs {
+			if run.vgs.Name == ls.Name {
+				r.reportEnd(ctx, run, ls)
+			}
+		}
+	}
 	if ls == nil || ls.Name != latest.vgs.Name {
 		ls = &lastSnapshot{Name: latest.vgs.Name}
 		r.st.LastSnapshot = ls
 	}
+	r.reportEnd(ctx, latest, ls)
+}
+
+// reportEnd records in ls, and reports once, that run became ready or failed.
+func (r *scheduleSync) reportEnd(ctx context.Context, latest scheduleRun, ls *lastSnapshot) {
 	switch {
 	case latest.state == runReady && !ls.ReadyToUse:
 		ls.ReadyToUse, ls.Error = true, ""
 		ls.Revision, ls.Size = r.recordOf(ctx, latest.vgs)
-		scheduleRuns.WithLabelValues(r.s.Namespace, r.s.Name, "success").Inc()
-		r.c.recorder.Eventf(r.u, corev1.EventTypeNormal, evSnapshotReady,
-			"VolumeGroupSnapshot %s is ready (revision %d, %d bytes)", latest.vgs.Name, ls.Revision, ls.Size)
+		msg := fmt.Sprintf("VolumeGroupSnapshot %s is ready (revision %d, %d bytes)", latest.vgs.Name, ls.Revision, ls.Size)
+		r.report(func() {
+			scheduleRuns.WithLabelValues(r.s.Namespace, r.s.Name, "success").Inc()
+			r.c.recorder.Event(r.u, corev1.EventTypeNormal, evSnapshotReady, msg)
+		})
 	case latest.state == runFailed && ls.Error == "" && !ls.ReadyToUse:
 		ls.Error = latest.err
-		scheduleRuns.WithLabelValues(r.s.Namespace, r.s.Name, "failure").Inc()
-		r.c.recorder.Eventf(r.u, corev1.EventTypeWarning, evSnapshotFailed,
-			"VolumeGroupSnapshot %s failed: %s", latest.vgs.Name, latest.err)
+		msg := fmt.Sprintf("VolumeGroupSnapshot %s failed: %s", latest.vgs.Name, latest.err)
+		r.report(func() {
+			scheduleRuns.WithLabelValues(r.s.Namespace, r.s.Name, "failure").Inc()
+			r.c.recorder.Event(r.u, corev1.EventTypeWarning, evSnapshotFailed, msg)
+		})
 	}
 }
 
@@ -233,14 +259,21 @@ func (r *scheduleSync) startDue(ctx context.Context, due dueRuns) error {
 	if due.count == 0 {
 		return nil
 	}
+	dueName := runName(r.s.Name, due.latest)
+	exists := false
 	for _, run := range r.runs {
+		if run.vgs.Name == dueName {
+			// Started by a pass whose status write failed, or by another replica.
+			exists = true
+			continue
+		}
 		if run.state == runInFlight {
 			// Forbid: the due run waits (and may become missed); the run's progress requeues us.
 			glog.V(4).Infof("schedule %s/%s: run at %s waits for %s", r.s.Namespace, r.s.Name, due.latest.UTC().Format(time.RFC3339), run.vgs.Name)
 			return nil
 		}
 	}
-	if d := r.s.Spec.StartingDeadlineSeconds; d != nil && r.now.Sub(due.latest) > time.Duration(*d)*time.Second {
+	if d := r.s.Spec.StartingDeadlineSeconds; !exists && d != nil && r.now.Sub(due.latest) > time.Duration(*d)*time.Second {
 		r.st.LastMissedScheduleTime = &metav1.Time{Time: due.latest}
 		r.missed(due.count, due.latest, fmt.Sprintf("the latest, at %s, is more than startingDeadlineSeconds (%ds) in the past",
 			due.latest.UTC().Format(time.RFC3339), *d))
@@ -250,18 +283,32 @@ func (r *scheduleSync) startDue(ctx context.Context, due dueRuns) error {
 		r.missed(due.count-1, due.latest, fmt.Sprintf("before the run at %s (the driver was not running, or the previous run was still in progress)",
 			due.latest.UTC().Format(time.RFC3339)))
 	}
+	if exists {
+		r.adopt(dueName, due.latest)
+		return nil
+	}
 	return r.create(ctx, due.latest)
+}
+
+// adopt accounts for the existing run at t as started.
+func (r *scheduleSync) adopt(name string, t time.Time) {
+	r.st.LastScheduleTime = &metav1.Time{Time: t}
+	if r.st.LastSnapshot == nil || r.st.LastSnapshot.Name != name {
+		r.st.LastSnapshot = &lastSnapshot{Name: name}
+	}
 }
 
 // missed counts n missed runs once and says why.
 func (r *scheduleSync) missed(n int64, latest time.Time, why string) {
-	scheduleMissedRuns.WithLabelValues(r.s.Namespace, r.s.Name).Add(float64(n))
 	msg := fmt.Sprintf("Missed %d run(s): %s", n, why)
 	if n > tooManyMissedRuns {
 		msg += fmt.Sprintf("; more than %d missed runs: check the clocks, or set spec.startingDeadlineSeconds", tooManyMissedRuns)
 	}
-	glog.Warningf("schedule %s/%s: %s", r.s.Namespace, r.s.Name, msg)
-	r.c.recorder.Event(r.u, corev1.EventTypeWarning, evRunMissed, msg)
+	r.report(func() {
+		scheduleMissedRuns.WithLabelValues(r.s.Namespace, r.s.Name).Add(float64(n))
+		glog.Warningf("schedule %s/%s: %s", r.s.Namespace, r.s.Name, msg)
+		r.c.recorder.Event(r.u, corev1.EventTypeWarning, evRunMissed, msg)
+	})
 }
 
 // create makes the VolumeGroupSnapshot of the run at t. Its name is the idempotency key: a second
@@ -282,6 +329,8 @@ func (r *scheduleSync) create(ctx context.Context, t time.Time) error {
 			return fmt.Errorf("%s", msg)
 		}
 		glog.V(2).Infof("schedule %s/%s: run %s exists already", r.s.Namespace, r.s.Name, name)
+		r.adopt(name, t)
+		return nil
 	case err != nil:
 		msg := fmt.Sprintf("Creating VolumeGroupSnapshot %s failed: %v", name, err)
 		r.setCondition(condReady, metav1.ConditionFalse, reasonCreateFailed, msg)
@@ -290,8 +339,7 @@ func (r *scheduleSync) create(ctx context.Context, t time.Time) error {
 		glog.V(2).Infof("schedule %s/%s: created VolumeGroupSnapshot %s", r.s.Namespace, r.s.Name, name)
 		r.c.recorder.Eventf(r.u, corev1.EventTypeNormal, evSnapshotCreated, "Created VolumeGroupSnapshot %s for the run at %s", name, t.UTC().Format(time.RFC3339))
 	}
-	r.st.LastScheduleTime = &metav1.Time{Time: t}
-	r.st.LastSnapshot = &lastSnapshot{Name: name}
+	r.adopt(name, t)
 	return nil
 }
 
