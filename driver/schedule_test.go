@@ -454,7 +454,7 @@ func TestScheduleSuspend(t *testing.T) {
 	sched := stSchedule("p", "@every 10s", stT0, func(spec map[string]any) { spec["suspend"] = true })
 	f := newSTFixture(t, stT0, []*unstructured.Unstructured{sched}, stClassObj(stClass, dgtDriver))
 	if after := f.mustSyncAt(t, "p", stT0.Add(45*time.Second)); after != 0 {
-		t.Errorf("a suspended schedule asked to be woken after %s", after)
+		t.Errorf("a suspended schedule, stale already, asked to be woken after %s", after)
 	}
 	st := f.status(t, "p")
 	if names := f.vgsNames(t); len(names) != 0 || st.NextScheduleTime != nil || condition(st, condReady).Reason != reasonSuspended {

@@ -88,12 +88,23 @@ func (r *scheduleSync) run(ctx context.Context) (time.Duration, error) {
 	default:
 		startErr = r.startDue(ctx, due)
 	}
-	after := next.Sub(r.now)
-	if staleAt := r.staleness(); staleAt.After(r.now) && staleAt.Sub(r.now) < after {
-		after = staleAt.Sub(r.now)
+	// Wake up for the next run, for the moment the backup turns stale, and for a run whose unbound
+	// error will count as a failure (and so stop holding back the next run).
+	var wake []time.Time
+	if !r.s.Spec.Suspend {
+		wake = append(wake, next)
 	}
-	if r.s.Spec.Suspend {
-		after = 0
+	wake = append(wake, r.staleness())
+	for _, run := range r.runs {
+		if run.state == runInFlight && run.vgs.Status != nil && run.vgs.Status.Error != nil {
+			wake = append(wake, run.vgs.CreationTimestamp.Add(unboundErrorGrace))
+		}
+	}
+	var after time.Duration
+	for _, t := range wake {
+		if d := t.Sub(r.now); d > 0 && (after == 0 || d < after) {
+			after = d
+		}
 	}
 	return after, startErr
 }
