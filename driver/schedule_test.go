@@ -809,3 +809,76 @@ func TestScheduleReportsOnceWhenStatusWriteFails(t *testing.T) {
 		t.Errorf("events %v, want %v", got, want)
 	}
 }
+
+// TestScheduleInvalidSpec: a schedule or time zone the driver cannot use is a Ready=False condition
+// naming the field; nothing runs and no next run is exported.
+func TestScheduleInvalidSpec(t *testing.T) {
+	cases := []struct {
+		name, schedule, tz, want string
+	}{
+		{name: "not cron", schedule: "every day at two", want: "spec.schedule"},
+		{name: "unknown time zone", schedule: "0 2 * * *", tz: "Europe/Atlantis", want: "spec.timeZone"},
+		{name: "never fires", schedule: "0 0 30 2 *", want: "never fires"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newSTFixture(t, stT0, []*unstructured.Unstructured{stSchedule("i", tc.schedule, stT0, func(spec map[string]any) {
+				if tc.tz != "" {
+					spec["timeZone"] = tc.tz
+				}
+			})}, stClassObj(stClass, dgtDriver))
+			if after := f.mustSyncAt(t, "i", stT0.Add(48*time.Hour)); after != 0 {
+				t.Errorf("an invalid schedule asked to be woken after %s", after)
+			}
+			st := f.status(t, "i")
+			ready, stale := condition(st, condReady), condition(st, condBackupStale)
+			if ready.Status != metav1.ConditionFalse || ready.Reason != reasonInvalidSchedule || !strings.Contains(ready.Message, tc.want) {
+				t.Errorf("Ready %+v, want False %s mentioning %q", ready, reasonInvalidSchedule, tc.want)
+			}
+			if stale.Status != metav1.ConditionUnknown || st.NextScheduleTime != nil {
+				t.Errorf("BackupStale %+v, next %v", stale, st.NextScheduleTime)
+			}
+			if names := f.vgsNames(t); len(names) != 0 {
+				t.Errorf("runs of an invalid schedule: %v", names)
+			}
+			if _, ok := scheduleNextRunValue(stNS, "i"); ok {
+				t.Error("next-run metric exported for an invalid schedule")
+			}
+		})
+	}
+}
+
+// TestScheduleSelectorSource: spec.source.selector is copied onto each run as its selector.
+func TestScheduleSelectorSource(t *testing.T) {
+	f := newSTFixture(t, stT0, []*unstructured.Unstructured{stSchedule("sel", "@every 10s", stT0, func(spec map[string]any) {
+		spec["source"] = map[string]any{"selector": map[string]any{
+			"matchLabels":      map[string]any{"app": "etcd"},
+			"matchExpressions": []any{map[string]any{"key": "etcd.io/cluster", "operator": "In", "values": []any{"main"}}},
+		}}
+	})}, stClassObj(stClass, dgtDriver))
+	f.mustSyncAt(t, "sel", stT0.Add(10*time.Second))
+	v := f.vgs(t, "sel-20260310100010")
+	sel := v.Spec.Source.Selector
+	if sel == nil || !reflect.DeepEqual(sel.MatchLabels, map[string]string{"app": "etcd"}) || len(sel.MatchExpressions) != 1 ||
+		sel.MatchExpressions[0].Key != "etcd.io/cluster" || !reflect.DeepEqual(sel.MatchExpressions[0].Values, []string{"main"}) {
+		t.Errorf("run selector %+v", sel)
+	}
+}
+
+// TestScheduleTooManyMissed: a clock jump of a year over an hourly schedule starts the latest run,
+// counts every missed one and says to check the clocks, as CronJob does past 100.
+func TestScheduleTooManyMissed(t *testing.T) {
+	f := newSTFixture(t, stT0, []*unstructured.Unstructured{stSchedule("y", "0 * * * *", stT0)}, stClassObj(stClass, dgtDriver))
+	at := stT0.AddDate(1, 0, 0).Add(30 * time.Minute)
+	f.mustSyncAt(t, "y", at)
+	if names := f.vgsNames(t); !reflect.DeepEqual(names, []string{"y-20270310100000"}) {
+		t.Fatalf("runs %v", names)
+	}
+	hours := at.Sub(stT0) / time.Hour
+	if got := testutil.ToFloat64(scheduleMissedRuns.WithLabelValues(stNS, "y")); got != float64(hours-1) {
+		t.Errorf("missed runs %v, want %d", got, hours-1)
+	}
+	if events := strings.Join(f.events(t, f.ctrl), "\n"); !strings.Contains(events, "check the clocks") {
+		t.Errorf("no clock warning in %s", events)
+	}
+}
