@@ -882,3 +882,37 @@ func TestScheduleTooManyMissed(t *testing.T) {
 		t.Errorf("no clock warning in %s", events)
 	}
 }
+
+// TestScheduleUnboundErrorGrace: an error on a run not bound yet (the snapshot-controller's transient
+// driver-mismatch warning) holds the next run back for unboundErrorGrace only; the controller wakes up
+// when it runs out, counts the run as failed and starts the due one.
+func TestScheduleUnboundErrorGrace(t *testing.T) {
+	f := newSTFixture(t, stT0, []*unstructured.Unstructured{stSchedule("u", "@every 1m", stT0)}, stClassObj(stClass, dgtDriver))
+	runAt := stT0.Add(time.Minute)
+	f.mustSyncAt(t, "u", runAt)
+	v := f.vgs(t, "u-20260310100100")
+	msg := "Volume CSI driver (hostpath.csi.k8s.io) mismatch with VolumeGroupSnapshotClass (etcd-snapshot.csi.io)"
+	v.CreationTimestamp = metav1.NewTime(runAt)
+	v.Status = &groupsnapshotv1.VolumeGroupSnapshotStatus{Error: &snapshotv1.VolumeSnapshotError{Message: &msg}}
+	if _, err := f.snap.GroupsnapshotV1().VolumeGroupSnapshots(stNS).Update(context.Background(), v, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// At 10:02:10 the 10:02 run is due but held back; the grace ends at 10:03:00.
+	after := f.mustSyncAt(t, "u", runAt.Add(70*time.Second))
+	if names := f.vgsNames(t); len(names) != 1 {
+		t.Fatalf("a run started while the previous one may still bind: %v", names)
+	}
+	if want := 50 * time.Second; after != want {
+		t.Errorf("requeue after %s, want %s (the end of the grace)", after, want)
+	}
+	f.mustSyncAt(t, "u", runAt.Add(70*time.Second+after))
+	if names := f.vgsNames(t); !reflect.DeepEqual(names, []string{"u-20260310100100", "u-20260310100300"}) {
+		t.Errorf("runs after the grace: %v", names)
+	}
+	if ls := f.status(t, "u").LastSnapshot; ls == nil || ls.Name != "u-20260310100300" {
+		t.Errorf("lastSnapshot %+v", ls)
+	}
+	if got := testutil.ToFloat64(scheduleRuns.WithLabelValues(stNS, "u", "failure")); got != 1 {
+		t.Errorf("failed runs %v, want 1", got)
+	}
+}
