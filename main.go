@@ -16,6 +16,7 @@ import (
 
 	"github.com/golang/glog"
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -156,6 +157,10 @@ func config(o options) (driver.Config, error) {
 	if err != nil {
 		return driver.Config{}, fmt.Errorf("snapshot API client: %w", err)
 	}
+	dyn, err := dynamic.NewForConfig(restConfig)
+	if err != nil {
+		return driver.Config{}, fmt.Errorf("dynamic client (EtcdSnapshotSchedules): %w", err)
+	}
 	creds, err := fallbackCredentials(o.etcdCA, o.etcdCert, o.etcdKey)
 	if err != nil {
 		return driver.Config{}, err
@@ -166,6 +171,7 @@ func config(o options) (driver.Config, error) {
 		Endpoint:    o.endpoint,
 		HTTPAddress: o.httpAddress,
 		Snapshots:   snapshots,
+		Dynamic:     dyn,
 		Engine: driver.EngineConfig{
 			Kube:                 kube,
 			MetadataNamespace:    o.metadataNamespace,

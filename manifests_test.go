@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -19,11 +20,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
 )
 
 const (
@@ -62,7 +65,7 @@ func loadManifests(t *testing.T, dir string) []runtime.Object {
 			if len(bytes.TrimSpace(stripComments(doc))) == 0 {
 				continue
 			}
-			obj, _, err := decoder.Decode(doc, nil, nil)
+			obj, err := decodeManifest(decoder, doc)
 			if err != nil {
 				t.Fatalf("%s: %v", f, err)
 			}
@@ -70,6 +73,31 @@ func loadManifests(t *testing.T, dir string) []runtime.Object {
 		}
 	}
 	return objs
+}
+
+// unstructuredGroups are API groups without Go types in the scheme: the schedule CRD itself, its
+// custom resources and the prometheus-operator's PrometheusRule. Their documents decode as
+// unstructured objects (still strict YAML: a duplicate key fails).
+var unstructuredGroups = []string{"apiextensions.k8s.io/", "snapshot.etcd.io/", "monitoring.coreos.com/"}
+
+func decodeManifest(decoder runtime.Decoder, doc []byte) (runtime.Object, error) {
+	js, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		return nil, err
+	}
+	var probe struct {
+		APIVersion string `json:"apiVersion"`
+	}
+	if err := json.Unmarshal(js, &probe); err != nil {
+		return nil, err
+	}
+	for _, g := range unstructuredGroups {
+		if strings.HasPrefix(probe.APIVersion, g) {
+			return runtime.Decode(unstructured.UnstructuredJSONScheme, js)
+		}
+	}
+	obj, _, err := decoder.Decode(doc, nil, nil)
+	return obj, err
 }
 
 func stripComments(doc []byte) []byte {
@@ -187,6 +215,11 @@ func TestManifestsRBAC(t *testing.T) {
 		{"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotclasses", "watch"},
 		{"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "create"},
 		{"", "snapshot.storage.k8s.io", "volumesnapshotclasses", "watch"},
+		// schedules
+		{"", "snapshot.etcd.io", "etcdsnapshotschedules", "list"}, {"", "snapshot.etcd.io", "etcdsnapshotschedules", "watch"},
+		{"etcd-test", "snapshot.etcd.io", "etcdsnapshotschedules/status", "update"},
+		{"etcd-test", "groupsnapshot.storage.k8s.io", "volumegroupsnapshots", "create"},
+		{"etcd-test", "groupsnapshot.storage.k8s.io", "volumegroupsnapshots", "delete"},
 		// csi-snapshotter sidecar
 		{"etcd-test", "", "events", "create"}, {"etcd-test", "", "events", "patch"},
 		{"", "snapshot.storage.k8s.io", "volumesnapshotcontents", "update"}, {"", "snapshot.storage.k8s.io", "volumesnapshotcontents/status", "patch"},
@@ -277,7 +310,7 @@ func TestManifestsDeployment(t *testing.T) {
 		}
 	}
 	for _, kind := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "CSIDriver",
-		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Deployment"} {
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Deployment", "CustomResourceDefinition"} {
 		if kinds[kind] == 0 {
 			t.Errorf("manifests/ has no %s", kind)
 		}
@@ -404,5 +437,95 @@ func TestManifestExamples(t *testing.T) {
 	}
 	if group != 1 || single != 1 {
 		t.Errorf("%d VolumeGroupSnapshotClasses and %d VolumeSnapshotClasses, want one of each", group, single)
+	}
+}
+
+// TestManifestsScheduleCRD checks the EtcdSnapshotSchedule CRD the driver's schedule controller reads:
+// names, a namespaced v1alpha1 with a status subresource, the printer columns and the CEL rules the
+// issue asks for (the rig applies it to a real API server, which compiles the rules).
+func TestManifestsScheduleCRD(t *testing.T) {
+	var crd *unstructured.Unstructured
+	for _, obj := range loadManifests(t, "manifests") {
+		if u, ok := obj.(*unstructured.Unstructured); ok && u.GetKind() == "CustomResourceDefinition" && u.GetName() == "etcdsnapshotschedules.snapshot.etcd.io" {
+			crd = u
+		}
+	}
+	if crd == nil {
+		t.Fatal("manifests/ has no CustomResourceDefinition etcdsnapshotschedules.snapshot.etcd.io")
+	}
+	str := func(fields ...string) string { v, _, _ := unstructured.NestedString(crd.Object, fields...); return v }
+	if str("spec", "group") != "snapshot.etcd.io" || str("spec", "scope") != "Namespaced" || str("spec", "names", "kind") != "EtcdSnapshotSchedule" {
+		t.Errorf("CRD group %q scope %q kind %q", str("spec", "group"), str("spec", "scope"), str("spec", "names", "kind"))
+	}
+	versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+	if len(versions) != 1 {
+		t.Fatalf("%d versions, want v1alpha1 only", len(versions))
+	}
+	v := versions[0].(map[string]any)
+	if v["name"] != "v1alpha1" || v["served"] != true || v["storage"] != true {
+		t.Errorf("version %v served %v storage %v", v["name"], v["served"], v["storage"])
+	}
+	if _, ok, _ := unstructured.NestedMap(v, "subresources", "status"); !ok {
+		t.Error("no status subresource")
+	}
+	var columns []string
+	cols, _, _ := unstructured.NestedSlice(v, "additionalPrinterColumns")
+	for _, c := range cols {
+		columns = append(columns, strings.ToUpper(c.(map[string]any)["name"].(string)))
+	}
+	if want := []string{"SCHEDULE", "SUSPEND", "LAST SUCCESS", "NEXT", "READY SNAPSHOTS", "AGE"}; !slices.Equal(columns, want) {
+		t.Errorf("printer columns %v, want %v", columns, want)
+	}
+	schema, _, _ := unstructured.NestedMap(v, "schema", "openAPIV3Schema")
+	rules := func(fields ...string) string {
+		path := []string{}
+		for _, f := range fields {
+			path = append(path, "properties", f)
+		}
+		list, _, _ := unstructured.NestedSlice(schema, append(path, "x-kubernetes-validations")...)
+		var out []string
+		for _, r := range list {
+			out = append(out, r.(map[string]any)["rule"].(string))
+		}
+		return strings.Join(out, "\n")
+	}
+	if r := rules("spec", "source"); !strings.Contains(r, "has(self.selector) != has(self.cluster)") {
+		t.Errorf("spec.source has no exactly-one rule: %q", r)
+	}
+	if r := rules("spec", "schedule"); !strings.Contains(r, "TZ=") {
+		t.Errorf("spec.schedule does not refuse TZ=: %q", r)
+	}
+	keep, _, _ := unstructured.NestedMap(schema, "properties", "spec", "properties", "retention", "properties", "keep")
+	if keep["minimum"] != int64(1) && keep["minimum"] != float64(1) || keep["default"] != int64(7) && keep["default"] != float64(7) {
+		t.Errorf("retention.keep %v, want minimum 1 and default 7", keep)
+	}
+}
+
+// TestManifestExampleSchedule checks the example schedule uses the example class and lives in the
+// namespace whose credentials that class names, so applying manifests/examples/ gives a working schedule.
+func TestManifestExampleSchedule(t *testing.T) {
+	var class *groupsnapshotv1.VolumeGroupSnapshotClass
+	var schedules []*unstructured.Unstructured
+	for _, obj := range loadManifests(t, filepath.Join("manifests", "examples")) {
+		switch o := obj.(type) {
+		case *groupsnapshotv1.VolumeGroupSnapshotClass:
+			class = o
+		case *unstructured.Unstructured:
+			if o.GetKind() == "EtcdSnapshotSchedule" {
+				schedules = append(schedules, o)
+			}
+		}
+	}
+	if class == nil || len(schedules) != 1 {
+		t.Fatalf("examples: class %v, %d EtcdSnapshotSchedules; want one of each", class, len(schedules))
+	}
+	s := schedules[0]
+	className, _, _ := unstructured.NestedString(s.Object, "spec", "volumeGroupSnapshotClassName")
+	if className != class.Name || s.GetNamespace() != class.Parameters["csi.storage.k8s.io/group-snapshotter-secret-namespace"] {
+		t.Errorf("schedule %s/%s names class %q; want %q in namespace %s", s.GetNamespace(), s.GetName(), className, class.Name,
+			class.Parameters["csi.storage.k8s.io/group-snapshotter-secret-namespace"])
+	}
+	if s.GetAPIVersion() != "snapshot.etcd.io/v1alpha1" {
+		t.Errorf("schedule apiVersion %s", s.GetAPIVersion())
 	}
 }

@@ -22,6 +22,7 @@ import (
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/klog/v2"
 )
 
@@ -54,6 +55,8 @@ type Config struct {
 	// Snapshots is the client of the snapshot.storage.k8s.io and groupsnapshot.storage.k8s.io APIs,
 	// used to let dynamic VolumeGroupSnapshots reach the driver (dynamicgroup.go).
 	Snapshots snapclientset.Interface
+	// Dynamic reads EtcdSnapshotSchedules (schedule.go); nil turns schedules off.
+	Dynamic dynamic.Interface
 }
 
 // Driver serves the CSI Identity, GroupController and Controller services on one struct; an RPC it
@@ -67,6 +70,7 @@ type Driver struct {
 	socketPath   string
 	engine       *Engine
 	dynamicGroup *DynamicGroupController
+	schedules    *ScheduleController // nil without Config.Dynamic
 
 	// serving is true while the gRPC server accepts connections (the liveness signal).
 	serving atomic.Bool
@@ -103,6 +107,14 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
+	var schedules *ScheduleController
+	if cfg.Dynamic != nil && engine != nil {
+		schedules, err = NewScheduleController(ScheduleConfig{Kube: cfg.Engine.Kube, Snapshots: cfg.Snapshots, Dynamic: cfg.Dynamic,
+			DriverName: cfg.DriverName, ClusterLabel: cfg.Engine.ClusterLabel, Records: engine.Get, Resync: dynamicGroupResync})
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -111,6 +123,7 @@ func New(cfg Config) (*Driver, error) {
 		socketPath:   socketPath,
 		engine:       engine,
 		dynamicGroup: NewDynamicGroupController(cfg.Engine.Kube, cfg.Snapshots, cfg.DriverName, dynamicGroupResync),
+		schedules:    schedules,
 		listening:    make(chan struct{}),
 	}, nil
 }
@@ -164,7 +177,7 @@ func (d *Driver) run(ctx context.Context) error {
 	csi.RegisterControllerServer(grpcServer, d)
 	httpServer := &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	go func() {
 		// Start returns once the informers have synced; until then Probe and /ready say not ready,
 		// which is what the sidecar waits for.
@@ -179,6 +192,14 @@ func (d *Driver) run(ctx context.Context) error {
 			errc <- fmt.Errorf("driver: dynamic group snapshots: %w", err)
 		}
 	}()
+	if d.schedules != nil {
+		go func() {
+			// Like the dynamic group watch, it waits quietly for its CRD.
+			if err := d.schedules.Run(ctx); err != nil {
+				errc <- fmt.Errorf("driver: schedules: %w", err)
+			}
+		}()
+	}
 	go func() {
 		if err := grpcServer.Serve(grpcListener); err != nil {
 			errc <- fmt.Errorf("driver: gRPC server: %w", err)

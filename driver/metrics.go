@@ -61,6 +61,42 @@ var (
 		Name:      "cluster_leader_present",
 		Help:      "1 when the last health check of an etcd cluster found a leader the healthy members agree on, else 0.",
 	}, []string{"namespace", "cluster"})
+
+	scheduleLastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: metricsNamespace,
+		Name:      "schedule_last_success_timestamp_seconds",
+		Help:      "Creation time of the newest ready VolumeGroupSnapshot of an EtcdSnapshotSchedule (Unix seconds).",
+	}, []string{"namespace", "schedule"})
+
+	scheduleNextRun = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: metricsNamespace,
+		Name:      "schedule_next_run_timestamp_seconds",
+		Help:      "Time of the next run of an EtcdSnapshotSchedule (Unix seconds); absent while suspended or invalid.",
+	}, []string{"namespace", "schedule"})
+
+	scheduleIntervalSeconds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: metricsNamespace,
+		Name:      "schedule_interval_seconds",
+		Help:      "Time between the next two runs of an EtcdSnapshotSchedule; the stale alert allows two of them without a success.",
+	}, []string{"namespace", "schedule"})
+
+	scheduleSnapshots = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: metricsNamespace,
+		Name:      "schedule_snapshots",
+		Help:      "VolumeGroupSnapshots an EtcdSnapshotSchedule keeps, by state (ready, failed, running).",
+	}, []string{"namespace", "schedule", "state"})
+
+	scheduleRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "schedule_runs_total",
+		Help:      "Finished runs of EtcdSnapshotSchedules, by result (success, failure).",
+	}, []string{"namespace", "schedule", "result"})
+
+	scheduleMissedRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "schedule_missed_runs_total",
+		Help:      "Runs of EtcdSnapshotSchedules that never started (driver down, previous run in progress, past startingDeadlineSeconds).",
+	}, []string{"namespace", "schedule"})
 )
 
 func init() {
@@ -68,6 +104,7 @@ func init() {
 		rpcTotal, rpcDuration,
 		snapshotOperations, snapshotDuration, snapshotSize,
 		clusterHealthyMembers, clusterQuorum, clusterLeaderPresent,
+		scheduleLastSuccess, scheduleNextRun, scheduleIntervalSeconds, scheduleSnapshots, scheduleRuns, scheduleMissedRuns,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -86,6 +86,10 @@ func TestE2ERBAC(t *testing.T) {
 	needed = append(needed, verbs(group, "volumegroupsnapshotclasses", "", "get", "list", "watch")...)
 	needed = append(needed, verbs(group, "volumegroupsnapshotcontents", "", "get", "list", "watch", "create", "update", "patch")...)
 	needed = append(needed, verbs("", "events", etcdNS, "create", "patch")...)
+	// Schedules (driver/schedule.go): status only, and the runs' VolumeGroupSnapshots.
+	needed = append(needed, verbs("snapshot.etcd.io", "etcdsnapshotschedules", etcdNS, "get", "list", "watch")...)
+	needed = append(needed, access{group: "snapshot.etcd.io", resource: "etcdsnapshotschedules", subresource: "status", verb: "update", namespace: etcdNS})
+	needed = append(needed, verbs(group, "volumegroupsnapshots", etcdNS, "create", "delete")...)
 	// The csi-snapshotter sidecar.
 	needed = append(needed, verbs(snapGroup, "volumesnapshotclasses", "", "get", "list", "watch")...)
 	needed = append(needed, verbs(snapGroup, "volumesnapshotcontents", "", "get", "list", "watch", "update", "patch")...)
@@ -122,6 +126,8 @@ func TestE2ERBAC(t *testing.T) {
 		{resource: "configmaps", verb: "create", namespace: etcdNS},
 		{resource: "configmaps", verb: "delete", namespace: "default"},
 		{group: group, resource: "volumegroupsnapshotcontents", verb: "delete"},
+		{group: "snapshot.etcd.io", resource: "etcdsnapshotschedules", verb: "update", namespace: etcdNS},
+		{group: "snapshot.etcd.io", resource: "etcdsnapshotschedules", verb: "delete", namespace: etcdNS},
 		{group: snapGroup, resource: "volumesnapshots", verb: "create", namespace: etcdNS},
 		{group: "rbac.authorization.k8s.io", resource: "rolebindings", verb: "create", namespace: etcdNS},
 		{resource: "serviceaccounts", subresource: "token", verb: "create", namespace: driverNS},

@@ -152,7 +152,29 @@ func printLookAround(w io.Writer, r *rig.Rig, res *result) {
 	} {
 		fmt.Fprintf(w, "  %s %s\n", kubectl, args)
 	}
+	if class, err := r.GroupSnapshotClassName(); err == nil {
+		fmt.Fprintf(w, "\nTake a snapshot every minute, keeping the newest three (README.md, \"Schedules\"):\n\n")
+		fmt.Fprintf(w, "  %s apply -f - <<'EOF'\n%sEOF\n", kubectl, exampleSchedule(r.Namespace, rig.EtcdClusterName, class))
+		fmt.Fprintf(w, "  %s get etcdsnapshotschedules,volumegroupsnapshots -n %s\n", kubectl, r.Namespace)
+	}
 	fmt.Fprintf(w, "\nComponent logs: %s\nPress Ctrl-C to stop the rig.\n", r.Logs())
+}
+
+// exampleSchedule is a ready-made EtcdSnapshotSchedule of the rig's cluster for the playground's user.
+func exampleSchedule(namespace, cluster, class string) string {
+	return fmt.Sprintf(`apiVersion: snapshot.etcd.io/v1alpha1
+kind: EtcdSnapshotSchedule
+metadata:
+  name: every-minute
+  namespace: %s
+spec:
+  schedule: "@every 1m"
+  source:
+    cluster: %s
+  volumeGroupSnapshotClassName: %s
+  retention:
+    keep: 3
+`, namespace, cluster, class)
 }
 
 // kubectlVersion names the rig's kubectl by the Kubernetes version stamped into it at build time

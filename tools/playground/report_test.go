@@ -16,8 +16,10 @@ import (
 	groupsnapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumegroupsnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/driver"
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
@@ -174,5 +176,23 @@ func TestFailedGroupRecord(t *testing.T) {
 	}
 	if msg := f.Error(); !strings.Contains(msg, "etcdgs-running") || !strings.Contains(msg, "sha256 mismatch") {
 		t.Errorf("failure = %q, want the record id and its error", msg)
+	}
+}
+
+// TestExampleSchedule checks the schedule the playground prints is a valid object of the CRD's kind
+// with the fields the driver reads.
+func TestExampleSchedule(t *testing.T) {
+	var u unstructured.Unstructured
+	if err := yaml.UnmarshalStrict([]byte(exampleSchedule("etcd-test", "main", "etcd-snapshot")), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	if u.GroupVersionKind() != driver.ScheduleGVR.GroupVersion().WithKind("EtcdSnapshotSchedule") || u.GetNamespace() != "etcd-test" {
+		t.Errorf("example schedule is a %s in %q", u.GroupVersionKind(), u.GetNamespace())
+	}
+	cluster, _, _ := unstructured.NestedString(u.Object, "spec", "source", "cluster")
+	class, _, _ := unstructured.NestedString(u.Object, "spec", "volumeGroupSnapshotClassName")
+	schedule, _, _ := unstructured.NestedString(u.Object, "spec", "schedule")
+	if cluster != "main" || class != "etcd-snapshot" || schedule != "@every 1m" {
+		t.Errorf("example schedule spec %v", u.Object["spec"])
 	}
 }

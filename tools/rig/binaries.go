@@ -22,7 +22,7 @@ import (
 
 // buildRecipe is part of the upstream cache key; bump it when the way the binaries are built changes
 // (flags, ldflags, the list below) so that existing caches are rebuilt.
-const buildRecipe = "rig-upstream-1"
+const buildRecipe = "rig-upstream-2"
 
 // DriverBinary is the file name of this driver's binary in the directory EnsureDriver returns.
 const DriverBinary = "etcd-snapshot-driver"
@@ -68,6 +68,7 @@ var upstreamBinaries = []upstreamBinary{
 	{"kube-controller-manager", "k8s.io/kubernetes/cmd/kube-controller-manager", kubeLDFlags},
 	{"kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler", kubeLDFlags},
 	{"kubectl", "k8s.io/kubernetes/cmd/kubectl", kubeLDFlags},
+	{"promtool", "github.com/prometheus/prometheus/cmd/promtool", noLDFlags},
 }
 
 // cacheDir is <repo>/.cache/rig, git-ignored.
@@ -75,7 +76,7 @@ func cacheDir(root string) string { return filepath.Join(root, ".cache", "rig") 
 
 // EnsureUpstream returns the directory holding the pinned upstream binaries (kube-apiserver,
 // kube-controller-manager, kube-scheduler, kubectl, snapshot-controller, csi-snapshotter, etcd,
-// etcdctl, etcdutl), building them from tools/upstream first when the cache for the current pins is
+// etcdctl, etcdutl, promtool), building them from tools/upstream first when the cache for the current pins is
 // missing. The cache key hashes tools/upstream's go.mod, go.sum and Go files. Builds go to a temporary
 // directory renamed into place at the end, so an interrupted build never leaves a half cache, and a
 // lock file makes concurrent callers (parallel test binaries) wait for one build. Progress lines go

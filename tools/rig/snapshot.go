@@ -101,14 +101,22 @@ func (r *Rig) applyDriverManifests(ctx context.Context) error {
 		return err
 	}
 	var apply []manifest
+	var crds []string
 	for _, m := range objs {
 		if m.obj.GetKind() == "Deployment" {
 			r.deployment = m.obj
 			continue
 		}
+		if m.obj.GetKind() == "CustomResourceDefinition" {
+			crds = append(crds, m.obj.GetName())
+		}
 		apply = append(apply, m)
 	}
 	if err := r.apply(ctx, apply, DriverNamespace); err != nil {
+		return err
+	}
+	// The driver's own CRDs (EtcdSnapshotSchedule) are served before a test creates their objects.
+	if err := r.waitEstablished(ctx, crds); err != nil {
 		return err
 	}
 	r.logf("rig: applied %d objects from manifests/ (%s)", len(apply), strings.Join(baseNames(files), ", "))
