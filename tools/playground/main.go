@@ -3,8 +3,13 @@
 // cluster), writes sample keys into etcd, takes a VolumeGroupSnapshot through the standard API, prints
 // what it got and stays up for a look around with kubectl until Ctrl-C.
 //
-//	go run ./tools/playground        # stay up after the table
-//	go run ./tools/playground -once  # exit after the table: 0 only if ready and verified
+// The cluster under test runs as a real StatefulSet, so -restore can show the restore command of
+// README.md at work: after the snapshot it overwrites and deletes sample keys, restores in place with
+// -scale and shows every sample key back at its snapshot value.
+//
+//	go run ./tools/playground                  # stay up after the table
+//	go run ./tools/playground -once            # exit after the table: 0 only if ready and verified
+//	go run ./tools/playground -once -restore   # also restore it: 0 only if every key is back
 package main
 
 import (
@@ -30,6 +35,7 @@ const sampleKeyPrefix = "/playground/"
 
 type options struct {
 	once    bool
+	restore bool
 	keys    int
 	timeout time.Duration
 	wait    time.Duration
@@ -38,12 +44,13 @@ type options struct {
 func main() {
 	var o options
 	flag.BoolVar(&o.once, "once", false, "exit after the table: status 0 only when the snapshot is readyToUse and verified")
+	flag.BoolVar(&o.restore, "restore", false, "after the snapshot, change and delete sample keys, restore the snapshot in place (restore -scale) and check every key is back")
 	flag.IntVar(&o.keys, "keys", 1000, "number of sample keys to write into the etcd cluster under test")
 	flag.DurationVar(&o.timeout, "timeout", 30*time.Minute, "limit for building, starting the rig and taking the snapshot (a cold build takes about 8 minutes)")
 	flag.DurationVar(&o.wait, "wait", 5*time.Minute, "how long to wait for the VolumeGroupSnapshot to become readyToUse")
 	flag.Parse()
 	if flag.NArg() > 0 || o.keys < 1 {
-		fmt.Fprintln(os.Stderr, "usage: go run ./tools/playground [-once] [-keys N] [-timeout D] [-wait D]")
+		fmt.Fprintln(os.Stderr, "usage: go run ./tools/playground [-once] [-restore] [-keys N] [-timeout D] [-wait D]")
 		os.Exit(2)
 	}
 	os.Exit(run(o))
@@ -84,7 +91,7 @@ func run(o options) int {
 		return err
 	}
 
-	r, err := rig.Start(workCtx, rig.Options{Root: root, Progress: os.Stderr, NoSignalHandler: true})
+	r, err := rig.Start(workCtx, rig.Options{Root: root, Progress: os.Stderr, NoSignalHandler: true, EtcdStatefulSet: true})
 	if err != nil {
 		return finish(ctx, nil, root, failed(fmt.Errorf("starting the rig: %w", err)))
 	}
@@ -100,6 +107,18 @@ func run(o options) int {
 		return finish(ctx, r, root, failed(err))
 	}
 	printVerified(os.Stdout, res)
+	if o.restore {
+		rr, err := changeAndRestore(workCtx, r, res, o)
+		if rr != nil {
+			printRestore(os.Stdout, rr)
+		}
+		if err == nil {
+			err = rr.verify()
+		}
+		if err != nil {
+			return finish(ctx, r, root, failed(err))
+		}
+	}
 	if o.once {
 		return finish(ctx, r, root, nil)
 	}

@@ -15,9 +15,9 @@ import (
 	"time"
 )
 
-// TestE2EPlayground builds the playground and runs it with -once, as a newcomer would, on its own rig:
-// it must exit 0 after a table showing a readyToUse VolumeGroupSnapshot holding the keys it wrote,
-// and leave no process or directory behind.
+// TestE2EPlayground builds the playground and runs it with -once -restore, as a newcomer would, on its
+// own rig: it must exit 0 after a table showing a readyToUse VolumeGroupSnapshot holding the keys it
+// wrote, then the restore's table with every sample key back, and leave no process or directory behind.
 func TestE2EPlayground(t *testing.T) {
 	if testing.Short() {
 		t.Skip("playground: end-to-end test skipped with -short")
@@ -35,7 +35,7 @@ func TestE2EPlayground(t *testing.T) {
 	tmp := t.TempDir()
 	const keys = 1500 // not the default, so -keys is exercised
 	deadline, _ := ctx.Deadline()
-	cmd := exec.CommandContext(ctx, bin, "-once", "-keys", strconv.Itoa(keys),
+	cmd := exec.CommandContext(ctx, bin, "-once", "-restore", "-keys", strconv.Itoa(keys),
 		"-timeout", (time.Until(deadline) - time.Minute).Round(time.Second).String())
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) } // let it stop its rig
@@ -44,9 +44,9 @@ func TestE2EPlayground(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	begin := time.Now()
 	err := cmd.Run()
-	t.Logf("playground -once took %s", time.Since(begin).Round(time.Second))
+	t.Logf("playground -once -restore took %s", time.Since(begin).Round(time.Second))
 	if err != nil {
-		t.Fatalf("playground -once: %v\n--- last lines of its output ---\n%s", err, lastLines(out.String(), 60))
+		t.Fatalf("playground -once -restore: %v\n--- last lines of its output ---\n%s", err, lastLines(out.String(), 60))
 	}
 
 	row, err := tableRow(out.String())
@@ -65,6 +65,19 @@ func TestE2EPlayground(t *testing.T) {
 	}
 	if n, err := strconv.Atoi(row["KEYS"]); err != nil || n < keys {
 		t.Errorf("key count = %q, want at least the %d keys written", row["KEYS"], keys)
+	}
+
+	// keys is a multiple of 4: a quarter overwritten, a quarter deleted, half untouched (restore.go).
+	for _, want := range []string{
+		fmt.Sprintf("untouched             left alone                          %d/%d", keys/2, keys/2),
+		fmt.Sprintf("overwritten           set to changed-after-the-snapshot   %d/%d", keys/4, keys/4),
+		fmt.Sprintf("deleted               deleted                             %d/%d", keys/4, keys/4),
+		fmt.Sprintf("written after the snapshot          gone: %d/%d", laterKeys, laterKeys),
+		"OLD DATA KEPT AT", "cluster: healthy (3 of 3 voters",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the restore table lacks %q", want)
+		}
 	}
 
 	if left := processesMentioning(tmp); len(left) > 0 {

@@ -23,7 +23,7 @@ import (
 // returned whenever the VolumeGroupSnapshot exists, so the table shows how far it got.
 func takeSnapshot(ctx context.Context, r *rig.Rig, o options) (*result, error) {
 	res := &result{name: snapshotName, wrote: o.keys}
-	say("writing %d keys under %s into etcd cluster %q (%d members, TLS)", o.keys, sampleKeyPrefix, rig.EtcdClusterName, len(r.Etcd.ClientURLs()))
+	say("writing %d keys under %s into etcd cluster %q (%d members, TLS)", o.keys, sampleKeyPrefix, rig.EtcdClusterName, r.EtcdSet.Members())
 	var err error
 	if res.wroteRevision, err = r.WriteSampleData(ctx, sampleKeyPrefix, o.keys); err != nil {
 		return nil, fmt.Errorf("writing sample data: %w (member logs: %s/etcd-%s-*.log)", err, r.Logs(), rig.EtcdClusterName)
