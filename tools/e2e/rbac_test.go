@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -145,32 +146,7 @@ func TestE2ERBAC(t *testing.T) {
 	needed = append(needed, declared...)
 
 	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + driverNS, "system:authenticated"}
-	review := func(a access) (bool, string) {
-		t.Helper()
-		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User:   rig.DriverUser,
-			Groups: groups,
-			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Namespace: a.namespace, Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource,
-			},
-		}}
-		out, err := r.Kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatalf("SubjectAccessReview %s: %v", a, err)
-		}
-		return out.Status.Allowed, out.Status.Reason
-	}
-	var missing, excess []string
-	for _, a := range needed {
-		if ok, _ := review(a); !ok {
-			missing = append(missing, a.String())
-		}
-	}
-	for _, a := range refused {
-		if ok, reason := review(a); ok {
-			excess = append(excess, fmt.Sprintf("%s (%s)", a, reason))
-		}
-	}
+	missing, excess := reviewAccess(t, ctx, r, rig.DriverUser, groups, needed, refused)
 	t.Logf("%d requests checked allowed (%d from manifests/rbac.yaml), %d checked refused", len(needed), len(declared), len(refused))
 	if len(missing) > 0 {
 		t.Errorf("the driver's ServiceAccount may not:\n  %s", strings.Join(missing, "\n  "))
@@ -332,4 +308,36 @@ func manifestGrants() ([]access, error) {
 		}
 	}
 	return out, nil
+}
+
+// reviewAccess asks the apiserver, by SubjectAccessReview, whether user in groups may make each needed
+// request (missing lists those it may not) and each refused one (excess lists those it may).
+func reviewAccess(t *testing.T, ctx context.Context, r *rig.Rig, user string, groups []string, needed, refused []access) (missing, excess []string) {
+	t.Helper()
+	review := func(a access) (bool, string) {
+		t.Helper()
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:   user,
+			Groups: groups,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: a.namespace, Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource,
+			},
+		}}
+		out, err := r.Kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("SubjectAccessReview %s: %v", a, err)
+		}
+		return out.Status.Allowed, out.Status.Reason
+	}
+	for _, a := range needed {
+		if ok, _ := review(a); !ok {
+			missing = append(missing, a.String())
+		}
+	}
+	for _, a := range refused {
+		if ok, reason := review(a); ok {
+			excess = append(excess, fmt.Sprintf("%s (%s)", a, reason))
+		}
+	}
+	return missing, excess
 }

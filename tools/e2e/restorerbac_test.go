@@ -2,11 +2,9 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 
-	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -66,29 +64,7 @@ func TestE2ERestoreRBAC(t *testing.T) {
 		{group: "rbac.authorization.k8s.io", resource: "clusterrolebindings", verb: "create"},
 		{resource: "serviceaccounts", subresource: "token", verb: "create", namespace: rig.DriverNamespace},
 	}
-	review := func(a access) (bool, string) {
-		t.Helper()
-		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User: user, Groups: []string{"system:authenticated"},
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: a.namespace, Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource},
-		}}
-		out, err := r.Kube.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatalf("SubjectAccessReview %s: %v", a, err)
-		}
-		return out.Status.Allowed, out.Status.Reason
-	}
-	var missing, excess []string
-	for _, a := range needed {
-		if ok, _ := review(a); !ok {
-			missing = append(missing, a.String())
-		}
-	}
-	for _, a := range refused {
-		if ok, reason := review(a); ok {
-			excess = append(excess, fmt.Sprintf("%s (%s)", a, reason))
-		}
-	}
+	missing, excess := reviewAccess(t, ctx, r, user, []string{"system:authenticated"}, needed, refused)
 	t.Logf("restorer: %d requests checked allowed, %d checked refused", len(needed), len(refused))
 	if len(missing) > 0 {
 		t.Errorf("the restorer may not:\n  %s", strings.Join(missing, "\n  "))
