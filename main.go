@@ -6,6 +6,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -52,6 +54,12 @@ type options struct {
 	storageClass      string
 	healthTimeout     time.Duration
 	showVersion       bool
+
+	leaderElection          bool
+	leaderElectionNamespace string
+	leaseDuration           time.Duration
+	renewDeadline           time.Duration
+	retryPeriod             time.Duration
 }
 
 // registerFlags defines the driver's flags on fs; glog's -v, -logtostderr and friends are already on
@@ -71,6 +79,11 @@ func registerFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.storageClass, "snapshot-storage-class", "", "StorageClass of snapshot PVCs when the class parameter snapshotStorageClass is absent; empty means the cluster default")
 	fs.DurationVar(&o.healthTimeout, "health-timeout", 10*time.Second, "time limit of one etcd cluster health check")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
+	fs.BoolVar(&o.leaderElection, "leader-election", true, "run the driver's controllers only on the replica holding the Lease "+driver.DefaultLeaseName+" (every replica serves CSI)")
+	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader Lease; default -metadata-namespace")
+	fs.DurationVar(&o.leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a standby waits after the leader stopped renewing before it takes over")
+	fs.DurationVar(&o.renewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader retries renewing before it gives up leading (and exits)")
+	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 2*time.Second, "how often replicas try to acquire or renew the Lease")
 }
 
 func main() {
@@ -165,13 +178,25 @@ func config(o options) (driver.Config, error) {
 	if err != nil {
 		return driver.Config{}, err
 	}
+	var le *driver.LeaderElectionConfig
+	if o.leaderElection {
+		ns := o.leaderElectionNamespace
+		if ns == "" {
+			ns = o.metadataNamespace
+		}
+		le = &driver.LeaderElectionConfig{
+			Namespace: ns, Name: driver.DefaultLeaseName, Identity: leaderIdentity(),
+			LeaseDuration: o.leaseDuration, RenewDeadline: o.renewDeadline, RetryPeriod: o.retryPeriod,
+		}
+	}
 	return driver.Config{
-		DriverName:  o.driverName,
-		Version:     version,
-		Endpoint:    o.endpoint,
-		HTTPAddress: o.httpAddress,
-		Snapshots:   snapshots,
-		Dynamic:     dyn,
+		LeaderElection: le,
+		DriverName:     o.driverName,
+		Version:        version,
+		Endpoint:       o.endpoint,
+		HTTPAddress:    o.httpAddress,
+		Snapshots:      snapshots,
+		Dynamic:        dyn,
 		Engine: driver.EngineConfig{
 			Kube:                 kube,
 			MetadataNamespace:    o.metadataNamespace,
@@ -183,6 +208,18 @@ func config(o options) (driver.Config, error) {
 			HealthTimeout:        o.healthTimeout,
 		},
 	}, nil
+}
+
+// leaderIdentity names this process in the Lease: the pod (POD_NAME from the downward API, else the
+// host name) and a random suffix, so a restarted container never inherits its predecessor's lease.
+func leaderIdentity() string {
+	name := os.Getenv("POD_NAME")
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return name + "_" + hex.EncodeToString(b)
 }
 
 // fallbackCredentials reads -etcd-ca, -etcd-cert and -etcd-key: all three or none.

@@ -209,6 +209,7 @@ func TestManifestsRBAC(t *testing.T) {
 		{"", "", "pods", "list"}, {"", "", "pods", "watch"},
 		{"kube-system", "", "configmaps", "get"}, {"kube-system", "", "configmaps", "list"}, {"kube-system", "", "configmaps", "watch"},
 		{"kube-system", "", "configmaps", "create"}, {"kube-system", "", "configmaps", "update"}, {"kube-system", "", "configmaps", "delete"},
+		{"kube-system", "coordination.k8s.io", "leases", "get"}, {"kube-system", "coordination.k8s.io", "leases", "create"}, {"kube-system", "coordination.k8s.io", "leases", "update"},
 		// dynamic groups
 		{"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshots", "list"}, {"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshots", "watch"},
 		{"etcd-test", "groupsnapshot.storage.k8s.io", "volumegroupsnapshots", "update"},
@@ -250,7 +251,7 @@ func TestManifestsRBAC(t *testing.T) {
 		{"etcd-test", "", "pods", "create"}, {"etcd-test", "", "pods", "delete"}, {"etcd-test", "", "persistentvolumeclaims", "update"},
 		{"", "", "persistentvolumes", "delete"}, {"", "", "persistentvolumeclaims", "deletecollection"},
 		{"etcd-test", "batch", "jobs", "update"}, {"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "delete"},
-		{"kube-system", "coordination.k8s.io", "leases", "create"},
+		{"default", "coordination.k8s.io", "leases", "create"}, {"kube-system", "coordination.k8s.io", "leases", "delete"},
 	}
 	for _, c := range forbidden {
 		if w.allowed(c.ns, c.group, c.resource, c.verb) {
@@ -310,7 +311,7 @@ func TestManifestsDeployment(t *testing.T) {
 		}
 	}
 	for _, kind := range []string{"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "CSIDriver",
-		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Deployment", "CustomResourceDefinition"} {
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "Deployment", "CustomResourceDefinition", "PodDisruptionBudget"} {
 		if kinds[kind] == 0 {
 			t.Errorf("manifests/ has no %s", kind)
 		}
@@ -351,8 +352,9 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 	if d.Namespace != driverNS || spec.ServiceAccountName != driverSA {
 		t.Errorf("Deployment %s/%s runs as %q", d.Namespace, d.Name, spec.ServiceAccountName)
 	}
-	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
-		t.Errorf("Deployment must run exactly one driver at a time (replicas 1, Recreate)")
+	// Two replicas, each serving CSI; the Leases (the driver's and the sidecar's) pick who acts.
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+		t.Errorf("Deployment must run 2 replicas, got %v", d.Spec.Replicas)
 	}
 	psc := spec.SecurityContext
 	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
@@ -390,8 +392,13 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 		t.Fatal("no etcd-snapshot-driver container")
 	}
 	args := strings.Join(driver.Args, " ")
-	if !strings.Contains(args, "-endpoint=unix:///csi/csi.sock") || !strings.Contains(args, "-http-address=:8080") {
+	if !strings.Contains(args, "-endpoint=unix:///csi/csi.sock") || !strings.Contains(args, "-http-address=:8080") || !strings.Contains(args, "-leader-election=true") {
 		t.Errorf("driver args %q", args)
+	}
+	if !slices.ContainsFunc(driver.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "POD_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name"
+	}) {
+		t.Errorf("driver container lacks POD_NAME from metadata.name (its identity in the leader Lease)")
 	}
 	if driver.LivenessProbe == nil || driver.LivenessProbe.HTTPGet == nil || driver.LivenessProbe.HTTPGet.Path != "/healthz" ||
 		driver.ReadinessProbe == nil || driver.ReadinessProbe.HTTPGet == nil || driver.ReadinessProbe.HTTPGet.Path != "/ready" {
@@ -404,7 +411,7 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 	if sidecar.Image != "registry.k8s.io/sig-storage/csi-snapshotter:v8.7.0" {
 		t.Errorf("sidecar image %s", sidecar.Image)
 	}
-	for _, want := range []string{"--csi-address=/csi/csi.sock", "--feature-gates=CSIVolumeGroupSnapshot=true", "--leader-election=false"} {
+	for _, want := range []string{"--csi-address=/csi/csi.sock", "--feature-gates=CSIVolumeGroupSnapshot=true", "--leader-election=true", "--leader-election-namespace=kube-system"} {
 		if !slices.Contains(sidecar.Args, want) {
 			t.Errorf("sidecar args %q lack %s", sidecar.Args, want)
 		}

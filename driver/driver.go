@@ -57,6 +57,9 @@ type Config struct {
 	Snapshots snapclientset.Interface
 	// Dynamic reads EtcdSnapshotSchedules (schedule.go); nil turns schedules off.
 	Dynamic dynamic.Interface
+	// LeaderElection runs the driver's controllers only on the replica holding its Lease; nil runs
+	// them in this process unconditionally (a single replica).
+	LeaderElection *LeaderElectionConfig
 }
 
 // Driver serves the CSI Identity, GroupController and Controller services on one struct; an RPC it
@@ -102,6 +105,11 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if cfg.Snapshots == nil {
 		errs = append(errs, errors.New("driver: Snapshots client is required"))
+	}
+	if cfg.LeaderElection != nil {
+		if err := cfg.LeaderElection.check(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	engine, err := NewEngine(cfg.Engine)
 	if err != nil {
@@ -177,29 +185,28 @@ func (d *Driver) run(ctx context.Context) error {
 	csi.RegisterControllerServer(grpcServer, d)
 	httpServer := &http.Server{Handler: d.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 
-	errc := make(chan error, 5)
+	errc := make(chan error, 6)
+	served := make(chan struct{})
 	go func() {
-		// Start returns once the informers have synced; until then Probe and /ready say not ready,
-		// which is what the sidecar waits for.
-		if err := d.engine.Start(ctx); err != nil && ctx.Err() == nil {
-			errc <- fmt.Errorf("driver: start engine: %w", err)
-		}
-	}()
-	go func() {
-		// It waits for the snapshot CRDs' caches; without the CRDs it waits quietly and the CSI
-		// services still work for static and single snapshots.
-		if err := d.dynamicGroup.Run(ctx); err != nil {
-			errc <- fmt.Errorf("driver: dynamic group snapshots: %w", err)
-		}
-	}()
-	if d.schedules != nil {
-		go func() {
-			// Like the dynamic group watch, it waits quietly for its CRD.
-			if err := d.schedules.Run(ctx); err != nil {
-				errc <- fmt.Errorf("driver: schedules: %w", err)
+		// Serve returns once the informers have synced; until then Probe and /ready say not ready,
+		// which is what the sidecar waits for. Every replica serves; only the leader runs controllers.
+		if err := d.engine.Serve(ctx); err != nil {
+			if ctx.Err() == nil {
+				errc <- fmt.Errorf("driver: start engine: %w", err)
 			}
-		}()
-	}
+			return
+		}
+		close(served)
+	}()
+	go func() {
+		if le := d.cfg.LeaderElection; le != nil {
+			if err := runElected(ctx, d.cfg.Engine.Kube, le, func(ctx context.Context) { d.runControllers(ctx, served, errc) }); err != nil {
+				errc <- err
+			}
+			return
+		}
+		d.runControllers(ctx, served, errc)
+	}()
 	go func() {
 		if err := grpcServer.Serve(grpcListener); err != nil {
 			errc <- fmt.Errorf("driver: gRPC server: %w", err)
@@ -242,6 +249,35 @@ func (d *Driver) run(ctx context.Context) error {
 		httpServer.Close()
 	}
 	return runErr
+}
+
+// runControllers runs the driver's own controllers until ctx ends: the engine's Job workers once its
+// caches are served, the dynamic group watch and the schedules. Each is idempotent by name, so a
+// replica taking over mid-snapshot creates nothing twice.
+func (d *Driver) runControllers(ctx context.Context, served <-chan struct{}, errc chan<- error) {
+	go func() {
+		select {
+		case <-served:
+			d.engine.StartWorkers(ctx)
+		case <-ctx.Done():
+		}
+	}()
+	go func() {
+		// It waits for the snapshot CRDs' caches; without the CRDs it waits quietly and the CSI
+		// services still work for static and single snapshots.
+		if err := d.dynamicGroup.Run(ctx); err != nil {
+			errc <- fmt.Errorf("driver: dynamic group snapshots: %w", err)
+		}
+	}()
+	if d.schedules != nil {
+		go func() {
+			// Like the dynamic group watch, it waits quietly for its CRD.
+			if err := d.schedules.Run(ctx); err != nil {
+				errc <- fmt.Errorf("driver: schedules: %w", err)
+			}
+		}()
+	}
+	<-ctx.Done()
 }
 
 // HTTPAddr returns the address the HTTP server listens on, waiting until Run has bound it; it is ""

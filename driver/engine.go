@@ -167,10 +167,28 @@ func (e *Engine) buildInformers() error {
 	return nil
 }
 
-// Start runs the informers, waits for their caches and starts the workers that follow Jobs. It
-// resumes monitoring of snapshots a previous driver process started: their Jobs arrive as informer
-// adds. Everything stops when ctx ends.
+// Start runs the informers, waits for their caches and starts the workers that follow Jobs (Serve,
+// then StartWorkers). It resumes monitoring of snapshots a previous driver process started: their
+// Jobs arrive as informer adds. Everything stops when ctx ends.
 func (e *Engine) Start(ctx context.Context) error {
+	if err := e.Serve(ctx); err != nil {
+		return err
+	}
+	e.StartWorkers(ctx)
+	return nil
+}
+
+// StartWorkers starts the workers that follow Jobs (resume, verify results, clean up failures) once
+// Serve has synced the caches; with leader election only the leader runs them.
+func (e *Engine) StartWorkers(ctx context.Context) {
+	for range e.cfg.Workers {
+		go e.runWorker(ctx)
+	}
+}
+
+// Serve runs the informers and waits for their caches, after which Create, Get and Delete answer
+// (Ready); the Job workers are StartWorkers'. Everything stops when ctx ends.
+func (e *Engine) Serve(ctx context.Context) error {
 	if !e.started.CompareAndSwap(false, true) {
 		return errors.New("engine: Start called twice")
 	}
@@ -180,9 +198,6 @@ func (e *Engine) Start(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), e.synced...) {
 		e.queue.ShutDown()
 		return errors.New("engine: informer caches did not sync before shutdown")
-	}
-	for range e.cfg.Workers {
-		go e.runWorker(ctx)
 	}
 	go func() {
 		<-ctx.Done()

@@ -97,6 +97,12 @@ var (
 		Name:      "schedule_missed_runs_total",
 		Help:      "Runs of EtcdSnapshotSchedules that never started (driver down, previous run in progress, past startingDeadlineSeconds).",
 	}, []string{"namespace", "schedule"})
+
+	leader = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: metricsNamespace,
+		Name:      "leader",
+		Help:      "1 while this replica holds the leader Lease and runs the driver's controllers, else 0.",
+	})
 )
 
 func init() {
@@ -105,6 +111,7 @@ func init() {
 		snapshotOperations, snapshotDuration, snapshotSize,
 		clusterHealthyMembers, clusterQuorum, clusterLeaderPresent,
 		scheduleLastSuccess, scheduleNextRun, scheduleIntervalSeconds, scheduleSnapshots, scheduleRuns, scheduleMissedRuns,
+		leader,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

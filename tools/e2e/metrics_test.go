@@ -10,6 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/driver"
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
 )
 
@@ -137,6 +141,14 @@ func TestE2EMetrics(t *testing.T) {
 		if len(got) != 1 || got[0].value != want {
 			t.Errorf("%s%v = %v, want one sample of %v", name, cluster, got, want)
 		}
+	}
+	// The rig's one replica leads (leader election is on, as shipped) and holds the Lease.
+	if got := find(samples, "etcd_snapshot_driver_leader", nil); len(got) != 1 || got[0].value != 1 {
+		t.Errorf("etcd_snapshot_driver_leader = %v, want one sample of 1", got)
+	}
+	lease, err := r.Kube.CoordinationV1().Leases(rig.DriverNamespace).Get(ctx, driver.DefaultLeaseName, metav1.GetOptions{})
+	if err != nil || ptr.Deref(lease.Spec.HolderIdentity, "") == "" {
+		t.Errorf("Lease %s/%s: %+v, %v; want it held by the driver", rig.DriverNamespace, driver.DefaultLeaseName, lease, err)
 	}
 	if got := find(samples, "etcd_snapshot_driver_rpc_total", map[string]string{"method": "CreateVolumeGroupSnapshot", "code": "OK"}); len(got) == 0 {
 		var methods []string

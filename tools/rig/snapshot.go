@@ -209,6 +209,10 @@ func (r *Rig) startDriverAndSidecar(ctx context.Context) error {
 		"-kubeconfig="+kc,
 		"-etcd-image="+r.EtcdImage,
 		"-driver-image="+r.DriverImage,
+		// The shipped Lease timings let a standby wait 15s; a killed rig driver's successor should not.
+		"-leader-election-lease-duration=4s",
+		"-leader-election-renew-deadline=3s",
+		"-leader-election-retry-period=500ms",
 		"-v=4",
 	)
 	args = append(args, r.opts.DriverArgs...)
