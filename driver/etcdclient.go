@@ -12,6 +12,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -58,7 +59,7 @@ func (c Credentials) tlsConfig() (*tls.Config, error) {
 	if len(c.CA) > 0 {
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(c.CA) {
-			return nil, status.Error(codes.InvalidArgument, "etcd CA bundle (ca.crt) holds no PEM certificate")
+			return nil, healthFailure(failTLS, false, status.Error(codes.InvalidArgument, "etcd CA bundle (ca.crt) holds no PEM certificate"))
 		}
 		cfg.RootCAs = pool
 	}
@@ -67,11 +68,11 @@ func (c Credentials) tlsConfig() (*tls.Config, error) {
 		pair, err := tls.X509KeyPair(c.Cert, c.Key)
 		if err != nil {
 			// The tls package's messages describe the problem without quoting key material.
-			return nil, status.Errorf(codes.InvalidArgument, "etcd client certificate (tls.crt) and key (tls.key) do not load: %v", err)
+			return nil, healthFailure(failTLS, false, status.Errorf(codes.InvalidArgument, "etcd client certificate (tls.crt) and key (tls.key) do not load: %v", err))
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	case len(c.Cert) > 0 || len(c.Key) > 0:
-		return nil, status.Error(codes.InvalidArgument, "etcd client certificate (tls.crt) and key (tls.key) must be given together")
+		return nil, healthFailure(failTLS, false, status.Error(codes.InvalidArgument, "etcd client certificate (tls.crt) and key (tls.key) must be given together"))
 	}
 	return cfg, nil
 }
@@ -126,7 +127,7 @@ func (c *checker) call(ctx context.Context, u string, fn func(context.Context, *
 // quorum is lost and the health round can say which members are down.
 func (c *checker) memberList(ctx context.Context, endpoints []string) ([]Member, error) {
 	var failures []string
-	sawTLS := false
+	classes := map[string]bool{}
 	for _, ep := range endpoints {
 		var resp *pb.MemberListResponse
 		err := c.call(ctx, ep, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
@@ -140,14 +141,21 @@ func (c *checker) memberList(ctx context.Context, endpoints []string) ([]Member,
 			}
 			return members, nil
 		}
-		reason, isTLS := c.reason(ctx, ep, err)
-		sawTLS = sawTLS || isTLS
+		reason, class := c.reason(ctx, ep, err)
+		classes[class] = true
 		failures = append(failures, fmt.Sprintf("%s: %s", ep, reason))
 	}
-	if sawTLS {
-		return nil, status.Errorf(codes.FailedPrecondition, "etcd TLS verification failed (check the CA bundle and client certificate): %s", strings.Join(failures, "; "))
+	// A refusal of the credentials is final and says more than the endpoints that merely did not answer.
+	switch {
+	case classes[failTLS]:
+		return nil, healthFailure(failTLS, false, status.Errorf(codes.FailedPrecondition,
+			"etcd TLS verification failed (check the CA bundle and client certificate): %s", strings.Join(failures, "; ")))
+	case classes[failAuth]:
+		return nil, healthFailure(failAuth, false, status.Errorf(codes.FailedPrecondition,
+			"etcd refused the client's identity (with etcd auth enabled, the client certificate's common name must be an etcd user with the root role): %s",
+			strings.Join(failures, "; ")))
 	}
-	return nil, status.Errorf(codes.Unavailable, "no etcd endpoint answered MemberList: %s", strings.Join(failures, "; "))
+	return nil, healthFailure(failUnreachable, false, status.Errorf(codes.Unavailable, "no etcd endpoint answered MemberList: %s", strings.Join(failures, "; ")))
 }
 
 // statuses asks every member, concurrently, for its Status over its own client URLs.
@@ -183,13 +191,13 @@ func (c *checker) memberStatus(ctx context.Context, m Member) MemberStatus {
 		var reason string
 		switch {
 		case err != nil:
-			reason, _ = c.reason(ctx, u, err)
+			reason, ms.failure = c.reason(ctx, u, err)
 		case resp.Header.GetMemberId() != m.ID:
 			reason = fmt.Sprintf("answers as member %x, not %x: the advertised client URL reaches another member", resp.Header.GetMemberId(), m.ID)
 		case resp.Leader == 0:
 			reason = reasonNoLeader
 		default:
-			ms.Healthy, ms.Reason = true, ""
+			ms.Healthy, ms.Reason, ms.failure = true, "", ""
 			ms.LeaderID, ms.RaftIndex, ms.RaftTerm = resp.Leader, resp.RaftIndex, resp.RaftTerm
 			ms.Revision, ms.DBSize, ms.Version = resp.Header.GetRevision(), resp.DbSize, resp.Version
 			ms.IsLearner = ms.IsLearner || resp.IsLearner
@@ -227,6 +235,7 @@ func (c *checker) alarms(ctx context.Context, h *ClusterHealth) ([]string, error
 		names[m.ID] = m.Name
 	}
 	var failures []string
+	class := failUnreachable
 	for _, m := range h.Members {
 		if !m.Healthy {
 			continue
@@ -238,7 +247,10 @@ func (c *checker) alarms(ctx context.Context, h *ClusterHealth) ([]string, error
 				return err
 			})
 			if err != nil {
-				reason, _ := c.reason(ctx, u, err)
+				reason, why := c.reason(ctx, u, err)
+				if why != "" {
+					class = why
+				}
 				failures = append(failures, fmt.Sprintf("%s: %s", m.label(), reason))
 				continue
 			}
@@ -251,21 +263,22 @@ func (c *checker) alarms(ctx context.Context, h *ClusterHealth) ([]string, error
 			return out, nil
 		}
 	}
-	return nil, status.Errorf(codes.Unavailable, "etcd alarm list unreadable: %s", strings.Join(failures, "; "))
+	return nil, healthFailure(class, false, status.Errorf(codes.Unavailable, "etcd alarm list unreadable: %s", strings.Join(failures, "; ")))
 }
 
-// reason describes why a call to u failed. A server that rejects the client certificate only says so
-// after a TLS 1.3 handshake the client already counted as done, so gRPC reports a broken pipe or an
-// EOF; a direct handshake and read then tells a TLS refusal apart from a network fault.
-func (c *checker) reason(ctx context.Context, u string, err error) (string, bool) {
-	reason, isTLS := describeCallError(err)
-	if isTLS || reason == reasonRefused || reason == reasonTimeout || !strings.HasPrefix(u, "https://") {
-		return reason, isTLS
+// reason describes why a call to u failed and classifies a refusal of the credentials (failTLS,
+// failAuth; "" for anything else). A server that rejects the client certificate only says so after a
+// TLS 1.3 handshake the client already counted as done, so gRPC reports a broken pipe or an EOF; a
+// direct handshake and read then tells a TLS refusal apart from a network fault.
+func (c *checker) reason(ctx context.Context, u string, err error) (string, string) {
+	reason, class := describeCallError(err)
+	if class != "" || reason == reasonRefused || reason == reasonTimeout || !strings.HasPrefix(u, "https://") {
+		return reason, class
 	}
 	if tlsErr := probeTLS(ctx, u, c.tls); tlsErr != nil {
-		return "TLS handshake failed: " + tlsErr.Error(), true
+		return "TLS handshake failed: " + tlsErr.Error(), failTLS
 	}
-	return reason, false
+	return reason, ""
 }
 
 // probeTLS handshakes with the server at u and waits briefly for an alert; it returns only errors
@@ -310,8 +323,9 @@ func isTLSError(err error) bool {
 }
 
 // describeCallError turns the error of one call to one URL into a short reason and says whether the
-// TLS handshake failed, which no retry fixes.
-func describeCallError(err error) (reason string, isTLS bool) {
+// TLS handshake failed (failTLS) or etcd refused the client's identity (failAuth), which no retry
+// fixes; class is "" for anything else.
+func describeCallError(err error) (reason, class string) {
 	msg := err.Error()
 	if s, ok := status.FromError(err); ok {
 		msg = s.Message()
@@ -320,11 +334,37 @@ func describeCallError(err error) (reason string, isTLS bool) {
 	msg = strings.TrimPrefix(msg, "transport: ")
 	switch {
 	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:") || strings.Contains(msg, "authentication handshake failed"):
-		return "TLS handshake failed: " + strings.TrimPrefix(msg, "authentication handshake failed: "), true
+		return "TLS handshake failed: " + strings.TrimPrefix(msg, "authentication handshake failed: "), failTLS
+	case isEtcdAuthError(err):
+		return msg, failAuth
 	case strings.Contains(msg, "connection refused"):
-		return reasonRefused, false
+		return reasonRefused, ""
 	case errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded:
-		return reasonTimeout, false
+		return reasonTimeout, ""
 	}
-	return msg, false
+	return msg, ""
+}
+
+// etcdAuthErrors are etcd's answers to a client whose identity it does not accept (server/auth).
+var etcdAuthErrors = []error{
+	rpctypes.ErrGRPCUserEmpty, rpctypes.ErrGRPCAuthFailed, rpctypes.ErrGRPCPermissionDenied,
+	rpctypes.ErrGRPCInvalidAuthToken, rpctypes.ErrGRPCUserNotFound, rpctypes.ErrGRPCAuthOldRevision,
+}
+
+// isEtcdAuthError reports an etcd auth refusal; etcd sends some as InvalidArgument, so the message
+// decides, and any PermissionDenied or Unauthenticated counts too.
+func isEtcdAuthError(err error) bool {
+	s, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	if s.Code() == codes.PermissionDenied || s.Code() == codes.Unauthenticated {
+		return true
+	}
+	for _, authErr := range etcdAuthErrors {
+		if want := status.Convert(authErr); s.Code() == want.Code() && s.Message() == want.Message() {
+			return true
+		}
+	}
+	return false
 }
