@@ -34,7 +34,9 @@ const (
 // Credentials are the PEM-encoded CA bundle, client certificate and client key used for etcd mTLS.
 type Credentials struct{ CA, Cert, Key []byte }
 
-// checkEndpoints refuses empty, malformed and (without opt-in) plaintext endpoints.
+// checkEndpoints refuses empty, malformed and (without opt-in) plaintext endpoints. A client URL is
+// scheme://host[:port][/] and nothing else: the etcd client ignores a path, query or fragment, and
+// user info would carry a password into messages and logs while etcd authenticates by certificate.
 func checkEndpoints(endpoints []string, allowPlaintext bool) error {
 	if len(endpoints) == 0 {
 		return status.Error(codes.InvalidArgument, "no etcd endpoints: give client URLs such as https://etcd-0.etcd:2379")
@@ -42,8 +44,12 @@ func checkEndpoints(endpoints []string, allowPlaintext bool) error {
 	for _, ep := range endpoints {
 		u, err := url.Parse(ep)
 		switch {
-		case err != nil || u.Host == "" || (u.Path != "" && u.Path != "/"):
+		case err != nil || u.Host == "" || u.Hostname() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(ep, "#"):
 			return status.Errorf(codes.InvalidArgument, "etcd endpoint %q is not a client URL such as https://etcd-0.etcd:2379", ep)
+		case u.User != nil:
+			return status.Errorf(codes.InvalidArgument, "etcd endpoint %q carries user info; etcd authenticates the driver by its client certificate", redactUserInfo(u))
+		case !strings.HasPrefix(ep, u.Scheme+"://"):
+			return status.Errorf(codes.InvalidArgument, "etcd endpoint %q: write the scheme in lower case (https://)", ep)
 		case u.Scheme == "http" && !allowPlaintext:
 			return status.Errorf(codes.InvalidArgument, "etcd endpoint %q is plaintext http; use https or set the class parameter allowPlaintext=\"true\"", ep)
 		case u.Scheme != "https" && u.Scheme != "http":
@@ -51,6 +57,13 @@ func checkEndpoints(endpoints []string, allowPlaintext bool) error {
 		}
 	}
 	return nil
+}
+
+// redactUserInfo prints u with its user info replaced, so a refusal does not repeat a password.
+func redactUserInfo(u *url.URL) string {
+	c := *u
+	c.User = url.User("REDACTED")
+	return c.String()
 }
 
 // tlsConfig builds the client TLS configuration; server certificates are always verified, against the
@@ -311,6 +324,9 @@ func (c *checker) memberStatus(ctx context.Context, m Member) MemberStatus {
 			reason = fmt.Sprintf("answers as member %x, not %x: the advertised client URL reaches another member", resp.Header.GetMemberId(), m.ID)
 		case resp.Leader == 0:
 			reason = reasonNoLeader
+		case resp.DbSize < 0 || resp.DbSize > maxSizedDB:
+			// The PVC and the Job deadline are sized from it; no etcd holds more than maxSizedDB.
+			reason = fmt.Sprintf("reports an impossible database size of %d bytes", resp.DbSize)
 		default:
 			ms.Healthy, ms.Reason, ms.failure = true, "", ""
 			ms.LeaderID, ms.RaftIndex, ms.RaftTerm = resp.Leader, resp.RaftIndex, resp.RaftTerm
