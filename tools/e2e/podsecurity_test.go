@@ -36,7 +36,7 @@ func TestE2EPodSecurityRestricted(t *testing.T) {
 	// The label is enforced: a pod "baseline" allows but "restricted" does not is refused.
 	loose := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: uniqueName("e2e-not-restricted"), Namespace: ns},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: r.EtcdImage, Command: []string{"/usr/local/bin/etcd"}}}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Image: r.EtcdImage, Command: []string{"/usr/local/bin/etcd"}}}},
 	}
 	_, err = r.Kube.CoreV1().Pods(ns).Create(ctx, loose, dryRun)
 	if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `violates PodSecurity "restricted:latest"`) {
