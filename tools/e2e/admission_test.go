@@ -211,6 +211,22 @@ func TestE2EAdmissionRefusesForgedObjects(t *testing.T) {
 		})
 	}
 
+	// ConfigMaps in kube-system: the metadata Role allows writing any, the policy only the records.
+	// The snapshot above wrote its record (create and updates), so records pass.
+	cms := asDriver.CoreV1().ConfigMaps(rig.DriverNamespace)
+	images, err := cms.Get(ctx, rig.ImagesConfigMap, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	images.Data["etcdImages"] += ",docker.io/library/busybox:1.36"
+	_, err = cms.Update(ctx, images, metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}})
+	wantRefused(t, err, "ConfigMap", forgery{"the allowed images widened", []string{"writes only its snapshot records", rig.ImagesConfigMap}})
+	_, err = cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "coredns-override", Labels: base.Labels}}, dryRun)
+	wantRefused(t, err, "ConfigMap", forgery{"a name that is no snapshot id", []string{"writes only its snapshot records", "coredns-override"}})
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: id, Labels: base.Labels}}, dryRun); err != nil {
+		t.Errorf("a record-shaped ConfigMap is refused: %v", err)
+	}
+
 	// UPDATE too: the driver may patch Jobs (to resume its own), but not someone else's.
 	foreign := foreignJob(ns)
 	if _, err := r.Kube.BatchV1().Jobs(ns).Create(ctx, foreign, metav1.CreateOptions{}); err != nil {
