@@ -165,7 +165,8 @@ func CheckCluster(ctx context.Context, t ClusterTarget) (*ClusterHealth, error) 
 		// Members that refuse the credentials say nothing about quorum: publishing "no quorum" for a
 		// wrong certificate would look like an etcd outage.
 		if class := h.credentialFailure(); class != "" {
-			return h, healthFailure(class, false, status.Error(codes.FailedPrecondition, h.quorumMessage()))
+			return h, healthFailure(class, false, status.Error(codes.FailedPrecondition,
+				"etcd members refused the client's credentials, so quorum is unknown ("+h.quorumMessage()+")"))
 		}
 		return h, healthFailure(failQuorum, true, status.Error(codes.FailedPrecondition, h.quorumMessage()))
 	}
