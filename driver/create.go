@@ -110,7 +110,7 @@ func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, 
 		return nil, e.abandon(ctx, prior, err)
 	}
 	health, err := CheckCluster(ctx, target)
-	observeClusterHealth(src.Namespace, src.Cluster, health)
+	observeClusterHealth(src.Namespace, src.Cluster, health, err)
 	if err != nil {
 		return nil, e.abandon(ctx, prior, err)
 	}

@@ -144,6 +144,10 @@ func normalizeEndpoints(in []string, allowPlaintext bool) ([]string, error) {
 		}
 		out = append(out, ep)
 	}
+	// One rule for what an endpoint is: the health check's, so a class is refused here or not at all.
+	if err := checkEndpoints(out, allowPlaintext); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "class parameter %s: %s", paramEndpoints, status.Convert(err).Message())
+	}
 	return out, nil
 }
 

@@ -336,8 +336,9 @@ func (d *Driver) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 }
 
 // RouteKlog makes klog (client-go's logger) follow the glog flags parsed on fs, as in klog's
-// examples/coexist_glog, so -v and -logtostderr are registered once and drive both loggers. klog's
-// -v is capped at maxKlogVerbosity: -v=10 debugs the driver without writing Secret bodies to the log.
+// examples/coexist_glog, so -v, -vmodule and -logtostderr are registered once and drive both loggers.
+// klog's -v and every -vmodule level are capped at maxKlogVerbosity: -v=10 or -vmodule=*=10 debugs
+// the driver without writing Secret bodies to the log.
 func RouteKlog(fs *flag.FlagSet) error {
 	klogFlags := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(klogFlags)
@@ -348,14 +349,36 @@ func RouteKlog(fs *flag.FlagSet) error {
 			return
 		}
 		value := f.Value.String()
-		if f.Name == "v" {
-			if v, err := strconv.Atoi(value); err == nil && v > maxKlogVerbosity {
-				value = strconv.Itoa(maxKlogVerbosity)
-			}
+		switch f.Name {
+		case "v":
+			value = capKlogLevel(value)
+		case "vmodule":
+			value = capKlogVmodule(value)
 		}
 		if err := kf.Value.Set(value); err != nil {
 			errs = append(errs, fmt.Errorf("route -%s=%q to klog: %w", f.Name, value, err))
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// capKlogLevel lowers a verbosity above maxKlogVerbosity to it; anything else is left for klog to
+// accept or refuse.
+func capKlogLevel(value string) string {
+	if v, err := strconv.Atoi(value); err == nil && v > maxKlogVerbosity {
+		return strconv.Itoa(maxKlogVerbosity)
+	}
+	return value
+}
+
+// capKlogVmodule caps each level of a -vmodule list (pattern=N,...); a pattern names a file, so
+// without the cap "*=10" or "request=10" would turn on client-go's body logging however -v is capped.
+func capKlogVmodule(value string) string {
+	entries := strings.Split(value, ",")
+	for i, entry := range entries {
+		if pattern, level, ok := strings.Cut(entry, "="); ok && !strings.Contains(level, "=") {
+			entries[i] = pattern + "=" + capKlogLevel(level)
+		}
+	}
+	return strings.Join(entries, ",")
 }

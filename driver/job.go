@@ -45,9 +45,7 @@ const (
 
 // jobDeadline returns activeDeadlineSeconds for a database of dbSize bytes.
 func jobDeadline(dbSize int64) int64 {
-	if dbSize < 0 {
-		dbSize = 0
-	}
+	dbSize = min(max(dbSize, 0), maxSizedDB)
 	units := (dbSize + jobDeadlineUnit - 1) / jobDeadlineUnit
 	return jobDeadlineBase + jobDeadlinePerUnit*units
 }

@@ -35,15 +35,32 @@ const logLeakDone = "log-leak-child: done"
 
 // TestNoPrivateKeyInLogs runs the driver with the real glog and klog at -v=10 in a child process
 // (logging flags are process-wide), sends requests whose secrets carry a generated private key, and
-// checks the key appears nowhere in the logs, in any encoding the log path could produce.
+// checks the key appears nowhere in the logs, in any encoding the log path could produce. It does so
+// once with -v alone and once with -vmodule asking client-go's request.go (which logs HTTP bodies at
+// V(8)) and every other file for -v=10.
 func TestNoPrivateKeyInLogs(t *testing.T) {
 	if dir := os.Getenv(logLeakChildEnv); dir != "" {
 		logLeakChild(t, dir)
 		return
 	}
+	cases := []struct {
+		name  string
+		flags []string
+	}{
+		{name: "v", flags: []string{"-v=10"}},
+		{name: "vmodule", flags: []string{"-v=10", "-vmodule=request=10,round_trippers=9"}},
+		{name: "vmodule glob", flags: []string{"-v=2", "-vmodule=*=10"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) { checkNoPrivateKeyInLogs(t, tc.flags) })
+	}
+}
+
+// checkNoPrivateKeyInLogs runs the logging child with the given glog flags and checks its logs.
+func checkNoPrivateKeyInLogs(t *testing.T, flags []string) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestNoPrivateKeyInLogs$", "-test.count=1", "-test.v", "-test.timeout=5m",
-		"-v=10", "-logtostderr=true")
+	args := append([]string{"-test.run=^TestNoPrivateKeyInLogs$", "-test.count=1", "-test.v", "-test.timeout=5m"}, flags...)
+	cmd := exec.Command(os.Args[0], append(args, "-logtostderr=true")...)
 	cmd.Env = append(os.Environ(), logLeakChildEnv+"="+dir)
 	out, err := cmd.CombinedOutput()
 	logs := string(out)
@@ -173,8 +190,9 @@ func logLeakChild(t *testing.T, dir string) {
 	if err := RouteKlog(flag.CommandLine); err != nil {
 		t.Fatal(err)
 	}
+	// With -vmodule=*=10 and -v=2 only the file filter makes this file log at V(10).
 	if !bool(glog.V(10)) || !klog.V(6).Enabled() {
-		t.Fatal("child must run with -v=10")
+		t.Fatal("child must log at V(10) here, and client-go at V(6)")
 	}
 	tc := startTestCluster(t, 3)
 	if err := os.WriteFile(filepath.Join(dir, "key.pem"), tc.Client.KeyPEM, 0o600); err != nil {
@@ -248,4 +266,26 @@ func logTail(s string, n int) string {
 		return s
 	}
 	return s[len(s)-n:]
+}
+
+// TestCapKlogVmodule checks the -vmodule rewrite RouteKlog hands to klog: each level is capped, and
+// what klog would refuse stays as it is so klog still refuses it.
+func TestCapKlogVmodule(t *testing.T) {
+	cases := []struct{ name, in, want string }{
+		{"empty", "", ""},
+		{"below cap", "request=7,create=3", "request=7,create=3"},
+		{"above cap", "request=10", "request=7"},
+		{"glob and mixed", "*=10,driver=2,round_trippers=9", "*=7,driver=2,round_trippers=7"},
+		{"signed and padded", "a=+20,b=020", "a=7,b=7"},
+		{"trailing comma", "request=8,", "request=7,"},
+		{"malformed kept", "a=b=20,c", "a=b=20,c"},
+		{"not a number kept", "a=x", "a=x"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := capKlogVmodule(tc.in); got != tc.want {
+				t.Errorf("capKlogVmodule(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
 }

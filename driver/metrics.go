@@ -3,6 +3,8 @@ package driver
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 const metricsNamespace = "etcd_snapshot_driver"
@@ -47,20 +49,32 @@ var (
 	clusterHealthyMembers = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: metricsNamespace,
 		Name:      "cluster_healthy_members",
-		Help:      "Healthy voting members seen at the last health check of an etcd cluster.",
+		Help:      "Healthy voting members seen at the last completed health check of an etcd cluster.",
 	}, []string{"namespace", "cluster"})
 
 	clusterQuorum = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: metricsNamespace,
 		Name:      "cluster_quorum",
-		Help:      "1 when the last health check of an etcd cluster found quorum, else 0.",
+		Help:      "1 when the last completed health check of an etcd cluster found quorum, else 0.",
 	}, []string{"namespace", "cluster"})
 
 	clusterLeaderPresent = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: metricsNamespace,
 		Name:      "cluster_leader_present",
-		Help:      "1 when the last health check of an etcd cluster found a leader the healthy members agree on, else 0.",
+		Help:      "1 when the last completed health check of an etcd cluster found a leader the healthy members agree on, else 0.",
 	}, []string{"namespace", "cluster"})
+
+	healthCheckTimestamp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: metricsNamespace,
+		Name:      "health_check_timestamp_seconds",
+		Help:      "Unix time of the last completed health check of an etcd cluster, the time the cluster_* gauges describe.",
+	}, []string{"namespace", "cluster"})
+
+	healthCheckErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "health_check_errors_total",
+		Help:      "Failed etcd health checks, by reason: tls, auth, unreachable, quorum, alarm.",
+	}, []string{"namespace", "cluster", "reason"})
 
 	scheduleLastSuccess = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: metricsNamespace,
@@ -105,11 +119,14 @@ var (
 	})
 )
 
+// healthFailureClasses are every reason label value of health_check_errors_total.
+var healthFailureClasses = []string{failTLS, failAuth, failUnreachable, failQuorum, failAlarm}
+
 func init() {
 	Registry.MustRegister(
 		rpcTotal, rpcDuration,
 		snapshotOperations, snapshotDuration, snapshotSize,
-		clusterHealthyMembers, clusterQuorum, clusterLeaderPresent,
+		clusterHealthyMembers, clusterQuorum, clusterLeaderPresent, healthCheckTimestamp, healthCheckErrors,
 		scheduleLastSuccess, scheduleNextRun, scheduleIntervalSeconds, scheduleSnapshots, scheduleRuns, scheduleMissedRuns,
 		leader,
 		collectors.NewGoCollector(),
@@ -117,16 +134,49 @@ func init() {
 	)
 }
 
-// observeClusterHealth publishes the outcome of one health check; a nil h (nothing reachable) reads as
-// no healthy members, no quorum and no leader.
-func observeClusterHealth(namespace, cluster string, h *ClusterHealth) {
-	healthy, quorum, leader := 0.0, 0.0, 0.0
-	if h != nil {
-		healthy, quorum, leader = float64(h.HealthyVoters), boolFloat(h.HasQuorum), boolFloat(h.LeaderID != 0)
+// observeClusterHealth publishes the outcome of one CheckCluster (h and err as it returned them): a
+// failure is counted under its reason, and the health gauges and their timestamp change only when the
+// check completed. A TLS, credential or network failure leaves them as the last completed check set
+// them, so it never reads as an etcd outage.
+func observeClusterHealth(namespace, cluster string, h *ClusterHealth, err error) {
+	// Every reason is exported from the first check on, so rate() and increase() see the first error.
+	for _, class := range healthFailureClasses {
+		healthCheckErrors.WithLabelValues(namespace, cluster, class)
 	}
-	clusterHealthyMembers.WithLabelValues(namespace, cluster).Set(healthy)
-	clusterQuorum.WithLabelValues(namespace, cluster).Set(quorum)
-	clusterLeaderPresent.WithLabelValues(namespace, cluster).Set(leader)
+	class, complete := healthOutcome(err)
+	if class != "" {
+		healthCheckErrors.WithLabelValues(namespace, cluster, class).Inc()
+	}
+	if !complete || h == nil {
+		return
+	}
+	clusterHealthyMembers.WithLabelValues(namespace, cluster).Set(float64(h.HealthyVoters))
+	clusterQuorum.WithLabelValues(namespace, cluster).Set(boolFloat(h.HasQuorum))
+	clusterLeaderPresent.WithLabelValues(namespace, cluster).Set(boolFloat(h.LeaderID != 0))
+	healthCheckTimestamp.WithLabelValues(namespace, cluster).SetToCurrentTime()
+}
+
+// forgetClusterHealth stops exporting every health series of a cluster.
+func forgetClusterHealth(namespace, cluster string) {
+	for _, g := range []*prometheus.GaugeVec{clusterHealthyMembers, clusterQuorum, clusterLeaderPresent, healthCheckTimestamp} {
+		g.DeleteLabelValues(namespace, cluster)
+	}
+	healthCheckErrors.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "cluster": cluster})
+}
+
+// forgetClusterIfGone drops a cluster's health series once the driver holds no snapshot record of it:
+// the driver checks a cluster only to snapshot it, so with its last record deleted nothing will check
+// it again, and a stale "quorum 1" or "quorum 0" would be reported for ever.
+func (e *Engine) forgetClusterIfGone(obj metav1.Object) {
+	namespace, cluster := obj.GetLabels()[labelNamespace], obj.GetLabels()[labelCluster]
+	if namespace == "" || cluster == "" {
+		return
+	}
+	left, err := e.meta.cache.List(labels.SelectorFromSet(labels.Set{labelNamespace: namespace, labelCluster: cluster}))
+	if err != nil || len(left) > 0 {
+		return
+	}
+	forgetClusterHealth(namespace, cluster)
 }
 
 func boolFloat(b bool) float64 {

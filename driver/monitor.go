@@ -74,6 +74,7 @@ func (e *Engine) metadataDeleted(obj any) {
 	}
 	if m, err := meta.Accessor(obj); err == nil {
 		e.meta.forgetDeleted(m.GetName())
+		e.forgetClusterIfGone(m)
 	}
 }
 

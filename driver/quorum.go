@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -55,6 +56,9 @@ type MemberStatus struct {
 	Revision  int64
 	DBSize    int64
 	Version   string
+
+	// failure is failTLS or failAuth when the member refused the credentials, "" otherwise.
+	failure string
 }
 
 // ClusterHealth summarises one CheckCluster run.
@@ -72,9 +76,56 @@ type ClusterHealth struct {
 	Source *MemberStatus
 }
 
+// Failure classes of a health check, the reason label of health_check_errors_total.
+const (
+	// failTLS: a TLS handshake failed either way, or the client certificate, key or CA bundle is unusable.
+	failTLS = "tls"
+	// failAuth: etcd (auth enabled) refused the client's identity.
+	failAuth = "auth"
+	// failUnreachable: no member answered, or the check ran out of time before it could decide.
+	failUnreachable = "unreachable"
+	// failQuorum: the members answered and there is no quorum, or no leader they agree on.
+	failQuorum = "quorum"
+	// failAlarm: the cluster is healthy but a NOSPACE or CORRUPT alarm is active.
+	failAlarm = "alarm"
+)
+
+// healthError is a failed health check: the gRPC status the caller returns, the failure class, and
+// whether the check ran to the end, in which case the ClusterHealth beside it describes the cluster
+// and may be published. A credentials or network failure describes the driver's view, not etcd.
+type healthError struct {
+	st       *status.Status
+	class    string
+	complete bool
+}
+
+// healthFailure classifies err, a gRPC status error.
+func healthFailure(class string, complete bool, err error) error {
+	return &healthError{st: status.Convert(err), class: class, complete: complete}
+}
+
+func (e *healthError) Error() string { return e.st.Err().Error() }
+
+// GRPCStatus makes the error its status for status.FromError and status.Code.
+func (e *healthError) GRPCStatus() *status.Status { return e.st }
+
+// healthOutcome returns the failure class of a CheckCluster error ("" for success or an unclassified
+// refusal such as a malformed endpoint) and whether the check completed.
+func healthOutcome(err error) (class string, complete bool) {
+	if err == nil {
+		return "", true
+	}
+	var he *healthError
+	if errors.As(err, &he) {
+		return he.class, he.complete
+	}
+	return "", false
+}
+
 // CheckCluster asks the cluster for its members, checks every member over its own client URLs and
 // decides whether a snapshot may be taken and from which member. Errors are gRPC statuses; the health
-// is returned with a FailedPrecondition error whenever it was computed.
+// is returned with a FailedPrecondition error whenever it was computed, and healthOutcome says whether
+// the check completed and why it failed.
 func CheckCluster(ctx context.Context, t ClusterTarget) (*ClusterHealth, error) {
 	c, err := newChecker(t)
 	if err != nil {
@@ -108,22 +159,29 @@ func CheckCluster(ctx context.Context, t ClusterTarget) (*ClusterHealth, error) 
 		if err := ctx.Err(); err != nil {
 			// The check ran out of time or was cancelled: members may be slow, not down, so the answer
 			// must stay retryable.
-			return h, status.Errorf(status.FromContextError(err).Code(), "etcd health check did not finish within %s: %s", timeout, h.quorumMessage())
+			return h, healthFailure(failUnreachable, false, status.Errorf(status.FromContextError(err).Code(),
+				"etcd health check did not finish within %s: %s", timeout, h.quorumMessage()))
 		}
-		return h, status.Error(codes.FailedPrecondition, h.quorumMessage())
+		// Members that refuse the credentials say nothing about quorum: publishing "no quorum" for a
+		// wrong certificate would look like an etcd outage.
+		if class := h.credentialFailure(); class != "" {
+			return h, healthFailure(class, false, status.Error(codes.FailedPrecondition,
+				"etcd members refused the client's credentials, so quorum is unknown ("+h.quorumMessage()+")"))
+		}
+		return h, healthFailure(failQuorum, true, status.Error(codes.FailedPrecondition, h.quorumMessage()))
 	}
 	if h.Alarms, err = c.alarms(ctx, h); err != nil {
 		return h, err
 	}
 	if blocking := blockingAlarms(h.Alarms); len(blocking) > 0 {
-		return h, status.Errorf(codes.FailedPrecondition, "etcd alarm active, no snapshot taken: %s", strings.Join(blocking, "; "))
+		return h, healthFailure(failAlarm, true, status.Errorf(codes.FailedPrecondition, "etcd alarm active, no snapshot taken: %s", strings.Join(blocking, "; ")))
 	}
 	if h.LeaderID == 0 {
-		return h, status.Error(codes.FailedPrecondition, h.leaderMessage())
+		return h, healthFailure(failQuorum, true, status.Error(codes.FailedPrecondition, h.leaderMessage()))
 	}
 	h.Source = h.chooseSource()
 	if h.Source == nil {
-		return h, status.Error(codes.FailedPrecondition, "no healthy voting member to take the snapshot from")
+		return h, healthFailure(failQuorum, true, status.Error(codes.FailedPrecondition, "no healthy voting member to take the snapshot from"))
 	}
 	glog.V(4).Infof("etcd %v: %d of %d voters healthy, leader %x, source %q", t.Endpoints, h.HealthyVoters, h.Voters, h.LeaderID, h.Source.Name)
 	return h, nil
@@ -172,6 +230,22 @@ func evaluate(members []MemberStatus) *ClusterHealth {
 		}
 	}
 	return h
+}
+
+// credentialFailure returns failTLS or failAuth when an unhealthy voter refused the credentials, so
+// the lost quorum may be the driver's view only; "" when every failure was etcd's own.
+func (h *ClusterHealth) credentialFailure() string {
+	class := ""
+	for _, m := range h.Members {
+		switch {
+		case m.Healthy || m.IsLearner:
+		case m.failure == failTLS:
+			return failTLS
+		case m.failure == failAuth:
+			class = failAuth
+		}
+	}
+	return class
 }
 
 // settling reports a state a leader election resolves by itself: a majority of voters reachable, but

@@ -12,20 +12,21 @@ const (
 	mi = int64(1) << 20
 	// pvcHeadroom covers the snapshot's sha256 trailer, the bbolt freelist and the "<file>.part" rename.
 	pvcHeadroom = 64 * mi
+	// maxSizedDB bounds the database size the PVC and the Job deadline are computed from, so the
+	// arithmetic cannot overflow whatever size a member reports; it is 1 PiB, far above any etcd.
+	maxSizedDB = int64(1) << 50
 )
 
 // snapshotPVCSize sizes the snapshot volume: twice the db size reported by the chosen member (the
 // database may grow between the health check and the save) plus headroom, rounded up to a whole MiB,
-// and never below min.
-func snapshotPVCSize(dbSize int64, min resource.Quantity) resource.Quantity {
-	if dbSize < 0 {
-		dbSize = 0
-	}
+// and never below minSize.
+func snapshotPVCSize(dbSize int64, minSize resource.Quantity) resource.Quantity {
+	dbSize = min(max(dbSize, 0), maxSizedDB)
 	want := dbSize*2 + pvcHeadroom
 	want = (want + mi - 1) / mi * mi
 	size := *resource.NewQuantity(want, resource.BinarySI)
-	if size.Cmp(min) < 0 {
-		return min.DeepCopy()
+	if size.Cmp(minSize) < 0 {
+		return minSize.DeepCopy()
 	}
 	return size
 }

@@ -100,6 +100,9 @@ func verifySnapshot(path string) (*VerifyResult, error) {
 		return nil, err
 	}
 	res.HashChecked = true
+	if err := precheckBolt(io.NewSectionReader(f, 0, size-sha256.Size), size-sha256.Size); err != nil {
+		return nil, err
+	}
 	// bbolt reads only the pages its meta page references, so the trailer after them is ignored, as
 	// etcdutl snapshot status relies on too; no trimmed copy is needed.
 	if err := readBackend(path, res); err != nil {

@@ -173,6 +173,9 @@ func (r *Rig) registerEtcdCluster(ctx context.Context, c *etcdcluster.Cluster, n
 	if err := c.Register(ctx, r.Kube, namespace); err != nil {
 		return fmt.Errorf("rig: register etcd cluster %q in namespace %s: %w", name, namespace, err)
 	}
+	if err := r.enforcePodSecurity(ctx, namespace); err != nil {
+		return err
+	}
 	selector := ClusterLabel + "=" + name
 	err := r.waitReady(ctx, nil, fmt.Sprintf("PVCs of etcd cluster %q", name), time.Minute, func(ctx context.Context) error {
 		pvcs, err := r.Kube.CoreV1().PersistentVolumeClaims(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})

@@ -95,6 +95,9 @@ func (r *Rig) startAPIServer(ctx context.Context) error {
 		// Endpoints refuse loopback addresses, so the "kubernetes" Service gets none.
 		"--endpoint-reconciler-type=none",
 		"--disable-admission-plugins=TaintNodesByCondition",
+		// As in kubeadm and managed clusters, so that manifests/admission-policy.yaml, not this flag's
+		// default, is what refuses a privileged snapshot Job (tools/e2e/admission_test.go).
+		"--allow-privileged=true",
 		"--v=1",
 	)
 	p.stopTier = 1
