@@ -365,6 +365,8 @@ func (s *EtcdStatefulSet) statefulSet() *appsv1.StatefulSet {
 						RunAsGroup:   ptr.To[int64](EtcdUID),
 						FSGroup:      ptr.To[int64](EtcdUID),
 						RunAsNonRoot: ptr.To(true),
+						// The rig's etcd namespace enforces the "restricted" Pod Security Standard.
+						SeccompProfile: &v1.SeccompProfile{Type: v1.SeccompProfileTypeRuntimeDefault},
 					},
 					Containers: []v1.Container{{
 						Name:    EtcdContainerName,
@@ -385,6 +387,7 @@ func (s *EtcdStatefulSet) statefulSet() *appsv1.StatefulSet {
 						SecurityContext: &v1.SecurityContext{
 							AllowPrivilegeEscalation: ptr.To(false),
 							ReadOnlyRootFilesystem:   ptr.To(true),
+							Capabilities:             &v1.Capabilities{Drop: []v1.Capability{"ALL"}},
 						},
 					}},
 					Volumes: []v1.Volume{
