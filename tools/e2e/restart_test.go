@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"sync"
 	"testing"
 
@@ -61,20 +62,10 @@ func (l *jobLog) newIDs() map[string][]types.UID {
 	return out
 }
 
-// TestE2EDriverRestart kills the driver right after it created a snapshot's Job and starts it again:
-// the snapshot still completes, and exactly one Job was ever created for it.
-func TestE2EDriverRestart(t *testing.T) {
-	r, ctx := setup(t)
-	t.Cleanup(func() {
-		if !r.DriverRunning() {
-			if err := r.StartDriver(); err != nil {
-				t.Errorf("clean-up: restart the driver: %v", err)
-			}
-		}
-	})
-
-	// Every Job carrying a snapshot id label, for the whole test: a second Job for the snapshot,
-	// even one created and deleted between two looks, shows up as a second UID.
+// watchJobs records every Job carrying a snapshot id label in the rig's namespace until the test ends:
+// a second Job for a snapshot, even one created and deleted between two looks, shows up as a second UID.
+func watchJobs(t *testing.T, ctx context.Context, r *rig.Rig) *jobLog {
+	t.Helper()
 	log := &jobLog{existing: map[string]bool{}, uids: map[string]map[types.UID]bool{}, first: make(chan *batchv1.Job, 1)}
 	factory := informers.NewSharedInformerFactoryWithOptions(r.Kube, 0, informers.WithNamespace(r.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = rig.SnapshotIDLabel }))
@@ -91,6 +82,22 @@ func TestE2EDriverRestart(t *testing.T) {
 	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
 		t.Fatal("Job informer did not sync")
 	}
+	return log
+}
+
+// TestE2EDriverRestart kills the driver right after it created a snapshot's Job and starts it again:
+// the snapshot still completes, and exactly one Job was ever created for it.
+func TestE2EDriverRestart(t *testing.T) {
+	r, ctx := setup(t)
+	t.Cleanup(func() {
+		if !r.DriverRunning() {
+			if err := r.StartDriver(); err != nil {
+				t.Errorf("clean-up: restart the driver: %v", err)
+			}
+		}
+	})
+
+	log := watchJobs(t, ctx, r)
 
 	name := uniqueName("e2e-restart")
 	createGroup(t, ctx, r, name)

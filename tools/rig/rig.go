@@ -66,6 +66,10 @@ type Options struct {
 	// (then nil): scaling it and restoring it work as in a real cluster, but a single member cannot be
 	// stopped (etcdcluster's StopMember), which the fault tests need.
 	EtcdStatefulSet bool
+	// DriverReplicas is how many replicas of the driver's Deployment run, each a driver and a
+	// csi-snapshotter on its own socket; with two or more the sidecars elect a leader as shipped.
+	// Default 1.
+	DriverReplicas int
 	// DriverArgs are extra flags for the driver, appended after the rig's own.
 	DriverArgs []string
 	// WithoutDriver starts neither the driver nor the csi-snapshotter, for debugging the rig itself or
@@ -126,6 +130,7 @@ type Rig struct {
 	etcdURL     string                     // the apiserver's etcd
 	deployment  *unstructured.Unstructured // the Deployment of manifests/, for the driver's arguments
 	sidecarAddr string
+	replicas    []*driverReplica // [0] is driver, snapshotter and sidecarAddr
 	mapper      *restmapper.DeferredDiscoveryRESTMapper
 
 	startCtx    context.Context // canceled by Stop, so a Stop during Start aborts it

@@ -203,63 +203,102 @@ func (r *Rig) startDriverAndSidecar(ctx context.Context) error {
 		return err
 	}
 
-	r.DriverHTTPAddress = "127.0.0.1:" + strconv.Itoa(freePort())
+	replicas := max(r.opts.DriverReplicas, 1)
+	for i := range replicas {
+		rep := &driverReplica{index: i, socket: r.CSISocket, httpAddr: "127.0.0.1:" + strconv.Itoa(freePort()), sidecarAddr: "127.0.0.1:" + strconv.Itoa(freePort())}
+		if i > 0 {
+			rep.socket = filepath.Join(filepath.Dir(r.CSISocket), fmt.Sprintf("csi-%d.sock", i))
+		}
+		args := r.driverReplicaArgs(kc, rep)
+		name := "etcd-snapshot-driver"
+		if i > 0 {
+			name = fmt.Sprintf("etcd-snapshot-driver-%d", i)
+		}
+		rep.driver = r.newProcess(name, filepath.Join(r.DriverBinDir, DriverBinary), args...)
+		// The Deployment's downward API gives the pod name, the replica's identity in the leader Lease.
+		rep.driver.env = []string{"POD_NAME=" + replicaPodName(i)}
+		rep.snapshotter = r.newProcess(strings.Replace(name, "etcd-snapshot-driver", "csi-snapshotter", 1), filepath.Join(r.BinDir, "csi-snapshotter"),
+			r.sidecarReplicaArgs(kc, rep, replicas > 1)...)
+		rep.snapshotter.restart = true
+		r.mu.Lock()
+		if i == 0 {
+			r.driverArgs = args
+			r.DriverHTTPAddress = rep.httpAddr
+			r.driver, r.snapshotter, r.sidecarAddr = rep.driver, rep.snapshotter, rep.sidecarAddr
+		}
+		r.replicas = append(r.replicas, rep)
+		r.mu.Unlock()
+		if err := r.launch(rep.driver); err != nil {
+			return err
+		}
+		if err := r.waitReplicaReady(ctx, rep); err != nil {
+			return err
+		}
+		if err := r.launch(rep.snapshotter); err != nil {
+			return err
+		}
+		// Only the sidecar holding its Lease starts its controller; the first one gets it.
+		if err := r.waitSidecarOf(ctx, rep, i == 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// driverReplicaArgs is the driver's command line for one replica: the Deployment's args with the
+// rig's socket, address, credentials, images and short Lease timings.
+func (r *Rig) driverReplicaArgs(kc string, rep *driverReplica) []string {
 	args := withoutFlags(r.deploymentArgs("etcd-snapshot-driver"),
 		"endpoint", "http-address", "kubeconfig", "etcd-image", "driver-image", "v")
 	args = append(args,
-		"-endpoint=unix://"+r.CSISocket,
-		"-http-address="+r.DriverHTTPAddress,
+		"-endpoint=unix://"+rep.socket,
+		"-http-address="+rep.httpAddr,
 		"-kubeconfig="+kc,
 		"-etcd-image="+r.EtcdImage,
 		"-driver-image="+r.DriverImage,
 		// The shipped Lease timings let a standby wait 15s; a killed rig driver's successor should not.
-		"-leader-election-lease-duration=4s",
-		"-leader-election-renew-deadline=3s",
-		"-leader-election-retry-period=500ms",
+		"-leader-election-lease-duration="+rigLeaseDuration,
+		"-leader-election-renew-deadline="+rigRenewDeadline,
+		"-leader-election-retry-period="+rigRetryPeriod,
 		"-v=4",
 	)
-	args = append(args, r.opts.DriverArgs...)
-	r.mu.Lock()
-	r.driverArgs = args
-	r.mu.Unlock()
-	r.driver = r.newProcess("etcd-snapshot-driver", filepath.Join(r.DriverBinDir, DriverBinary), args...)
-	if err := r.launch(r.driver); err != nil {
-		return err
-	}
-	if err := r.waitDriverReady(ctx); err != nil {
-		return err
-	}
+	return append(args, r.opts.DriverArgs...)
+}
 
+// sidecarReplicaArgs is the csi-snapshotter's command line for one replica. With several replicas the
+// sidecars elect a leader as shipped (--leader-election), with the rig's short Lease timings.
+func (r *Rig) sidecarReplicaArgs(kc string, rep *driverReplica, elect bool) []string {
 	sargs := withoutFlags(r.deploymentArgs("csi-snapshotter"),
-		"csi-address", "kubeconfig", "http-endpoint", "metrics-address", "leader-election", "v")
+		"csi-address", "kubeconfig", "http-endpoint", "metrics-address", "leader-election", "leader-election-namespace", "v")
 	if !hasFlag(sargs, "feature-gates") {
 		sargs = append(sargs, "--feature-gates=CSIVolumeGroupSnapshot=true")
 	}
-	sidecarAddr := "127.0.0.1:" + strconv.Itoa(freePort())
 	sargs = append(sargs,
-		"--csi-address="+r.CSISocket,
+		"--csi-address="+rep.socket,
 		"--kubeconfig="+kc,
-		"--http-endpoint="+sidecarAddr,
-		"--leader-election=false",
+		"--http-endpoint="+rep.sidecarAddr,
 		"--v=4",
 	)
-	r.snapshotter = r.newProcess("csi-snapshotter", filepath.Join(r.BinDir, "csi-snapshotter"), sargs...)
-	r.snapshotter.restart = true
-	r.sidecarAddr = sidecarAddr
-	if err := r.launch(r.snapshotter); err != nil {
-		return err
+	if !elect {
+		return append(sargs, "--leader-election=false")
 	}
-	return r.waitSidecar(ctx)
+	return append(sargs, "--leader-election=true", "--leader-election-namespace="+DriverNamespace,
+		"--leader-election-lease-duration="+rigLeaseDuration, "--leader-election-renew-deadline="+rigRenewDeadline,
+		"--leader-election-retry-period="+rigRetryPeriod)
 }
 
 func (r *Rig) waitDriverReady(ctx context.Context) error {
+	return r.waitReplicaReady(ctx, r.replicas[0])
+}
+
+func (r *Rig) waitReplicaReady(ctx context.Context, rep *driverReplica) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
-	err := r.waitReady(ctx, r.driver, "etcd-snapshot-driver", time.Minute, func(ctx context.Context) error {
-		_, err := httpGet(ctx, hc, "http://"+r.DriverHTTPAddress+"/ready", "")
+	err := r.waitReady(ctx, rep.driver, rep.driver.name, time.Minute, func(ctx context.Context) error {
+		_, err := httpGet(ctx, hc, "http://"+rep.httpAddr+"/ready", "")
 		return err
 	})
 	if err == nil {
-		r.logf("rig: etcd-snapshot-driver ready (http %s, socket %s)", r.DriverHTTPAddress, r.CSISocket)
+		r.logf("rig: %s ready (http %s, socket %s)", rep.driver.name, rep.httpAddr, rep.socket)
 	}
 	return err
 }
@@ -268,22 +307,28 @@ func (r *Rig) waitDriverReady(ctx context.Context) error {
 // controller. Like upstream in a pod, the sidecar exits when it notices a lost connection, which gRPC
 // only does at its next call after the driver went away; the rig then starts it again (restartDelay).
 func (r *Rig) waitSidecar(ctx context.Context) error {
-	p := r.snapshotter
+	return r.waitSidecarOf(ctx, r.replicas[0], len(r.replicas) == 1)
+}
+
+// waitSidecarOf waits for one replica's csi-snapshotter: serving its HTTP endpoint and, when it is to
+// lead, started its controller.
+func (r *Rig) waitSidecarOf(ctx context.Context, rep *driverReplica, leading bool) error {
+	p := rep.snapshotter
 	hc := &http.Client{Timeout: 2 * time.Second}
-	err := r.waitReady(ctx, nil, "csi-snapshotter", time.Minute, func(ctx context.Context) error {
+	err := r.waitReady(ctx, nil, p.name, time.Minute, func(ctx context.Context) error {
 		if alive, exit := p.running(); !alive {
 			return fmt.Errorf("not running (last exit: %v)", exit)
 		}
-		if !p.logSinceStartContains("Starting CSI snapshotter") {
+		if leading && !p.logSinceStartContains("Starting CSI snapshotter") {
 			return errors.New(`no "Starting CSI snapshotter" in its log yet`)
 		}
-		_, err := httpGet(ctx, hc, "http://"+r.sidecarAddr+"/metrics", "")
+		_, err := httpGet(ctx, hc, "http://"+rep.sidecarAddr+"/metrics", "")
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("%w\n--- last lines of %s ---\n%s", err, p.logPath, p.logTail())
 	}
-	r.logf("rig: csi-snapshotter connected to the driver")
+	r.logf("rig: %s connected to the driver", p.name)
 	return nil
 }
 
