@@ -398,13 +398,14 @@ func (c *checker) alarms(ctx context.Context, h *ClusterHealth) ([]string, error
 }
 
 // etcdRootRole is the role etcd requires for Maintenance.Snapshot (`etcdctl snapshot save`) once auth
-// is enabled (server/etcdserver/api/v3rpc maintenance.go: isPermitted, admin only).
+// is enabled (go.etcd.io/etcd/server/v3, etcdserver/api/v3rpc/maintenance.go: isPermitted, admin only).
 const etcdRootRole = "root"
 
 // snapshotPermitted checks, on the member the snapshot will come from, that etcd will let the client
 // save a snapshot: with auth enabled, the client certificate's common name must be a user holding the
 // root role. Without this check the health check passes and the Job fails three times on "permission
-// denied". A user may read its own entry (apply/auth.go UserGet), so no extra right is needed.
+// denied". A user may read its own entry (go.etcd.io/etcd/server/v3, etcdserver/apply/auth.go UserGet),
+// so no extra right is needed.
 func (c *checker) snapshotPermitted(ctx context.Context, m *MemberStatus) error {
 	urls := c.usableURLs(m.ClientURLs)
 	if len(urls) == 0 {
@@ -539,7 +540,8 @@ func describeCallError(err error) (reason, class string) {
 	return msg, ""
 }
 
-// etcdAuthErrors are etcd's answers to a client whose identity it does not accept (server/auth).
+// etcdAuthErrors are etcd's answers to a client whose identity it does not accept (go.etcd.io/etcd/api/v3
+// v3rpc/rpctypes).
 var etcdAuthErrors = []error{
 	rpctypes.ErrGRPCUserEmpty, rpctypes.ErrGRPCAuthFailed, rpctypes.ErrGRPCPermissionDenied,
 	rpctypes.ErrGRPCInvalidAuthToken, rpctypes.ErrGRPCUserNotFound, rpctypes.ErrGRPCAuthOldRevision,
