@@ -160,10 +160,10 @@ func (w *boltWalker) freelist(id uint64) error {
 
 // tree walks the pages of a bucket rooted at page id, whose keys must lie in [minKey, maxKey) (nil:
 // unbounded), and returns the largest key found. These are the rules bbolt's own walk reports as
-// errors (tx_check.go): pages in bounds and referenced once, branch or leaf type, keys strictly
-// ascending within a page and within their parent's range. bbolt's freelist rebuild stops at its
-// first error while its walking goroutine runs on over memory about to be unmapped, so any of them
-// must be found here first.
+// errors (go.etcd.io/bbolt tx_check.go): pages in bounds and referenced once, branch or leaf type,
+// keys strictly ascending within a page and within their parent's range. bbolt's freelist rebuild
+// stops at its first error while its walking goroutine runs on over memory about to be unmapped, so
+// any of them must be found here first.
 func (w *boltWalker) tree(id uint64, minKey, maxKey []byte, depth int) ([]byte, error) {
 	if depth > boltMaxDepth {
 		return nil, fmt.Errorf("page %d: the tree is deeper than %d", id, boltMaxDepth)

@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -19,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -259,4 +262,89 @@ func parseCertPEM(t *testing.T, certPEM []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestCheckClusterSnapshotPermission enables etcd auth on a cluster with client certificate
+// authentication, where the certificate's common name is the etcd user, and checks that the health
+// check refuses users `etcdctl snapshot save` would be refused for, and passes a root user; the
+// refusal is also what etcd itself answers to a Snapshot call by that user.
+func TestCheckClusterSnapshotPermission(t *testing.T) {
+	clientCA := newCertAuthority(t, "etcd-client-ca")
+	tc := startClusterTrusting(t, clientCA)
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	defer cancel()
+	// root, the test cluster's own client (so its helpers keep working) and a reader without root.
+	for user, roles := range map[string][]string{"root": {"root"}, "etcd-test-client": {"root"}, "backup-reader": {"reader"}} {
+		if _, err := tc.cli.UserAdd(ctx, user, "unused-"+user); err != nil {
+			t.Fatal(err)
+		}
+		for _, role := range roles {
+			if role != "root" {
+				if _, err := tc.cli.RoleAdd(ctx, role); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := tc.cli.UserGrantRole(ctx, user, role); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := tc.cli.AuthEnable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		cn   string
+		want []string // empty: the check passes
+		// etcd is etcd's own refusal of a Snapshot by this user.
+		etcd string
+	}{
+		{cn: "root"},
+		{cn: "backup-reader", want: []string{`user "backup-reader"`, "[reader]", "needs the root role"}, etcd: "permission denied"},
+		{cn: "nobody", want: []string{`no user "nobody"`, "needs the root role"}, etcd: "user name not found"},
+	}
+	for _, c := range cases {
+		t.Run(c.cn, func(t *testing.T) {
+			certPEM, keyPEM := clientCA.clientCert(t, c.cn, "EC", nil)
+			target := tc.target()
+			target.Creds = Credentials{CA: tc.CA.CertPEM(), Cert: certPEM, Key: keyPEM}
+			h, err := CheckCluster(context.Background(), target)
+			if len(c.want) == 0 {
+				if err != nil || h.Source == nil {
+					t.Fatalf("CheckCluster as root = %v, %v; want a source", h, err)
+				}
+				return
+			}
+			if status.Code(err) != codes.FailedPrecondition {
+				t.Fatalf("CheckCluster as %s = %v, want FailedPrecondition", c.cn, err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("message lacks %q: %v", w, err)
+				}
+			}
+			if class, complete := healthOutcome(err); class != failAuth || complete {
+				t.Errorf("outcome %q complete %v, want auth, incomplete", class, complete)
+			}
+			// etcd's own answer to the snapshot this user would take.
+			pair, err := tls.X509KeyPair(certPEM, keyPEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := tc.tlsConfig(t)
+			cfg.Certificates = []tls.Certificate{pair}
+			cli, err := clientv3.New(clientv3.Config{Endpoints: tc.ClientURLs[:1], TLS: cfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cli.Close()
+			rc, err := cli.Snapshot(ctx)
+			if err == nil {
+				_, err = io.Copy(io.Discard, rc)
+				rc.Close()
+			}
+			if err == nil || !strings.Contains(err.Error(), c.etcd) {
+				t.Errorf("etcd's answer to a Snapshot by %s: %v, want %q", c.cn, err, c.etcd)
+			}
+		})
+	}
 }

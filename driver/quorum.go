@@ -183,6 +183,10 @@ func CheckCluster(ctx context.Context, t ClusterTarget) (*ClusterHealth, error) 
 	if h.Source == nil {
 		return h, healthFailure(failQuorum, true, status.Error(codes.FailedPrecondition, "no healthy voting member to take the snapshot from"))
 	}
+	if err := c.snapshotPermitted(ctx, h.Source); err != nil {
+		h.Source = nil
+		return h, err
+	}
 	glog.V(4).Infof("etcd %v: %d of %d voters healthy, leader %x, source %q", t.Endpoints, h.HealthyVoters, h.Voters, h.LeaderID, h.Source.Name)
 	return h, nil
 }

@@ -92,10 +92,19 @@ func TestE2EAdmissionRefusesForgedObjects(t *testing.T) {
 					}
 				}
 			}},
-		{forgery{"another Secret through envFrom", []string{"no Secret through env"}},
+		{forgery{"another Secret through envFrom", []string{"sets no environment"}},
 			func(j *batchv1.Job) {
 				j.Spec.Template.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{
 					LocalObjectReference: corev1.LocalObjectReference{Name: "etcd-client-credentials"}}}}
+			}},
+		{forgery{"etcdctl settings through env", []string{"sets no environment"}},
+			func(j *batchv1.Job) {
+				j.Spec.Template.Spec.InitContainers[0].Env = []corev1.EnvVar{{Name: "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", Value: "true"}}
+			}},
+		{forgery{"an extra etcdctl flag", []string{"with the driver's arguments only"}},
+			func(j *batchv1.Job) {
+				c := &j.Spec.Template.Spec.InitContainers[0]
+				c.Args = append(c.Args, "--insecure-skip-tls-verify")
 			}},
 		{forgery{"another PVC mounted", []string{"mounts only its PVC", rec.Sources[0].PVC}},
 			func(j *batchv1.Job) {
