@@ -106,19 +106,25 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 				Spec: corev1.PodSpec{
 					RestartPolicy:                corev1.RestartPolicyNever,
 					AutomountServiceAccountToken: ptr.To(false),
-					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot:   ptr.To(true),
-						RunAsUser:      ptr.To[int64](nonRootUID),
-						RunAsGroup:     ptr.To[int64](nonRootUID),
-						FSGroup:        ptr.To[int64](nonRootUID),
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-					},
-					InitContainers: []corev1.Container{save},
-					Containers:     []corev1.Container{verify},
-					Volumes:        volumes,
+					SecurityContext:              podSecurity(nonRootUID, nonRootUID, nonRootUID),
+					InitContainers:               []corev1.Container{save},
+					Containers:                   []corev1.Container{verify},
+					Volumes:                      volumes,
 				},
 			},
 		},
+	}
+}
+
+// podSecurity is the pod security context of the driver's Jobs: the given user and groups, non-root
+// unless uid is 0, and the runtime's default seccomp profile ("restricted" Pod Security Standard).
+func podSecurity(uid, gid, fsGroup int64) *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot:   ptr.To(uid != 0),
+		RunAsUser:      ptr.To(uid),
+		RunAsGroup:     ptr.To(gid),
+		FSGroup:        ptr.To(fsGroup),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
 }
 

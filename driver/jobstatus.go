@@ -62,30 +62,37 @@ func jobCondition(job *batchv1.Job, t batchv1.JobConditionType) *batchv1.JobCond
 // verifyResultOf finds the verify result in the termination message of the succeeded pod's verify
 // container. nil, nil means no pod shows it yet.
 func verifyResultOf(pods []*corev1.Pod) (*VerifyResult, error) {
+	pod, msg, found := resultMessage(pods, verifyContainer)
+	if !found {
+		return nil, nil
+	}
+	if msg == "" {
+		return nil, fmt.Errorf("pod %s/%s: container %q succeeded but left no result in its termination message", pod.Namespace, pod.Name, verifyContainer)
+	}
+	res := &VerifyResult{}
+	if err := json.Unmarshal([]byte(msg), res); err != nil {
+		return nil, fmt.Errorf("pod %s/%s: container %q reported an unreadable result %q: %v", pod.Namespace, pod.Name, verifyContainer, truncate(msg, 256), err)
+	}
+	if res.Size <= 0 || res.SHA256 == "" {
+		return nil, fmt.Errorf("pod %s/%s: container %q reported an incomplete result %q", pod.Namespace, pod.Name, verifyContainer, truncate(msg, 256))
+	}
+	return res, nil
+}
+
+// resultMessage finds the newest succeeded pod whose container exited 0 and returns its termination
+// message (the driver's steps write their JSON result there); found is false when no pod shows one.
+func resultMessage(pods []*corev1.Pod, container string) (pod *corev1.Pod, msg string, found bool) {
 	for _, pod := range newestFirst(pods) {
 		if pod.Status.Phase != corev1.PodSucceeded {
 			continue
 		}
 		for _, cs := range pod.Status.ContainerStatuses {
-			t := cs.State.Terminated
-			if cs.Name != verifyContainer || t == nil || t.ExitCode != 0 {
-				continue
+			if t := cs.State.Terminated; cs.Name == container && t != nil && t.ExitCode == 0 {
+				return pod, strings.TrimSpace(t.Message), true
 			}
-			msg := strings.TrimSpace(t.Message)
-			if msg == "" {
-				return nil, fmt.Errorf("pod %s/%s: container %q succeeded but left no result in its termination message", pod.Namespace, pod.Name, verifyContainer)
-			}
-			res := &VerifyResult{}
-			if err := json.Unmarshal([]byte(msg), res); err != nil {
-				return nil, fmt.Errorf("pod %s/%s: container %q reported an unreadable result %q: %v", pod.Namespace, pod.Name, verifyContainer, truncate(msg, 256), err)
-			}
-			if res.Size <= 0 || res.SHA256 == "" {
-				return nil, fmt.Errorf("pod %s/%s: container %q reported an incomplete result %q", pod.Namespace, pod.Name, verifyContainer, truncate(msg, 256))
-			}
-			return res, nil
 		}
 	}
-	return nil, nil
+	return nil, "", false
 }
 
 // failureReason says why a Job failed: the failing container's termination message when the pods

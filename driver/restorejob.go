@@ -92,10 +92,7 @@ func (p *restorePlan) newRestoreJob(index int, m plannedMember) *batchv1.Job {
 			c.SecurityContext.RunAsNonRoot = ptr.To(false)
 		}
 	}
-	fsGroup := p.Layout.FSGroup
-	if fsGroup == nil {
-		fsGroup = ptr.To(p.Layout.GID)
-	}
+	fsGroup := ptr.Deref(p.Layout.FSGroup, p.Layout.GID)
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: restoreJobName(p.ID, index, m), Namespace: p.Namespace, Labels: labels,
@@ -109,15 +106,9 @@ func (p *restorePlan) newRestoreJob(index int, m plannedMember) *batchv1.Job {
 				Spec: corev1.PodSpec{
 					RestartPolicy:                corev1.RestartPolicyNever,
 					AutomountServiceAccountToken: ptr.To(false),
-					SecurityContext: &corev1.PodSecurityContext{
-						RunAsNonRoot:   ptr.To(p.Layout.UID != 0),
-						RunAsUser:      ptr.To(p.Layout.UID),
-						RunAsGroup:     ptr.To(p.Layout.GID),
-						FSGroup:        fsGroup,
-						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-					},
-					InitContainers: []corev1.Container{verify, prepare, restore},
-					Containers:     []corev1.Container{swap},
+					SecurityContext:              podSecurity(p.Layout.UID, p.Layout.GID, fsGroup),
+					InitContainers:               []corev1.Container{verify, prepare, restore},
+					Containers:                   []corev1.Container{swap},
 					Volumes: []corev1.Volume{
 						{Name: snapshotVolume, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: p.SnapshotClaim, ReadOnly: true}}},
 						{Name: memberVolume, VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: m.PVC}}},

@@ -531,23 +531,15 @@ func jobDuration(job *batchv1.Job, fallback time.Time) time.Duration {
 
 // restoreStepResultOf reads the swap container's result from the succeeded pod.
 func restoreStepResultOf(pods []*corev1.Pod) (*RestoreStepResult, error) {
-	for _, pod := range newestFirst(pods) {
-		if pod.Status.Phase != corev1.PodSucceeded {
-			continue
-		}
-		for _, cs := range pod.Status.ContainerStatuses {
-			t := cs.State.Terminated
-			if cs.Name != restoreSwapContainer || t == nil || t.ExitCode != 0 {
-				continue
-			}
-			res := &RestoreStepResult{}
-			if err := json.Unmarshal([]byte(strings.TrimSpace(t.Message)), res); err != nil {
-				return nil, fmt.Errorf("pod %s/%s: container %q reported an unreadable result %q: %v", pod.Namespace, pod.Name, restoreSwapContainer, truncate(t.Message, 256), err)
-			}
-			return res, nil
-		}
+	pod, msg, found := resultMessage(pods, restoreSwapContainer)
+	if !found {
+		return nil, errors.New("the Job completed but no pod shows the swap result")
 	}
-	return nil, errors.New("the Job completed but no pod shows the swap result")
+	res := &RestoreStepResult{}
+	if err := json.Unmarshal([]byte(msg), res); err != nil {
+		return nil, fmt.Errorf("pod %s/%s: container %q reported an unreadable result %q: %v", pod.Namespace, pod.Name, restoreSwapContainer, truncate(msg, 256), err)
+	}
+	return res, nil
 }
 
 // emitRestoreEvent records the outcome on the VolumeGroupSnapshot or VolumeSnapshot restored from.
