@@ -51,6 +51,7 @@ type options struct {
 	etcdKey           string
 	storageClass      string
 	healthTimeout     time.Duration
+	sweepGrace        time.Duration
 	showVersion       bool
 }
 
@@ -70,6 +71,7 @@ func registerFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.etcdKey, "etcd-key", "", "fallback etcd client private key (PEM); needs -etcd-ca and -etcd-cert")
 	fs.StringVar(&o.storageClass, "snapshot-storage-class", "", "StorageClass of snapshot PVCs when the class parameter snapshotStorageClass is absent; empty means the cluster default")
 	fs.DurationVar(&o.healthTimeout, "health-timeout", 10*time.Second, "time limit of one etcd cluster health check")
+	fs.DurationVar(&o.sweepGrace, "sweep-grace", driver.DefaultSweepGrace, "how long an abandoned Pending snapshot or pre-created VolumeGroupSnapshotContent waits before the sweeper removes it")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 }
 
@@ -181,6 +183,7 @@ func config(o options) (driver.Config, error) {
 			FallbackCreds:        creds,
 			SnapshotStorageClass: o.storageClass,
 			HealthTimeout:        o.healthTimeout,
+			SweepGrace:           o.sweepGrace,
 		},
 	}, nil
 }

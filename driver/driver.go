@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 )
 
 const (
@@ -70,6 +71,7 @@ type Driver struct {
 	socketPath   string
 	engine       *Engine
 	dynamicGroup *DynamicGroupController
+	sweeper      *Sweeper
 	schedules    *ScheduleController // nil without Config.Dynamic
 
 	// serving is true while the gRPC server accepts connections (the liveness signal).
@@ -118,11 +120,17 @@ func New(cfg Config) (*Driver, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	dynamicGroup := NewDynamicGroupController(cfg.Engine.Kube, cfg.Snapshots, cfg.DriverName, dynamicGroupResync)
+	sweeper, err := newSweeper(engine, dynamicGroup, cfg.Snapshots, cfg.Engine.SweepGrace, clock.RealClock{})
+	if err != nil {
+		return nil, fmt.Errorf("driver: sweeper: %w", err)
+	}
 	return &Driver{
 		cfg:          cfg,
 		socketPath:   socketPath,
 		engine:       engine,
-		dynamicGroup: NewDynamicGroupController(cfg.Engine.Kube, cfg.Snapshots, cfg.DriverName, dynamicGroupResync),
+		dynamicGroup: dynamicGroup,
+		sweeper:      sweeper,
 		schedules:    schedules,
 		listening:    make(chan struct{}),
 	}, nil
@@ -192,6 +200,7 @@ func (d *Driver) run(ctx context.Context) error {
 			errc <- fmt.Errorf("driver: dynamic group snapshots: %w", err)
 		}
 	}()
+	go d.sweeper.Run(ctx)
 	if d.schedules != nil {
 		go func() {
 			// Like the dynamic group watch, it waits quietly for its CRD.
