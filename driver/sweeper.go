@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -301,20 +302,33 @@ func (s *Sweeper) sweepContent(ctx context.Context, name string) error {
 	if err != nil || !gone {
 		return err
 	}
+	// The snapshot the sidecar took: the handle it recorded, and any record it requested for this
+	// VolumeGroupSnapshot whose answer it has not recorded yet.
+	ids, err := s.recordsOf(string(c.Spec.VolumeGroupSnapshotRef.UID))
+	if err != nil {
+		return err
+	}
 	if c.Status != nil && c.Status.VolumeGroupSnapshotHandle != nil && *c.Status.VolumeGroupSnapshotHandle != "" {
-		id := *c.Status.VolumeGroupSnapshotHandle
+		if h := *c.Status.VolumeGroupSnapshotHandle; !slices.Contains(ids, h) {
+			ids = append(ids, h)
+		}
+	}
+	for _, id := range ids {
 		rec, err := s.engine.Get(ctx, id)
 		switch {
 		case status.Code(err) == codes.NotFound:
+			continue
 		case err != nil:
 			return err
-		case rec.Group:
-			if err := s.engine.Delete(ctx, id); err != nil {
-				return err
-			}
-			sweeperRemoved.WithLabelValues(sweptSnapshot).Inc()
-			glog.Infof("sweeper: removed group snapshot %s of content %s: VolumeGroupSnapshot %s/%s is gone", id, name, c.Spec.VolumeGroupSnapshotRef.Namespace, c.Spec.VolumeGroupSnapshotRef.Name)
+		case !rec.Group:
+			continue
 		}
+		if err := s.engine.Delete(ctx, id); err != nil {
+			return err
+		}
+		sweeperRemoved.WithLabelValues(sweptSnapshot).Inc()
+		glog.Infof("sweeper: removed group snapshot %s (%s) of content %s: VolumeGroupSnapshot %s/%s is gone",
+			id, rec.Name, name, c.Spec.VolumeGroupSnapshotRef.Namespace, c.Spec.VolumeGroupSnapshotRef.Name)
 	}
 	uid := c.UID
 	err = s.snap.GroupsnapshotV1().VolumeGroupSnapshotContents().Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
@@ -327,22 +341,23 @@ func (s *Sweeper) sweepContent(ctx context.Context, name string) error {
 	sweeperRemoved.WithLabelValues(sweptContent).Inc()
 	glog.Infof("sweeper: removed VolumeGroupSnapshotContent %s: its VolumeGroupSnapshot %s/%s (uid %s) is gone",
 		name, c.Spec.VolumeGroupSnapshotRef.Namespace, c.Spec.VolumeGroupSnapshotRef.Name, c.Spec.VolumeGroupSnapshotRef.UID)
-	s.enqueuePendingOf(string(c.Spec.VolumeGroupSnapshotRef.UID))
 	return nil
 }
 
-// enqueuePendingOf looks again at once at the Pending records requested for the object with uid: the
-// content that made them wait (callerWaits) is gone.
-func (s *Sweeper) enqueuePendingOf(uid string) {
+// recordsOf returns the ids of the group snapshot records the csi-snapshotter requested for the
+// VolumeGroupSnapshot with uid (the UID ends the request name).
+func (s *Sweeper) recordsOf(uid string) ([]string, error) {
 	records, err := s.engine.meta.list()
 	if err != nil {
-		return // each record is looked at again a grace period later anyway
+		return nil, err
 	}
+	var ids []string
 	for _, r := range records {
-		if m := requestUIDPattern.FindStringSubmatch(r.Name); r.Phase == PhasePending && m != nil && m[1] == uid {
-			s.queue.Add(sweepRecordPrefix + r.ID)
+		if m := requestUIDPattern.FindStringSubmatch(r.Name); r.Group && m != nil && m[1] == uid && !s.engine.meta.isDeleted(r.ID) {
+			ids = append(ids, r.ID)
 		}
 	}
+	return ids, nil
 }
 
 // groupSnapshotGone reports whether the VolumeGroupSnapshot ref names no longer exists (or is another

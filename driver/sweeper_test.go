@@ -202,12 +202,16 @@ func TestSweeperContents(t *testing.T) {
 		name     string
 		content  *groupsnapshotv1.VolumeGroupSnapshotContent
 		snap     []runtime.Object
+		untaken  bool // the sidecar never called: no record
 		remove   bool
 		snapshot bool // the record taken for it goes too
 	}{
-		{name: "VolumeGroupSnapshot gone before the sidecar called", content: swContent(uid, snapshotv1.VolumeSnapshotContentDelete, 2*swGrace, ""), remove: true},
+		{name: "VolumeGroupSnapshot gone before the sidecar called", content: swContent(uid, snapshotv1.VolumeSnapshotContentDelete, 2*swGrace, ""),
+			untaken: true, remove: true},
 		{name: "VolumeGroupSnapshot gone after the sidecar took the snapshot",
 			content: swContent(uid, snapshotv1.VolumeSnapshotContentDelete, 2*swGrace, taken.ID), remove: true, snapshot: true},
+		{name: "VolumeGroupSnapshot gone before the sidecar recorded its snapshot",
+			content: swContent(uid, snapshotv1.VolumeSnapshotContentDelete, 2*swGrace, ""), remove: true, snapshot: true},
 		{name: "a new VolumeGroupSnapshot of the same name", content: swContent(uid, snapshotv1.VolumeSnapshotContentDelete, 2*swGrace, taken.ID),
 			snap: []runtime.Object{vgs("11111111-2222-4333-8444-555555555555")}, remove: true, snapshot: true},
 		{name: "VolumeGroupSnapshot still there", content: swContent(uid, snapshotv1.VolumeSnapshotContentDelete, 2*swGrace, taken.ID),
@@ -218,7 +222,11 @@ func TestSweeperContents(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newSweeperFixture(t, []runtime.Object{takenCM, takenJob}, append([]runtime.Object{tc.content}, tc.snap...))
+			world := []runtime.Object{takenCM, takenJob}
+			if tc.untaken {
+				world = nil
+			}
+			f := newSweeperFixture(t, world, append([]runtime.Object{tc.content}, tc.snap...))
 			waitFor(t, "content in the cache", func() bool { _, err := f.sw.contentLister.Get(tc.content.Name); return err == nil })
 			beforeContent, beforeSnapshot := swRemoved(sweptContent), swRemoved(sweptSnapshot)
 			if err := f.sw.sweepContent(f.ctx, tc.content.Name); err != nil {
@@ -227,7 +235,7 @@ func TestSweeperContents(t *testing.T) {
 			if got := f.contentExists(tc.content.Name); got == tc.remove {
 				t.Errorf("content %s exists after the sweep: %v, want %v", tc.content.Name, got, !tc.remove)
 			}
-			if got := f.exists("ConfigMap", fxMetaNS, taken.ID) || f.exists("Job", fxNS, taken.ID); got == tc.snapshot {
+			if got := f.exists("ConfigMap", fxMetaNS, taken.ID) || f.exists("Job", fxNS, taken.ID); got == (tc.snapshot || tc.untaken) {
 				t.Errorf("snapshot %s (record or Job) exists after the sweep: %v, want %v", taken.ID, got, !tc.snapshot)
 			}
 			if got := swRemoved(sweptContent) - beforeContent; got != map[bool]float64{true: 1}[tc.remove] {
