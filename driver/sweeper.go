@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
@@ -48,6 +49,8 @@ const (
 	// upstreamSingleContentPrefix names the VolumeSnapshotContent upstream makes for a dynamic
 	// VolumeSnapshot: "snapcontent-<VolumeSnapshot UID>" (pkg/utils/util.go GetDynamicSnapshotContentNameForSnapshot).
 	upstreamSingleContentPrefix = "snapcontent-"
+	// upstreamGroupBeingDeletedAnnotation is upstream's AnnVolumeGroupSnapshotBeingDeleted (pkg/utils/util.go).
+	upstreamGroupBeingDeletedAnnotation = "groupsnapshot.storage.kubernetes.io/volumegroupsnapshot-being-deleted"
 )
 
 // Values of the kind label of sweeper_removed_total.
@@ -330,8 +333,20 @@ func (s *Sweeper) sweepContent(ctx context.Context, name string) error {
 		glog.Infof("sweeper: removed group snapshot %s (%s) of content %s: VolumeGroupSnapshot %s/%s is gone",
 			id, rec.Name, name, c.Spec.VolumeGroupSnapshotRef.Namespace, c.Spec.VolumeGroupSnapshotRef.Name)
 	}
+	// Once the snapshot-controller has put its bound-protection finalizer on the content, only the
+	// csi-snapshotter removes it, and only with this annotation, which the snapshot-controller sets
+	// when it deletes a VolumeGroupSnapshot (processGroupSnapshotWithDeletionTimestamp in v8.7.0) and
+	// never for one that is gone. The sidecar then calls DeleteVolumeGroupSnapshot, which finds
+	// nothing left, and lets the content go.
+	contents := s.snap.GroupsnapshotV1().VolumeGroupSnapshotContents()
+	if _, ok := c.Annotations[upstreamGroupBeingDeletedAnnotation]; !ok && len(c.Finalizers) > 0 {
+		patch := []byte(`{"metadata":{"annotations":{"` + upstreamGroupBeingDeletedAnnotation + `":"yes"}}}`)
+		if _, err := contents.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("annotating VolumeGroupSnapshotContent %s for deletion: %w", name, err)
+		}
+	}
 	uid := c.UID
-	err = s.snap.GroupsnapshotV1().VolumeGroupSnapshotContents().Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	err = contents.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		return nil

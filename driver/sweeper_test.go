@@ -3,6 +3,7 @@ package driver
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/util/workqueue"
 	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
@@ -203,6 +205,7 @@ func TestSweeperContents(t *testing.T) {
 		content  *groupsnapshotv1.VolumeGroupSnapshotContent
 		snap     []runtime.Object
 		untaken  bool // the sidecar never called: no record
+		annotate bool // the content gets upstream's being-deleted annotation first
 		remove   bool
 		snapshot bool // the record taken for it goes too
 	}{
@@ -210,6 +213,11 @@ func TestSweeperContents(t *testing.T) {
 			untaken: true, remove: true},
 		{name: "VolumeGroupSnapshot gone after the sidecar took the snapshot",
 			content: swContent(uid, snapshotv1.VolumeSnapshotContentDelete, 2*swGrace, taken.ID), remove: true, snapshot: true},
+		{name: "snapshot-controller's finalizer: annotated so the sidecar lets it go", content: func() *groupsnapshotv1.VolumeGroupSnapshotContent {
+			c := swContent(uid, snapshotv1.VolumeSnapshotContentDelete, 2*swGrace, taken.ID)
+			c.Finalizers = []string{"groupsnapshot.storage.kubernetes.io/volumegroupsnapshotcontent-bound-protection"}
+			return c
+		}(), annotate: true, remove: true, snapshot: true},
 		{name: "VolumeGroupSnapshot gone before the sidecar recorded its snapshot",
 			content: swContent(uid, snapshotv1.VolumeSnapshotContentDelete, 2*swGrace, ""), remove: true, snapshot: true},
 		{name: "a new VolumeGroupSnapshot of the same name", content: swContent(uid, snapshotv1.VolumeSnapshotContentDelete, 2*swGrace, taken.ID),
@@ -237,6 +245,16 @@ func TestSweeperContents(t *testing.T) {
 			}
 			if got := f.exists("ConfigMap", fxMetaNS, taken.ID) || f.exists("Job", fxNS, taken.ID); got == (tc.snapshot || tc.untaken) {
 				t.Errorf("snapshot %s (record or Job) exists after the sweep: %v, want %v", taken.ID, got, !tc.snapshot)
+			}
+			annotated := false
+			for _, a := range f.snap.Actions() {
+				if p, ok := a.(k8stesting.PatchAction); ok && a.GetResource().Resource == "volumegroupsnapshotcontents" &&
+					strings.Contains(string(p.GetPatch()), upstreamGroupBeingDeletedAnnotation) {
+					annotated = true
+				}
+			}
+			if annotated != tc.annotate {
+				t.Errorf("content annotated %s: %v, want %v", upstreamGroupBeingDeletedAnnotation, annotated, tc.annotate)
 			}
 			if got := swRemoved(sweptContent) - beforeContent; got != map[bool]float64{true: 1}[tc.remove] {
 				t.Errorf("sweeper_removed_total{kind=content} grew by %v", got)
