@@ -118,7 +118,9 @@ func TestE2ESweeperCollectsAbandoned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	created := time.Now()
+	// The grace period runs from the content's creationTimestamp, which the API server truncates to the
+	// second: measure from there, as the sweeper does.
+	created := content.CreationTimestamp.Time
 
 	// The sidecar takes the snapshot for it: it does not look at the VolumeGroupSnapshot.
 	id := ""
