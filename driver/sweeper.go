@@ -339,6 +339,13 @@ func (s *Sweeper) sweepContent(ctx context.Context, name string) error {
 	// never for one that is gone. The sidecar then calls DeleteVolumeGroupSnapshot, which finds
 	// nothing left, and lets the content go.
 	contents := s.snap.GroupsnapshotV1().VolumeGroupSnapshotContents()
+	// The cache may not show a deletion this sweeper asked for a moment ago; counting it twice would
+	// make the metric lie.
+	if c, err = contents.Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) || (err == nil && c.DeletionTimestamp != nil) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading VolumeGroupSnapshotContent %s: %w", name, err)
+	}
 	if _, ok := c.Annotations[upstreamGroupBeingDeletedAnnotation]; !ok && len(c.Finalizers) > 0 {
 		patch := []byte(`{"metadata":{"annotations":{"` + upstreamGroupBeingDeletedAnnotation + `":"yes"}}}`)
 		if _, err := contents.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {

@@ -40,16 +40,22 @@ func sweeperRemoved(t *testing.T, ctx context.Context, r *rig.Rig) map[string]fl
 // TestE2ESweeperCollectsAbandoned leaves what a VolumeGroupSnapshot deleted before upstream bound it
 // leaves: the VolumeGroupSnapshotContent the driver pre-created for it (upstream v8.7.0 treats it as
 // bound to a missing group snapshot and does nothing), for which the csi-snapshotter then takes a
-// snapshot. After the grace period (-sweep-grace on a rig of its own) the driver's sweeper has removed
-// the content, the snapshot's Job, PVC, Secret and record, and counted both.
+// snapshot. After the grace period (the shared rig's driver restarted with -sweep-grace for the test)
+// the driver's sweeper has removed the content, the snapshot's Job, PVC, Secret and record, and
+// counted both once.
 func TestE2ESweeperCollectsAbandoned(t *testing.T) {
 	const grace = 20 * time.Second
-	r := rig.ForTestWithOptions(t, rig.Options{DriverArgs: []string{"-sweep-grace=" + grace.String()}})
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	if err := r.InstallExampleClasses(ctx); err != nil {
+	// Not a rig of its own: a second rig in this process races the first on client-go's global scheme
+	// (tools/rig/provisioner/provisioner.go New).
+	r, ctx := setup(t)
+	if err := r.RestartDriverWith("-sweep-grace=" + grace.String()); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := r.RestartDriverWith(); err != nil {
+			t.Errorf("clean-up: restoring the driver's flags: %v", err)
+		}
+	})
 	className, err := r.GroupSnapshotClassName()
 	if err != nil {
 		t.Fatal(err)
