@@ -214,6 +214,7 @@ func TestManifestsRBAC(t *testing.T) {
 		{"etcd-test", "groupsnapshot.storage.k8s.io", "volumegroupsnapshots", "update"},
 		{"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotclasses", "watch"},
 		{"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "create"},
+		{"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "delete"}, // sweeper
 		{"", "snapshot.storage.k8s.io", "volumesnapshotclasses", "watch"},
 		// schedules
 		{"", "snapshot.etcd.io", "etcdsnapshotschedules", "list"}, {"", "snapshot.etcd.io", "etcdsnapshotschedules", "watch"},
@@ -249,7 +250,7 @@ func TestManifestsRBAC(t *testing.T) {
 		{"default", "", "configmaps", "get"}, {"default", "", "configmaps", "delete"},
 		{"etcd-test", "", "pods", "create"}, {"etcd-test", "", "pods", "delete"}, {"etcd-test", "", "persistentvolumeclaims", "update"},
 		{"", "", "persistentvolumes", "delete"}, {"", "", "persistentvolumeclaims", "deletecollection"},
-		{"etcd-test", "batch", "jobs", "update"}, {"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "delete"},
+		{"etcd-test", "batch", "jobs", "update"},
 		{"kube-system", "coordination.k8s.io", "leases", "create"},
 	}
 	for _, c := range forbidden {
