@@ -110,6 +110,7 @@ func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, 
 	if err != nil {
 		return nil, e.abandon(ctx, prior, err)
 	}
+	target.Endpoints = e.withRecordedMembers(target.Endpoints, src.Namespace, src.Cluster, p)
 	health, err := CheckCluster(ctx, target)
 	observeClusterHealth(src.Namespace, src.Cluster, health)
 	if err != nil {

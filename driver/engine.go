@@ -135,6 +135,9 @@ func (e *Engine) buildInformers() error {
 	e.ownFactory = informers.NewSharedInformerFactoryWithOptions(e.cfg.Kube, 0, managed)
 
 	cms := e.metaFactory.Core().V1().ConfigMaps()
+	if err := cms.Informer().AddIndexers(cache.Indexers{recordClusterIndex: recordClusterIndexFunc}); err != nil {
+		return err
+	}
 	e.meta = &metadataStore{kube: e.cfg.Kube, namespace: e.cfg.MetadataNamespace, cache: cms.Lister().ConfigMaps(e.cfg.MetadataNamespace)}
 
 	pvs := e.pvFactory.Core().V1().PersistentVolumes().Informer()
