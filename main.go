@@ -53,6 +53,7 @@ type options struct {
 	etcdKey           string
 	storageClass      string
 	healthTimeout     time.Duration
+	sweepGrace        time.Duration
 	showVersion       bool
 
 	leaderElection          bool
@@ -78,6 +79,7 @@ func registerFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.etcdKey, "etcd-key", "", "fallback etcd client private key (PEM); needs -etcd-ca and -etcd-cert")
 	fs.StringVar(&o.storageClass, "snapshot-storage-class", "", "StorageClass of snapshot PVCs when the class parameter snapshotStorageClass is absent; empty means the cluster default")
 	fs.DurationVar(&o.healthTimeout, "health-timeout", 10*time.Second, "time limit of one etcd cluster health check")
+	fs.DurationVar(&o.sweepGrace, "sweep-grace", driver.DefaultSweepGrace, "how long an abandoned Pending snapshot or pre-created VolumeGroupSnapshotContent waits before the sweeper removes it")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&o.leaderElection, "leader-election", true, "run the driver's controllers only on the replica holding the Lease "+driver.DefaultLeaseName+" (every replica serves CSI)")
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader Lease; default -metadata-namespace")
@@ -206,6 +208,7 @@ func config(o options) (driver.Config, error) {
 			FallbackCreds:        creds,
 			SnapshotStorageClass: o.storageClass,
 			HealthTimeout:        o.healthTimeout,
+			SweepGrace:           o.sweepGrace,
 		},
 	}, nil
 }

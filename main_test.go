@@ -45,6 +45,7 @@ func TestFlagDefaults(t *testing.T) {
 		"etcd-key":                       "",
 		"snapshot-storage-class":         "",
 		"health-timeout":                 "10s",
+		"sweep-grace":                    "10m0s",
 		"version":                        "false",
 		"leader-election":                "true",
 		"leader-election-namespace":      "",
@@ -205,7 +206,7 @@ current-context: x
 	var o options
 	registerFlags(fs, &o)
 	if err := fs.Parse([]string{"-kubeconfig=" + kubeconfig, "-driver-name=example.csi.io", "-cluster-label=app.example/etcd",
-		"-snapshot-storage-class=fast", "-health-timeout=3s"}); err != nil {
+		"-snapshot-storage-class=fast", "-health-timeout=3s", "-sweep-grace=90s"}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config(o)
@@ -215,7 +216,7 @@ current-context: x
 	if cfg.DriverName != "example.csi.io" || cfg.Version != version || cfg.Endpoint != "unix:///csi/csi.sock" || cfg.HTTPAddress != ":8080" ||
 		cfg.Snapshots == nil || cfg.Engine.Kube == nil || cfg.Engine.ClusterLabel != "app.example/etcd" ||
 		cfg.Engine.MetadataNamespace != "kube-system" || cfg.Engine.SnapshotStorageClass != "fast" ||
-		cfg.Engine.HealthTimeout != 3*time.Second || cfg.Engine.FallbackCreds != nil ||
+		cfg.Engine.HealthTimeout != 3*time.Second || cfg.Engine.SweepGrace != 90*time.Second || cfg.Engine.FallbackCreds != nil ||
 		cfg.Engine.DriverImage != imageRepository+":"+version || cfg.Engine.EtcdImage != "gcr.io/etcd-development/etcd:v3.7.3" {
 		t.Fatalf("config = %+v", cfg)
 	}

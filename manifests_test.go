@@ -215,6 +215,7 @@ func TestManifestsRBAC(t *testing.T) {
 		{"etcd-test", "groupsnapshot.storage.k8s.io", "volumegroupsnapshots", "update"},
 		{"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotclasses", "watch"},
 		{"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "create"},
+		{"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "delete"}, // sweeper
 		{"", "snapshot.storage.k8s.io", "volumesnapshotclasses", "watch"},
 		// schedules
 		{"", "snapshot.etcd.io", "etcdsnapshotschedules", "list"}, {"", "snapshot.etcd.io", "etcdsnapshotschedules", "watch"},
@@ -250,7 +251,7 @@ func TestManifestsRBAC(t *testing.T) {
 		{"default", "", "configmaps", "get"}, {"default", "", "configmaps", "delete"},
 		{"etcd-test", "", "pods", "create"}, {"etcd-test", "", "pods", "delete"}, {"etcd-test", "", "persistentvolumeclaims", "update"},
 		{"", "", "persistentvolumes", "delete"}, {"", "", "persistentvolumeclaims", "deletecollection"},
-		{"etcd-test", "batch", "jobs", "update"}, {"", "groupsnapshot.storage.k8s.io", "volumegroupsnapshotcontents", "delete"},
+		{"etcd-test", "batch", "jobs", "update"},
 		{"default", "coordination.k8s.io", "leases", "create"}, {"kube-system", "coordination.k8s.io", "leases", "delete"},
 	}
 	for _, c := range forbidden {
@@ -325,7 +326,7 @@ var admissionPolicies = map[string]struct {
 	ops       []admissionv1.OperationType
 	resources []string
 }{
-	"etcd-snapshot-driver-deletes-only-its-objects":  {[]admissionv1.OperationType{admissionv1.Delete}, []string{"/persistentvolumeclaims", "/secrets", "/configmaps", "batch/jobs"}},
+	"etcd-snapshot-driver-deletes-only-its-objects":  {[]admissionv1.OperationType{admissionv1.Delete}, []string{"/persistentvolumeclaims", "/secrets", "/configmaps", "batch/jobs", "groupsnapshot.storage.k8s.io/volumegroupsnapshotcontents"}},
 	"etcd-snapshot-driver-jobs-in-shape":             {[]admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, []string{"batch/jobs"}},
 	"etcd-snapshot-driver-secrets-and-pvcs-in-shape": {[]admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, []string{"/secrets", "/persistentvolumeclaims"}},
 	"etcd-snapshot-driver-configmaps-are-records":    {[]admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, []string{"/configmaps"}},

@@ -128,7 +128,10 @@ func (e *Engine) rollback(ctx context.Context, rec *Record, cause error) {
 		err = e.meta.delete(ctx, rec.ID)
 	}
 	if err != nil {
-		// The record stays Pending; the next Create or Delete of this snapshot finishes the job.
+		// The record stays Pending; the sweeper retries, unless the next Create or Delete comes first.
 		glog.Errorf("Rolling back snapshot %s left objects behind: %v", rec.ID, err)
+		if e.rollbackFailed != nil {
+			e.rollbackFailed(rec.ID)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package driver
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -12,7 +13,7 @@ import (
 )
 
 // ControllerGetCapabilities advertises CREATE_DELETE_SNAPSHOT (the upstream csi-snapshotter exits at
-// start without it) and LIST_SNAPSHOTS; every other Controller RPC answers UNIMPLEMENTED.
+// start without it), LIST_SNAPSHOTS and GET_SNAPSHOT; every other Controller RPC answers UNIMPLEMENTED.
 //
 // LIST_SNAPSHOTS matters for group members: the csi-snapshotter (v8.7.0,
 // pkg/snapshotter/snapshotter.go GetSnapshotStatus) asks ListSnapshots for the readiness of each
@@ -25,6 +26,7 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 	return &csi.ControllerGetCapabilitiesResponse{Capabilities: []*csi.ControllerServiceCapability{
 		capability(csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT),
 		capability(csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS),
+		capability(csi.ControllerServiceCapability_RPC_GET_SNAPSHOT),
 	}}, nil
 }
 
@@ -104,17 +106,20 @@ func (d *Driver) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequ
 	return &csi.DeleteSnapshotResponse{}, nil
 }
 
-// ListSnapshots answers from the metadata records (read through the engine's informer cache): a single
+// ListSnapshots answers from the metadata records (read through the engine's informer caches): a single
 // snapshot is itself, a group snapshot is one snapshot per source volume carrying group_snapshot_id.
 // Group snapshot ids are not snapshot ids and match nothing.
 //
-// With snapshot_id it reports that snapshot in any phase, ready_to_use=false while its Job runs: the
-// driver hands out ids before the Job ends (Create answers at once), and the csi-snapshotter polls a
-// group member's readiness this way. A snapshot whose Job failed answers with that final error, as
-// GetVolumeGroupSnapshot does, so the member's VolumeSnapshotContent shows why. An unknown id is an
-// empty list (CSI spec). Without snapshot_id only ready snapshots are listed: the spec forbids listing
-// snapshots that are not cut yet, and a Running record cannot tell whether `etcdctl snapshot save`
-// has finished.
+// The CSI spec forbids listing a snapshot that is not cut yet. A snapshot is cut once its file is on
+// the snapshot PVC, that is once `etcdctl snapshot save` exited 0 (Engine.isCut); verification is the
+// processing after the cut, during which it is listed with ready_to_use=false. A snapshot with an id
+// Create handed out but not cut yet is left out of a full listing; asked for by id it is ABORTED
+// ("operation pending" in the spec's error scheme), not an empty list: the csi-snapshotter (v8.7.0,
+// pkg/snapshotter/snapshotter.go GetSnapshotStatus) reads an empty answer as "can not find snapshot"
+// and would show that on the member's VolumeSnapshotContent, while ABORTED says what it waits for and
+// gets the same retry with backoff. GetSnapshot reports such a snapshot at once. A snapshot whose Job
+// failed answers with that final error, as GetVolumeGroupSnapshot does, so the member's
+// VolumeSnapshotContent shows why. An unknown id is an empty list (CSI spec).
 //
 // Entries are ordered by snapshot id; next_token is the last id returned and the next page starts after
 // it, so concurrent creations and deletions never make a page repeat or skip a snapshot that stays.
@@ -129,15 +134,18 @@ func (d *Driver) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsReques
 	source := req.GetSourceVolumeId()
 	var snapshots []*csi.Snapshot
 	if id := req.GetSnapshotId(); id != "" {
-		s, err := d.snapshotByID(ctx, id)
+		s, r, err := d.snapshotByID(ctx, id)
 		if err != nil {
 			return nil, err
 		}
 		if s != nil && (source == "" || s.GetSourceVolumeId() == source) {
+			if !d.engine.isCut(r) {
+				return nil, notCutYet(id, r)
+			}
 			snapshots = append(snapshots, s)
 		}
 	} else {
-		all, err := d.readySnapshots()
+		all, err := d.cutSnapshots()
 		if err != nil {
 			return nil, err
 		}
@@ -150,21 +158,51 @@ func (d *Driver) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsReques
 	return pageSnapshots(snapshots, start, int(req.GetMaxEntries())), nil
 }
 
-// snapshotByID returns the snapshot a single or member snapshot id names, nil when there is none, or
-// the final error of a failed one.
-func (d *Driver) snapshotByID(ctx context.Context, id string) (*csi.Snapshot, error) {
+// notCutYet is ListSnapshots' answer for a snapshot whose file is not saved yet.
+func notCutYet(id string, r *Record) error {
+	from := ""
+	if m := r.SourceMember; m != nil {
+		from = fmt.Sprintf(" from member %s (%s)", m.Name, m.Endpoint)
+	}
+	return status.Errorf(codes.Aborted, "snapshot %s is not cut yet: `etcdctl snapshot save`%s has not finished (record %s is %s); "+
+		"ListSnapshots lists it once its file is saved, GetSnapshot reports it now; retry", id, from, r.ID, r.Phase)
+}
+
+// GetSnapshot reports a single or member snapshot in any phase, ready_to_use=false until it is
+// verified; a failed one is its final error; any other id (a group snapshot's too) is NOT_FOUND.
+func (d *Driver) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (*csi.GetSnapshotResponse, error) {
+	id := req.GetSnapshotId()
+	if id == "" {
+		return nil, invalidArgument("snapshot_id", "is required")
+	}
+	s, _, err := d.snapshotByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		if groupIDPattern.MatchString(id) {
+			return nil, status.Errorf(codes.NotFound, "snapshot %q does not exist (%s is a group snapshot id; use GetVolumeGroupSnapshot)", id, id)
+		}
+		return nil, status.Errorf(codes.NotFound, "snapshot %q does not exist", id)
+	}
+	return &csi.GetSnapshotResponse{Snapshot: s}, nil
+}
+
+// snapshotByID returns the snapshot a single or member snapshot id names with its record, nil when
+// there is none, or the final error of a failed one.
+func (d *Driver) snapshotByID(ctx context.Context, id string) (*csi.Snapshot, *Record, error) {
 	recordID := id
 	if groupID := GroupIDOfMember(id); groupID != "" {
 		recordID = groupID
 	} else if !singleIDPattern.MatchString(id) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	r, err := d.engine.Get(ctx, recordID)
 	switch {
 	case status.Code(err) == codes.NotFound:
-		return nil, nil
+		return nil, nil, nil
 	case err != nil:
-		return nil, err
+		return nil, nil, err
 	}
 	var found *csi.Snapshot
 	if r.Group {
@@ -177,16 +215,16 @@ func (d *Driver) snapshotByID(ctx context.Context, id string) (*csi.Snapshot, er
 		found = singleSnapshotOf(r)
 	}
 	if found == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err := r.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return found, nil
+	return found, r, nil
 }
 
-// readySnapshots lists every snapshot of every ready record in the cache, ordered by snapshot id.
-func (d *Driver) readySnapshots() ([]*csi.Snapshot, error) {
+// cutSnapshots lists every snapshot of every cut record in the cache, ordered by snapshot id.
+func (d *Driver) cutSnapshots() ([]*csi.Snapshot, error) {
 	if !d.engine.Ready() {
 		return nil, status.Error(codes.Unavailable, "snapshot engine is starting (informer caches not synced yet); retry")
 	}
@@ -197,7 +235,7 @@ func (d *Driver) readySnapshots() ([]*csi.Snapshot, error) {
 	var out []*csi.Snapshot
 	for _, r := range records {
 		// A record this process just deleted can linger in the cache for a moment.
-		if !r.ReadyToUse() || d.engine.meta.isDeleted(r.ID) {
+		if !d.engine.isCut(r) || d.engine.meta.isDeleted(r.ID) {
 			continue
 		}
 		if r.Group {

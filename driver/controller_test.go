@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stesting "k8s.io/client-go/testing"
@@ -155,6 +156,41 @@ func listWorld(t *testing.T, records ...*Record) []runtime.Object {
 	return objs
 }
 
+// verifyingPod is the pod of rec's Job once `etcdctl snapshot save` exited 0 and verify still runs:
+// the snapshot is cut but not verified yet.
+func verifyingPod(rec *Record, name string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rec.Namespace, Labels: objectLabels(rec.ID, rec.Cluster)},
+		Status:     savedStatus(),
+	}
+}
+
+// savedStatus is a pod status whose save container succeeded and whose verify container runs.
+func savedStatus() corev1.PodStatus {
+	return corev1.PodStatus{
+		Phase: corev1.PodRunning,
+		InitContainerStatuses: []corev1.ContainerStatus{{Name: saveContainer,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: verifyContainer,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}},
+	}
+}
+
+// savingPod is the pod of rec's Job while save runs, or after it failed (exit code 1) and a retry is due.
+func savingPod(rec *Record, name string, failed bool) *corev1.Pod {
+	st := corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}
+	phase := corev1.PodPending
+	if failed {
+		st = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: "connection refused"}}
+		phase = corev1.PodFailed
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rec.Namespace, Labels: objectLabels(rec.ID, rec.Cluster)},
+		Status: corev1.PodStatus{Phase: phase, InitContainerStatuses: []corev1.ContainerStatus{{Name: saveContainer, State: st}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: verifyContainer, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}}},
+	}
+}
+
 // listIDs lists the snapshot ids of a ListSnapshots answer, in order.
 func listIDs(resp *csi.ListSnapshotsResponse) []string {
 	var ids []string
@@ -165,26 +201,36 @@ func listIDs(resp *csi.ListSnapshotsResponse) []string {
 }
 
 // TestListSnapshots checks the answers ListSnapshots gives from stored records: member and single
-// snapshots by id in every phase, the filters, the CSI rules for unknown ids, and paging.
+// snapshots by id in every phase, the filters, the CSI rules for unknown ids and for snapshots not cut
+// yet (CSI spec: ListSnapshots SHALL NOT list them), and paging.
 func TestListSnapshots(t *testing.T) {
 	v0, v1, v2 := fxNS+"/data-main-0", fxNS+"/data-main-1", pvHandle(fxNS, fxCluster, 2)
 	ready := listRecord("g-ready", true, PhaseReady, v0, v1)
 	running := listRecord("g-running", true, PhaseRunning, v0, v1, v2)
+	saved := listRecord("g-saved", true, PhaseRunning, v0, v2)
+	retrying := listRecord("g-retrying", true, PhaseRunning, v1)
 	failed := listRecord("g-failed", true, PhaseFailed, v0)
 	single := listRecord("s-ready", false, PhaseReady, v1)
 	singleRunning := listRecord("s-running", false, PhasePending, v2)
-	e := startCSI(t, listWorld(t, ready, running, failed, single, singleRunning))
+	world := listWorld(t, ready, running, saved, retrying, failed, single, singleRunning)
+	// g-running's pod is still saving; g-saved's save exited 0 in a second pod after a first failed;
+	// g-retrying's only save failed and its retry has not started.
+	world = append(world, savingPod(running, running.ID+"-a", false),
+		savingPod(saved, saved.ID+"-a", true), verifyingPod(saved, saved.ID+"-b"), savingPod(retrying, retrying.ID+"-a", true))
+	e := startCSI(t, world)
 	ctx := context.Background()
 
 	created := timestamppb.New(ready.CreatedAt)
 	readyMember := &csi.Snapshot{SnapshotId: ready.Sources[1].SnapshotID, SourceVolumeId: v1, CreationTime: created,
 		SizeBytes: 4096, ReadyToUse: true, GroupSnapshotId: ready.ID}
-	runningMember := &csi.Snapshot{SnapshotId: running.Sources[2].SnapshotID, SourceVolumeId: v2, CreationTime: created,
-		GroupSnapshotId: running.ID}
+	runningMember := running.Sources[2].SnapshotID
+	savedMember := &csi.Snapshot{SnapshotId: saved.Sources[1].SnapshotID, SourceVolumeId: v2, CreationTime: created,
+		GroupSnapshotId: saved.ID}
 	readySingle := &csi.Snapshot{SnapshotId: single.ID, SourceVolumeId: v1, CreationTime: created, SizeBytes: 4096, ReadyToUse: true}
-	pendingSingle := &csi.Snapshot{SnapshotId: singleRunning.ID, SourceVolumeId: v2, CreationTime: created}
-	// Every ready snapshot, ordered by id.
-	allReady := sortedCopy([]string{ready.Sources[0].SnapshotID, ready.Sources[1].SnapshotID, single.ID})
+	// Every cut snapshot (ready, or saved and being verified), ordered by id.
+	allCut := sortedCopy([]string{ready.Sources[0].SnapshotID, ready.Sources[1].SnapshotID, single.ID,
+		saved.Sources[0].SnapshotID, saved.Sources[1].SnapshotID})
+	verifying := map[string]bool{saved.Sources[0].SnapshotID: true, saved.Sources[1].SnapshotID: true}
 
 	cases := []struct {
 		name string
@@ -196,11 +242,17 @@ func TestListSnapshots(t *testing.T) {
 		msg  []string
 	}{
 		{name: "member of a ready group", req: &csi.ListSnapshotsRequest{SnapshotId: readyMember.SnapshotId}, want: []*csi.Snapshot{readyMember}},
-		{name: "member of a running group is not ready", req: &csi.ListSnapshotsRequest{SnapshotId: runningMember.SnapshotId}, want: []*csi.Snapshot{runningMember}},
+		{name: "member of a group still saving is not cut yet", req: &csi.ListSnapshotsRequest{SnapshotId: runningMember},
+			code: codes.Aborted, msg: []string{runningMember, "not cut yet", "snapshot save", "retry"}},
+		{name: "member of a group whose save failed once is not cut yet", req: &csi.ListSnapshotsRequest{SnapshotId: retrying.Sources[0].SnapshotID},
+			code: codes.Aborted, msg: []string{retrying.Sources[0].SnapshotID, "not cut yet"}},
+		{name: "member of a saved group being verified is not ready", req: &csi.ListSnapshotsRequest{SnapshotId: savedMember.SnapshotId}, want: []*csi.Snapshot{savedMember}},
 		{name: "member of a failed group is its final error", req: &csi.ListSnapshotsRequest{SnapshotId: failed.Sources[0].SnapshotID},
 			code: codes.FailedPrecondition, msg: []string{failed.ID, "no quorum"}},
 		{name: "single snapshot", req: &csi.ListSnapshotsRequest{SnapshotId: single.ID}, want: []*csi.Snapshot{readySingle}},
-		{name: "pending single snapshot", req: &csi.ListSnapshotsRequest{SnapshotId: singleRunning.ID}, want: []*csi.Snapshot{pendingSingle}},
+		{name: "pending single snapshot is not cut yet", req: &csi.ListSnapshotsRequest{SnapshotId: singleRunning.ID},
+			code: codes.Aborted, msg: []string{singleRunning.ID, "not cut yet"}},
+		{name: "not cut yet and other source", req: &csi.ListSnapshotsRequest{SnapshotId: runningMember, SourceVolumeId: v0}},
 		{name: "id and matching source", req: &csi.ListSnapshotsRequest{SnapshotId: readyMember.SnapshotId, SourceVolumeId: v1}, want: []*csi.Snapshot{readyMember}},
 		{name: "id and other source", req: &csi.ListSnapshotsRequest{SnapshotId: readyMember.SnapshotId, SourceVolumeId: v0}},
 		{name: "group id is not a snapshot id", req: &csi.ListSnapshotsRequest{SnapshotId: ready.ID}},
@@ -208,16 +260,17 @@ func TestListSnapshots(t *testing.T) {
 		{name: "member of an unknown group", req: &csi.ListSnapshotsRequest{SnapshotId: memberSnapshotID(snapshotID("nope", true), v0)}},
 		{name: "unknown single id", req: &csi.ListSnapshotsRequest{SnapshotId: snapshotID("nope", false)}},
 		{name: "not an id of this driver", req: &csi.ListSnapshotsRequest{SnapshotId: "none-exist-id"}},
-		{name: "everything lists ready snapshots only", req: &csi.ListSnapshotsRequest{}, ids: allReady},
+		{name: "everything lists cut snapshots only", req: &csi.ListSnapshotsRequest{}, ids: allCut},
 		{name: "by source volume", req: &csi.ListSnapshotsRequest{SourceVolumeId: v1}, ids: sortedCopy([]string{readyMember.SnapshotId, single.ID})},
-		{name: "by a source with only unfinished snapshots", req: &csi.ListSnapshotsRequest{SourceVolumeId: v2}},
+		{name: "by a source with only unfinished snapshots", req: &csi.ListSnapshotsRequest{SourceVolumeId: fxNS + "/data-other"}},
+		{name: "by a source with a saved snapshot", req: &csi.ListSnapshotsRequest{SourceVolumeId: v2}, want: []*csi.Snapshot{savedMember}},
 		{name: "by unknown source", req: &csi.ListSnapshotsRequest{SourceVolumeId: "fake-vol-id"}},
-		{name: "first page", req: &csi.ListSnapshotsRequest{MaxEntries: 2}, ids: allReady[:2], next: allReady[1]},
-		{name: "next page", req: &csi.ListSnapshotsRequest{StartingToken: allReady[1]}, ids: allReady[2:]},
-		{name: "page that fits exactly has no token", req: &csi.ListSnapshotsRequest{MaxEntries: 3}, ids: allReady},
-		{name: "token after the last entry", req: &csi.ListSnapshotsRequest{StartingToken: allReady[2]}},
+		{name: "first page", req: &csi.ListSnapshotsRequest{MaxEntries: 2}, ids: allCut[:2], next: allCut[1]},
+		{name: "next page", req: &csi.ListSnapshotsRequest{StartingToken: allCut[1]}, ids: allCut[2:]},
+		{name: "page that fits exactly has no token", req: &csi.ListSnapshotsRequest{MaxEntries: int32(len(allCut))}, ids: allCut},
+		{name: "token after the last entry", req: &csi.ListSnapshotsRequest{StartingToken: allCut[len(allCut)-1]}},
 		{name: "token of a snapshot that is gone", req: &csi.ListSnapshotsRequest{StartingToken: memberSnapshotID(ready.ID, v2), MaxEntries: 1},
-			ids: firstAfter(allReady, memberSnapshotID(ready.ID, v2)), next: nextTokenAfter(allReady, memberSnapshotID(ready.ID, v2))},
+			ids: firstAfter(allCut, memberSnapshotID(ready.ID, v2)), next: nextTokenAfter(allCut, memberSnapshotID(ready.ID, v2))},
 		{name: "id with a token past it", req: &csi.ListSnapshotsRequest{SnapshotId: single.ID, StartingToken: single.ID}},
 		{name: "negative max_entries", req: &csi.ListSnapshotsRequest{MaxEntries: -1}, code: codes.InvalidArgument, msg: []string{"max_entries", "-1"}},
 		{name: "foreign starting_token", req: &csi.ListSnapshotsRequest{StartingToken: "page-2"}, code: codes.Aborted, msg: []string{"starting_token", "page-2"}},
@@ -251,7 +304,11 @@ func TestListSnapshots(t *testing.T) {
 			}
 			for _, en := range resp.GetEntries() {
 				s := en.GetSnapshot()
-				if !s.GetReadyToUse() || s.GetSizeBytes() != 4096 || s.GetSourceVolumeId() == "" || !proto.Equal(s.GetCreationTime(), created) {
+				if verifying[s.GetSnapshotId()] {
+					if s.GetReadyToUse() || s.GetSizeBytes() != 0 || s.GetSourceVolumeId() == "" || !proto.Equal(s.GetCreationTime(), created) {
+						t.Errorf("listed snapshot %v, want not ready (being verified) with source and creation time", s)
+					}
+				} else if !s.GetReadyToUse() || s.GetSizeBytes() != 4096 || s.GetSourceVolumeId() == "" || !proto.Equal(s.GetCreationTime(), created) {
 					t.Errorf("listed snapshot %v, want ready with size, source and creation time", s)
 				}
 				if IsMemberSnapshotID(s.GetSnapshotId()) != (s.GetGroupSnapshotId() == GroupIDOfMember(s.GetSnapshotId()) && s.GetGroupSnapshotId() != "") {
@@ -261,7 +318,7 @@ func TestListSnapshots(t *testing.T) {
 		})
 	}
 
-	t.Run("paging walks every ready snapshot once", func(t *testing.T) {
+	t.Run("paging walks every cut snapshot once", func(t *testing.T) {
 		var got []string
 		token := ""
 		for range 10 {
@@ -274,8 +331,8 @@ func TestListSnapshots(t *testing.T) {
 				break
 			}
 		}
-		if strings.Join(got, ",") != strings.Join(allReady, ",") {
-			t.Fatalf("pages gave %q, want %q", got, allReady)
+		if strings.Join(got, ",") != strings.Join(allCut, ",") {
+			t.Fatalf("pages gave %q, want %q", got, allCut)
 		}
 	})
 
@@ -335,8 +392,9 @@ func TestListSnapshotsBeforeSync(t *testing.T) {
 }
 
 // TestListSnapshotsFollowsTheJob takes a real group snapshot of a TLS etcd cluster and checks that a
-// member's ListSnapshots answer is what the csi-snapshotter needs: not ready while the Job runs, ready
-// with size once it is verified, always the same snapshot GetVolumeGroupSnapshot reports.
+// member's ListSnapshots answer is what the CSI spec and the csi-snapshotter need: a retryable "not cut
+// yet" until `etcdctl snapshot save` has exited 0, then not ready while verify runs, ready with size
+// once it is verified, always the same snapshot GetVolumeGroupSnapshot and GetSnapshot report.
 func TestListSnapshotsFollowsTheJob(t *testing.T) {
 	e, tc := startCSIWithEtcd(t)
 	tc.Put(t, 10, "k")
@@ -358,16 +416,39 @@ func TestListSnapshotsFollowsTheJob(t *testing.T) {
 		return l.GetEntries()[0].GetSnapshot(), nil
 	}
 	for _, s := range g.GetSnapshots() {
-		got, err := member(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !proto.Equal(got, s) || got.GetReadyToUse() {
-			t.Fatalf("member while the Job runs = %v, want %v (not ready)", got, s)
+		_, err := member(s)
+		wantCode(t, err, codes.Aborted, s.GetSnapshotId(), "not cut yet")
+		got, err := e.ctrl.GetSnapshot(ctx, &csi.GetSnapshotRequest{SnapshotId: s.GetSnapshotId()})
+		if err != nil || !proto.Equal(got.GetSnapshot(), s) || got.GetSnapshot().GetReadyToUse() {
+			t.Fatalf("GetSnapshot of a member before the save = %v, %v; want %v (not ready)", got, err, s)
 		}
 	}
 	if l, err := e.ctrl.ListSnapshots(ctx, &csi.ListSnapshotsRequest{}); err != nil || len(l.GetEntries()) != 0 {
-		t.Fatalf("listing everything while the Job runs = %v, %v; want nothing (not cut yet)", l, err)
+		t.Fatalf("listing everything while the Job saves = %v, %v; want nothing (not cut yet)", l, err)
+	}
+
+	// The kubelet reports the save container done; verify runs.
+	job, err := e.kube.BatchV1().Jobs(fxNS).Get(ctx, g.GetGroupSnapshotId(), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: job.Name + "-saved", Namespace: fxNS, Labels: job.Spec.Template.Labels},
+		Spec: job.Spec.Template.Spec, Status: savedStatus()}
+	if _, err := e.kube.CoreV1().Pods(fxNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range g.GetSnapshots() {
+		var got *csi.Snapshot
+		eventually(t, "member listed once saved", func() error {
+			got, err = member(s)
+			return err
+		})
+		if !proto.Equal(got, s) || got.GetReadyToUse() {
+			t.Fatalf("member while verify runs = %v, want %v (not ready)", got, s)
+		}
+	}
+	if l, err := e.ctrl.ListSnapshots(ctx, &csi.ListSnapshotsRequest{}); err != nil || len(l.GetEntries()) != len(g.GetSnapshots()) {
+		t.Fatalf("listing everything while verify runs = %v, %v; want the %d members, not ready", l, err, len(g.GetSnapshots()))
 	}
 
 	e.finishJob(g.GetGroupSnapshotId(), g.GetGroupSnapshotId()+"-abcde", verifiedPod(8192), batchv1.JobCondition{Type: batchv1.JobComplete})
@@ -396,5 +477,64 @@ func TestListSnapshotsFollowsTheJob(t *testing.T) {
 	l, err := e.ctrl.ListSnapshots(ctx, &csi.ListSnapshotsRequest{})
 	if err != nil || strings.Join(listIDs(l), ",") != strings.Join(sortedCopy(listed), ",") {
 		t.Fatalf("listing everything after the Job = %v, %v; want the members %q", l, err, sortedCopy(listed))
+	}
+}
+
+// TestGetSnapshot checks GetSnapshot (CSI v1.10+, alpha) against stored records: every snapshot a
+// Create handed out is reported in any phase, not ready until verified (the spec: "Snapshots which
+// were recently created and not yet ready to use must be retrievable"), a failed one as its final
+// error, and anything else NOT_FOUND.
+func TestGetSnapshot(t *testing.T) {
+	v0, v1 := fxNS+"/data-main-0", fxNS+"/data-main-1"
+	ready := listRecord("g-ready", true, PhaseReady, v0, v1)
+	running := listRecord("g-running", true, PhaseRunning, v0, v1)
+	failed := listRecord("g-failed", true, PhaseFailed, v0)
+	single := listRecord("s-ready", false, PhaseReady, v1)
+	pending := listRecord("s-pending", false, PhasePending, v0)
+	e := startCSI(t, listWorld(t, ready, running, failed, single, pending))
+	ctx := context.Background()
+	created := timestamppb.New(ready.CreatedAt)
+
+	cases := []struct {
+		name string
+		id   string
+		want *csi.Snapshot
+		code codes.Code
+		msg  []string
+	}{
+		{name: "member of a ready group", id: ready.Sources[0].SnapshotID, want: &csi.Snapshot{SnapshotId: ready.Sources[0].SnapshotID,
+			SourceVolumeId: v0, CreationTime: created, SizeBytes: 4096, ReadyToUse: true, GroupSnapshotId: ready.ID}},
+		{name: "member of a running group", id: running.Sources[1].SnapshotID, want: &csi.Snapshot{SnapshotId: running.Sources[1].SnapshotID,
+			SourceVolumeId: v1, CreationTime: created, GroupSnapshotId: running.ID}},
+		{name: "ready single", id: single.ID, want: &csi.Snapshot{SnapshotId: single.ID, SourceVolumeId: v1, CreationTime: created, SizeBytes: 4096, ReadyToUse: true}},
+		{name: "pending single", id: pending.ID, want: &csi.Snapshot{SnapshotId: pending.ID, SourceVolumeId: v0, CreationTime: created}},
+		{name: "member of a failed group", id: failed.Sources[0].SnapshotID, code: codes.FailedPrecondition, msg: []string{failed.ID, "no quorum"}},
+		{name: "no id", code: codes.InvalidArgument, msg: []string{"snapshot_id"}},
+		{name: "group id", id: ready.ID, code: codes.NotFound, msg: []string{ready.ID, "GetVolumeGroupSnapshot"}},
+		{name: "member id not in its group", id: memberSnapshotID(ready.ID, fxNS+"/data-main-2"), code: codes.NotFound},
+		{name: "member of an unknown group", id: memberSnapshotID(snapshotID("nope", true), v0), code: codes.NotFound},
+		{name: "unknown single", id: snapshotID("nope", false), code: codes.NotFound},
+		{name: "not an id of this driver", id: "none-exist-id", code: codes.NotFound, msg: []string{"none-exist-id"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := e.ctrl.GetSnapshot(ctx, &csi.GetSnapshotRequest{SnapshotId: tc.id})
+			if tc.code != codes.OK {
+				wantCode(t, err, tc.code, tc.msg...)
+				if resp != nil {
+					t.Errorf("GetSnapshot(%q) answered %v with its error", tc.id, resp)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(resp.GetSnapshot(), tc.want) {
+				t.Fatalf("GetSnapshot(%q) = %v, want %v", tc.id, resp.GetSnapshot(), tc.want)
+			}
+		})
+	}
+	if w := e.writes(); len(w) > 0 {
+		t.Fatalf("GetSnapshot wrote to the API: %v", w)
 	}
 }

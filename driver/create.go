@@ -99,7 +99,8 @@ func sameSnapshot(rec *Record, req SnapshotRequest, sources []string, phash stri
 
 // provision runs the create flow: resolve, discover, check health, write metadata, then PVC, Job
 // (suspended), Secret, and resume the Job. prior is a Pending record left by an interrupted attempt,
-// whose objects are adopted (its Secret replaced).
+// whose objects are adopted only as far as they match this attempt's plan (resume.go; its Secret is
+// always replaced).
 func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, p snapshotParams, phash string, prior *Record) (*Record, error) {
 	src, err := e.resolveSources(ctx, req.SourceVolumeIDs)
 	if err != nil {
@@ -109,6 +110,7 @@ func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, 
 	if err != nil {
 		return nil, e.abandon(ctx, prior, err)
 	}
+	target.Endpoints = e.withRecordedMembers(target.Endpoints, src.Namespace, src.Cluster, p)
 	health, err := CheckCluster(ctx, target)
 	observeClusterHealth(src.Namespace, src.Cluster, health, err)
 	if err != nil {
@@ -138,14 +140,14 @@ func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, 
 		return nil, err
 	}
 	withTLS := strings.HasPrefix(endpoint, "https://")
-	if err := e.ensureSnapshotPVC(ctx, rec, size); err != nil {
+	if err := e.ensurePlannedPVC(ctx, rec, size, prior != nil); err != nil {
 		return nil, e.fail(ctx, rec, err)
 	}
 	// With TLS the Job is created suspended, then its Secret with the Job as owner (the driver may not
 	// patch Secrets), then the record turns Running, then the Job is resumed. A restart before Running
 	// leaves a Pending record that the CO's retry, which carries the credentials, resumes; a restart
 	// after it leaves a Running record with a suspended Job and its Secret, which the monitor resumes.
-	job, err := e.ensureJob(ctx, rec, e.newSnapshotJob(rec, endpoint, withTLS, health.Source.DBSize))
+	job, err := e.ensurePlannedJob(ctx, rec, e.newSnapshotJob(rec, endpoint, withTLS, health.Source.DBSize))
 	if err != nil {
 		return nil, e.fail(ctx, rec, err)
 	}

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 )
 
 const (
@@ -73,6 +74,7 @@ type Driver struct {
 	socketPath   string
 	engine       *Engine
 	dynamicGroup *DynamicGroupController
+	sweeper      *Sweeper
 	schedules    *ScheduleController // nil without Config.Dynamic
 
 	// serving is true while the gRPC server accepts connections (the liveness signal).
@@ -126,11 +128,17 @@ func New(cfg Config) (*Driver, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	dynamicGroup := NewDynamicGroupController(cfg.Engine.Kube, cfg.Snapshots, cfg.DriverName, dynamicGroupResync)
+	sweeper, err := newSweeper(engine, dynamicGroup, cfg.Snapshots, cfg.Engine.SweepGrace, clock.RealClock{})
+	if err != nil {
+		return nil, fmt.Errorf("driver: sweeper: %w", err)
+	}
 	return &Driver{
 		cfg:          cfg,
 		socketPath:   socketPath,
 		engine:       engine,
-		dynamicGroup: NewDynamicGroupController(cfg.Engine.Kube, cfg.Snapshots, cfg.DriverName, dynamicGroupResync),
+		dynamicGroup: dynamicGroup,
+		sweeper:      sweeper,
 		schedules:    schedules,
 		listening:    make(chan struct{}),
 	}, nil
@@ -252,7 +260,7 @@ func (d *Driver) run(ctx context.Context) error {
 }
 
 // runControllers runs the driver's own controllers until ctx ends: the engine's Job workers once its
-// caches are served, the dynamic group watch and the schedules. Each is idempotent by name, so a
+// caches are served, the dynamic group watch, the sweeper and the schedules. Each is idempotent by name, so a
 // replica taking over mid-snapshot creates nothing twice.
 func (d *Driver) runControllers(ctx context.Context, served <-chan struct{}, errc chan<- error) {
 	go func() {
@@ -269,6 +277,7 @@ func (d *Driver) runControllers(ctx context.Context, served <-chan struct{}, err
 			errc <- fmt.Errorf("driver: dynamic group snapshots: %w", err)
 		}
 	}()
+	go d.sweeper.Run(ctx)
 	if d.schedules != nil {
 		go func() {
 			// Like the dynamic group watch, it waits quietly for its CRD.

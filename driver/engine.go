@@ -44,6 +44,9 @@ type EngineConfig struct {
 	HealthTimeout time.Duration
 	// Workers is the number of goroutines acting on Job and Pod events; zero means 2.
 	Workers int
+	// SweepGrace is how long a Pending record or a pre-created VolumeGroupSnapshotContent must sit
+	// unclaimed before the sweeper removes it (sweeper.go); zero means DefaultSweepGrace.
+	SweepGrace time.Duration
 }
 
 // SnapshotRequest is one CreateVolumeGroupSnapshot (Group) or CreateSnapshot call.
@@ -75,10 +78,12 @@ type Engine struct {
 	podIndexer                         cache.Indexer
 	synced                             []cache.InformerSynced
 
-	queue   workqueue.TypedRateLimitingInterface[string]
-	locks   keyedMutex
-	started atomic.Bool
-	ready   atomic.Bool
+	queue workqueue.TypedRateLimitingInterface[string]
+	locks keyedMutex
+	// rollbackFailed hands a record whose rollback left objects behind to the sweeper; nil without one.
+	rollbackFailed func(id string)
+	started        atomic.Bool
+	ready          atomic.Bool
 }
 
 // NewEngine checks cfg and builds an Engine; Start must run before Create.
@@ -130,6 +135,9 @@ func (e *Engine) buildInformers() error {
 	e.ownFactory = informers.NewSharedInformerFactoryWithOptions(e.cfg.Kube, 0, managed)
 
 	cms := e.metaFactory.Core().V1().ConfigMaps()
+	if err := cms.Informer().AddIndexers(cache.Indexers{recordClusterIndex: recordClusterIndexFunc}); err != nil {
+		return err
+	}
 	e.meta = &metadataStore{kube: e.cfg.Kube, namespace: e.cfg.MetadataNamespace, cache: cms.Lister().ConfigMaps(e.cfg.MetadataNamespace)}
 
 	pvs := e.pvFactory.Core().V1().PersistentVolumes().Informer()

@@ -155,3 +155,30 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// saveFinished reports whether `etcdctl snapshot save` exited 0 in some pod of the Job, i.e. the
+// snapshot file is on the snapshot PVC. etcdctl renames its ".part" file into place only once the
+// transfer is complete, so a finished save never leaves a torn file behind.
+func saveFinished(pods []*corev1.Pod) bool {
+	for _, pod := range pods {
+		for _, cs := range pod.Status.InitContainerStatuses {
+			if t := cs.State.Terminated; cs.Name == saveContainer && t != nil && t.ExitCode == 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isCut reports whether rec's snapshot is cut in the CSI sense: its file exists. Ready records are;
+// a Running one is once its save container has succeeded (verification is the processing after the
+// cut that CSI reports as ready_to_use=false); Pending and Failed ones are not. It reads the pod cache.
+func (e *Engine) isCut(rec *Record) bool {
+	switch rec.Phase {
+	case PhaseReady:
+		return true
+	case PhaseRunning:
+		return saveFinished(e.podsOf(rec.Namespace, rec.ID))
+	}
+	return false
+}

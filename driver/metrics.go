@@ -112,6 +112,13 @@ var (
 		Help:      "Runs of EtcdSnapshotSchedules that never started (driver down, previous run in progress, past startingDeadlineSeconds).",
 	}, []string{"namespace", "schedule"})
 
+	// sweeperRemoved counts what the sweeper (sweeper.go) removed, by kind.
+	sweeperRemoved = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "sweeper_removed_total",
+		Help:      "Abandoned snapshot objects the sweeper removed, by kind (pending, rollback, content, snapshot).",
+	}, []string{"kind"})
+
 	leader = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: metricsNamespace,
 		Name:      "leader",
@@ -123,12 +130,16 @@ var (
 var healthFailureClasses = []string{failTLS, failAuth, failUnreachable, failQuorum, failAlarm}
 
 func init() {
+	// Every kind starts at 0 so that increase() sees the first removal.
+	for _, kind := range []string{sweptPending, sweptRollback, sweptContent, sweptSnapshot} {
+		sweeperRemoved.WithLabelValues(kind).Add(0)
+	}
 	Registry.MustRegister(
 		rpcTotal, rpcDuration,
 		snapshotOperations, snapshotDuration, snapshotSize,
 		clusterHealthyMembers, clusterQuorum, clusterLeaderPresent, healthCheckTimestamp, healthCheckErrors,
 		scheduleLastSuccess, scheduleNextRun, scheduleIntervalSeconds, scheduleSnapshots, scheduleRuns, scheduleMissedRuns,
-		leader,
+		leader, sweeperRemoved,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

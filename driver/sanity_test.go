@@ -15,14 +15,16 @@ import (
 // Identity and GroupController suites whole, and the Controller specs that need no CreateVolume.
 // (The GroupController suite of csi-test v5.6.0 never calls CreateVolume: it checks capabilities and
 // the NOT_FOUND / INVALID_ARGUMENT / idempotent-delete rules with made-up ids. Of its 8 ListSnapshots
-// specs, 5 take a snapshot of a volume made by CreateVolume; the other 3 are in focus.)
+// specs, 5 take a snapshot of a volume made by CreateVolume; the other 3 are in focus. Of its 3
+// GetSnapshot specs, one takes snapshots of volumes; the 2 error cases are in focus.)
 var sanityFocus = map[string]string{
 	"Identity":        `Identity Service `,
 	"GroupController": `GroupController Service `,
 	"Controller": `Controller Service \[Controller Server\] ControllerGetCapabilities |` +
 		`DeleteSnapshot \[Controller Server\] should (fail when no snapshot id|succeed when an invalid snapshot id)|` +
 		`CreateSnapshot \[Controller Server\] should fail when no (name|source volume id)|` +
-		`ListSnapshots \[Controller Server\] should (return appropriate values|return empty when the specified (snapshot|source volume) id does not exist)`,
+		`ListSnapshots \[Controller Server\] should (return appropriate values|return empty when the specified (snapshot|source volume) id does not exist)|` +
+		`GetSnapshot \[Controller Server\] should return an error( when the specified snapshot id does not exist)?$`,
 }
 
 // sanityCounts tallies the specs of one focus group.
@@ -87,8 +89,8 @@ func TestCSISanity(t *testing.T) {
 			t.Errorf("spec %s: %s: %s", spec.State, spec.FullText(), spec.Failure.Message)
 		}
 	}
-	// csi-test v5.6.0 has 3 Identity, 6 GroupController and 8 volume-free Controller specs in focus.
-	want := map[string]int{"Identity": 3, "GroupController": 6, "Controller": 8}
+	// csi-test v5.6.0 has 3 Identity, 6 GroupController and 10 volume-free Controller specs in focus.
+	want := map[string]int{"Identity": 3, "GroupController": 6, "Controller": 10}
 	for _, group := range []string{"Identity", "GroupController", "Controller"} {
 		c := counts[group]
 		t.Logf("csi-sanity %s: ran %d, passed %d, skipped %d, failed %d", group, c.ran, c.passed, c.skipped, c.failed)

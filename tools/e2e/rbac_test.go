@@ -85,7 +85,8 @@ func TestE2ERBAC(t *testing.T) {
 	// Dynamic groups (driver/dynamicgroup.go) and events on them.
 	needed = append(needed, verbs(group, "volumegroupsnapshots", etcdNS, "get", "list", "watch", "update")...)
 	needed = append(needed, verbs(group, "volumegroupsnapshotclasses", "", "get", "list", "watch")...)
-	needed = append(needed, verbs(group, "volumegroupsnapshotcontents", "", "get", "list", "watch", "create", "update", "patch")...)
+	// The sweeper (driver/sweeper.go) deletes pre-created contents whose VolumeGroupSnapshot is gone.
+	needed = append(needed, verbs(group, "volumegroupsnapshotcontents", "", "get", "list", "watch", "create", "update", "patch", "delete")...)
 	needed = append(needed, verbs("", "events", etcdNS, "create", "patch")...)
 	// Schedules (driver/schedule.go): status only, and the runs' VolumeGroupSnapshots.
 	needed = append(needed, verbs("snapshot.etcd.io", "etcdsnapshotschedules", etcdNS, "get", "list", "watch")...)
@@ -126,7 +127,6 @@ func TestE2ERBAC(t *testing.T) {
 		{group: "apps", resource: "statefulsets", verb: "update", namespace: etcdNS},
 		{resource: "configmaps", verb: "create", namespace: etcdNS},
 		{resource: "configmaps", verb: "delete", namespace: "default"},
-		{group: group, resource: "volumegroupsnapshotcontents", verb: "delete"},
 		{group: "snapshot.etcd.io", resource: "etcdsnapshotschedules", verb: "update", namespace: etcdNS},
 		{group: "snapshot.etcd.io", resource: "etcdsnapshotschedules", verb: "delete", namespace: etcdNS},
 		{group: snapGroup, resource: "volumesnapshots", verb: "create", namespace: etcdNS},

@@ -376,6 +376,23 @@ func (r *Rig) StartDriver() error {
 	return r.waitSidecar(ctx)
 }
 
+// RestartDriverWith stops the driver and starts it again with extra flags after the rig's own (a
+// later flag wins), waiting as StartDriver does. With no flags it restores the rig's command line;
+// a test that changes the shared rig's driver restores it in its clean-up.
+func (r *Rig) RestartDriverWith(extra ...string) error {
+	if r.driver == nil {
+		return errors.New("rig: started without the driver")
+	}
+	r.driver.stop(stopGrace)
+	r.mu.Lock()
+	args := append(append([]string(nil), r.driverArgs...), extra...)
+	r.mu.Unlock()
+	r.driver.mu.Lock()
+	r.driver.args = args
+	r.driver.mu.Unlock()
+	return r.StartDriver()
+}
+
 // DriverRunning reports whether the driver process is alive.
 func (r *Rig) DriverRunning() bool {
 	if r.driver == nil {
