@@ -66,6 +66,9 @@ type Options struct {
 	// (then nil): scaling it and restoring it work as in a real cluster, but a single member cannot be
 	// stopped (etcdcluster's StopMember), which the fault tests need.
 	EtcdStatefulSet bool
+	// EtcdArgs are extra etcd flags for the members of the cluster under test (for example
+	// --quota-backend-bytes for a large database); only with EtcdStatefulSet.
+	EtcdArgs []string
 	// DriverArgs are extra flags for the driver, appended after the rig's own.
 	DriverArgs []string
 	// WithoutDriver starts neither the driver nor the csi-snapshotter, for debugging the rig itself or
@@ -174,6 +177,9 @@ func Start(ctx context.Context, opts Options) (*Rig, error) {
 	}
 	if r.opts.EtcdMembers == 0 {
 		r.opts.EtcdMembers = 3
+	}
+	if len(opts.EtcdArgs) > 0 && !opts.EtcdStatefulSet {
+		return nil, errors.New("rig: Options.EtcdArgs needs Options.EtcdStatefulSet")
 	}
 	r.startCtx, r.cancelStart = context.WithCancel(ctx)
 	r.life, r.cancelLife = context.WithCancel(context.Background())

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// tlsFiles are the client credentials of the cluster under test, written for etcdctl.
+type tlsFiles struct{ ca, cert, key string }
+
+func writeTLSFiles(dir string, ca, cert, key []byte) (tlsFiles, error) {
+	f := tlsFiles{ca: filepath.Join(dir, "ca.crt"), cert: filepath.Join(dir, "tls.crt"), key: filepath.Join(dir, "tls.key")}
+	for path, data := range map[string][]byte{f.ca: ca, f.cert: cert, f.key: key} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
+}
+
+// timed is one run of a tool: its wall time and peak resident memory (from the kernel's rusage).
+type timed struct {
+	took   time.Duration
+	maxRSS int64 // bytes
+	stdout []byte
+}
+
+// runTool runs binary with args and returns its time, peak RSS and stdout; a failure quotes stderr.
+func runTool(ctx context.Context, binary string, args ...string) (timed, error) {
+	cmd := exec.CommandContext(ctx, binary, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	begin := time.Now()
+	err := cmd.Run()
+	t := timed{took: time.Since(begin), stdout: stdout.Bytes()}
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			t.maxRSS = ru.Maxrss << 10 // kilobytes on Linux
+		}
+	}
+	if err != nil {
+		return t, fmt.Errorf("%s %v: %w\n%s", filepath.Base(binary), args, err, lastLines(stderr.String(), 10))
+	}
+	return t, nil
+}
+
+// rawResult is one raw pair half: etcdctl snapshot save, then etcdutl snapshot status of that file.
+type rawResult struct {
+	save, status timed
+	size         int64
+	revision     int64
+	totalKeys    int64
+}
+
+// etcdutlStatus is what `etcdutl snapshot status -w json` prints.
+type etcdutlStatus struct {
+	Hash      uint32 `json:"hash"`
+	Revision  int64  `json:"revision"`
+	TotalKey  int64  `json:"totalKey"`
+	TotalSize int64  `json:"totalSize"`
+}
+
+// rawSnapshot is what a user does by hand: save from endpoint into file, then check it.
+func rawSnapshot(ctx context.Context, binDir, endpoint string, tls tlsFiles, file string) (*rawResult, error) {
+	os.Remove(file)
+	save, err := runTool(ctx, filepath.Join(binDir, "etcdctl"), "--endpoints="+endpoint,
+		"--cacert="+tls.ca, "--cert="+tls.cert, "--key="+tls.key, "--command-timeout=30m", "snapshot", "save", file)
+	if err != nil {
+		return nil, err
+	}
+	status, st, err := snapshotStatus(ctx, binDir, file)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		return nil, err
+	}
+	return &rawResult{save: save, status: status, size: fi.Size(), revision: st.Revision, totalKeys: st.TotalKey}, nil
+}
+
+// snapshotStatus runs `etcdutl snapshot status -w json` on file.
+func snapshotStatus(ctx context.Context, binDir, file string) (timed, *etcdutlStatus, error) {
+	t, err := runTool(ctx, filepath.Join(binDir, "etcdutl"), "snapshot", "status", file, "-w", "json")
+	if err != nil {
+		return t, nil, err
+	}
+	var st etcdutlStatus
+	if err := json.Unmarshal(bytes.TrimSpace(t.stdout), &st); err != nil {
+		return t, nil, fmt.Errorf("etcdutl snapshot status %s: %w: %q", file, err, t.stdout)
+	}
+	return t, &st, nil
+}
