@@ -103,6 +103,10 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Snapshots == nil {
 		errs = append(errs, errors.New("driver: Snapshots client is required"))
 	}
+	dynamicGroup := NewDynamicGroupController(cfg.Engine.Kube, cfg.Snapshots, cfg.DriverName, dynamicGroupResync)
+	if cfg.Engine.OnGroupReady == nil {
+		cfg.Engine.OnGroupReady = dynamicGroup.WakeGroupContent
+	}
 	engine, err := NewEngine(cfg.Engine)
 	if err != nil {
 		errs = append(errs, err)
@@ -122,7 +126,7 @@ func New(cfg Config) (*Driver, error) {
 		cfg:          cfg,
 		socketPath:   socketPath,
 		engine:       engine,
-		dynamicGroup: NewDynamicGroupController(cfg.Engine.Kube, cfg.Snapshots, cfg.DriverName, dynamicGroupResync),
+		dynamicGroup: dynamicGroup,
 		schedules:    schedules,
 		listening:    make(chan struct{}),
 	}, nil

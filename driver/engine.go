@@ -44,6 +44,9 @@ type EngineConfig struct {
 	HealthTimeout time.Duration
 	// Workers is the number of goroutines acting on Job and Pod events; zero means 2.
 	Workers int
+	// OnGroupReady, if set, runs each time a group snapshot's record turns Ready, so the
+	// csi-snapshotter can be told at once (DynamicGroupController.WakeGroupContent).
+	OnGroupReady func(ctx context.Context, id string, readyAt time.Time)
 }
 
 // SnapshotRequest is one CreateVolumeGroupSnapshot (Group) or CreateSnapshot call.

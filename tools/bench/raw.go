@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -25,12 +24,16 @@ func writeTLSFiles(dir string, ca, cert, key []byte) (tlsFiles, error) {
 	return f, nil
 }
 
-// timed is one run of a tool: its wall time and peak resident memory (from the kernel's rusage).
+// timed is one run of a tool: its wall time and peak resident memory.
 type timed struct {
 	took   time.Duration
-	maxRSS int64 // bytes
+	maxRSS int64 // bytes, VmHWM sampled every toolRSSPoll (0 if it ended before the first sample)
 	stdout []byte
 }
+
+// toolRSSPoll is how often a tool's VmHWM is read. The kernel's rusage cannot serve: a child forked
+// with CLONE_VM reports the parent's high-water mark until it execs.
+const toolRSSPoll = 10 * time.Millisecond
 
 // runTool runs binary with args and returns its time, peak RSS and stdout; a failure quotes stderr.
 func runTool(ctx context.Context, binary string, args ...string) (timed, error) {
@@ -38,13 +41,29 @@ func runTool(ctx context.Context, binary string, args ...string) (timed, error) 
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	begin := time.Now()
-	err := cmd.Run()
-	t := timed{took: time.Since(begin), stdout: stdout.Bytes()}
-	if cmd.ProcessState != nil {
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			t.maxRSS = ru.Maxrss << 10 // kilobytes on Linux
-		}
+	if err := cmd.Start(); err != nil {
+		return timed{}, err
 	}
+	exited := make(chan struct{})
+	peak := make(chan int64, 1)
+	go func() {
+		var hwm int64
+		t := time.NewTicker(toolRSSPoll)
+		defer t.Stop()
+		for {
+			hwm = max(hwm, statusKB(cmd.Process.Pid, "VmHWM:")<<10)
+			select {
+			case <-exited:
+				peak <- hwm
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	err := cmd.Wait()
+	took := time.Since(begin)
+	close(exited)
+	t := timed{took: took, maxRSS: <-peak, stdout: stdout.Bytes()}
 	if err != nil {
 		return t, fmt.Errorf("%s %v: %w\n%s", filepath.Base(binary), args, err, lastLines(stderr.String(), 10))
 	}
