@@ -19,12 +19,13 @@ const verifyRSSPoll = 20 * time.Millisecond
 
 // watchVerifyRSS samples, until ctx ends, the peak resident memory (VmHWM) of every process below this
 // one that runs the driver binary's verify subcommand: the pod runner runs the Job's verify container
-// as such a process. The returned function gives the highest peak seen (0 if none was caught).
-func watchVerifyRSS(ctx context.Context) func() int64 {
+// as such a process. The returned function gives the highest VmHWM and the highest RssAnon seen (0
+// if none was caught): VmHWM counts the pages of the mmapped snapshot file, RssAnon does not.
+func watchVerifyRSS(ctx context.Context) func() (hwm, anon int64) {
 	var (
-		mu   sync.Mutex
-		peak int64
-		done = make(chan struct{})
+		mu         sync.Mutex
+		peak, anon int64
+		done       = make(chan struct{})
 	)
 	go func() {
 		defer close(done)
@@ -35,11 +36,10 @@ func watchVerifyRSS(ctx context.Context) func() int64 {
 				if !isVerify(pid) {
 					continue
 				}
-				if hwm := statusKB(pid, "VmHWM:") << 10; hwm > 0 {
-					mu.Lock()
-					peak = max(peak, hwm)
-					mu.Unlock()
-				}
+				hwm, a := statusKB(pid, "VmHWM:")<<10, statusKB(pid, "RssAnon:")<<10
+				mu.Lock()
+				peak, anon = max(peak, hwm), max(anon, a)
+				mu.Unlock()
 			}
 			select {
 			case <-ctx.Done():
@@ -48,11 +48,11 @@ func watchVerifyRSS(ctx context.Context) func() int64 {
 			}
 		}
 	}()
-	return func() int64 {
+	return func() (int64, int64) {
 		<-done
 		mu.Lock()
 		defer mu.Unlock()
-		return peak
+		return peak, anon
 	}
 }
 

@@ -27,8 +27,9 @@ func writeTLSFiles(dir string, ca, cert, key []byte) (tlsFiles, error) {
 // timed is one run of a tool: its wall time and peak resident memory.
 type timed struct {
 	took   time.Duration
-	maxRSS int64 // bytes, VmHWM sampled every toolRSSPoll (0 if it ended before the first sample)
-	stdout []byte
+	maxRSS  int64 // bytes, VmHWM sampled every toolRSSPoll (0 if it ended before the first sample); counts mmapped file pages
+	maxAnon int64 // bytes, the highest RssAnon sampled: the memory that is not the mmapped snapshot file
+	stdout  []byte
 }
 
 // toolRSSPoll is how often a tool's VmHWM is read. The kernel's rusage cannot serve: a child forked
@@ -45,16 +46,17 @@ func runTool(ctx context.Context, binary string, args ...string) (timed, error) 
 		return timed{}, err
 	}
 	exited := make(chan struct{})
-	peak := make(chan int64, 1)
+	peak := make(chan [2]int64, 1)
 	go func() {
-		var hwm int64
+		var hwm, anon int64
 		t := time.NewTicker(toolRSSPoll)
 		defer t.Stop()
 		for {
 			hwm = max(hwm, statusKB(cmd.Process.Pid, "VmHWM:")<<10)
+			anon = max(anon, statusKB(cmd.Process.Pid, "RssAnon:")<<10)
 			select {
 			case <-exited:
-				peak <- hwm
+				peak <- [2]int64{hwm, anon}
 				return
 			case <-t.C:
 			}
@@ -63,7 +65,8 @@ func runTool(ctx context.Context, binary string, args ...string) (timed, error) 
 	err := cmd.Wait()
 	took := time.Since(begin)
 	close(exited)
-	t := timed{took: took, maxRSS: <-peak, stdout: stdout.Bytes()}
+	p := <-peak
+	t := timed{took: took, maxRSS: p[0], maxAnon: p[1], stdout: stdout.Bytes()}
 	if err != nil {
 		return t, fmt.Errorf("%s %v: %w\n%s", filepath.Base(binary), args, err, lastLines(stderr.String(), 10))
 	}

@@ -61,6 +61,9 @@ func parseResult(line string) (kind string, fields map[string]float64, err error
 		}
 		fields[k] = f
 	}
+	if len(fields) == 0 {
+		return "", nil, fmt.Errorf("RESULT line %q has no key=value fields", line)
+	}
 	return kind, fields, nil
 }
 
