@@ -115,6 +115,13 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	throttled := b.throttled()
 	b.print(os.Stdout, throttled0, throttled)
+	if b.o.keepFile != "" {
+		last := b.pairs[len(b.pairs)-1].drv.file
+		if _, err := runTool(ctx, "cp", last, b.o.keepFile); err != nil {
+			return err
+		}
+		say("copied %s to %s (-keep-file)", last, b.o.keepFile)
+	}
 	if b.o.restore {
 		res, err := b.compareRestore(ctx, b.pairs[len(b.pairs)-1])
 		if err != nil {

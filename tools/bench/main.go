@@ -14,6 +14,7 @@
 //	go run ./tools/bench                  # 1 GiB, 3 pairs
 //	go run ./tools/bench -size 10Mi       # control-path overhead, 10 consecutive snapshots
 //	go run ./tools/bench -size 1Gi -restore
+//	go run ./tools/bench -size 8Gi -pairs 1 -members 1   # large database; each member holds a copy
 //	go run ./tools/bench -short           # smoke run: 4 MiB, 1 pair
 package main
 
@@ -42,6 +43,9 @@ type options struct {
 	short      bool
 	timeout    time.Duration
 	driverArgs []string
+	logDir     string
+	members    int
+	keepFile   string
 }
 
 // stringList is a repeatable flag.
@@ -69,12 +73,15 @@ func main() {
 	flag.BoolVar(&o.restore, "restore", false, "also compare the restore command (-scale) with raw etcdutl snapshot restore of the last snapshot")
 	flag.BoolVar(&o.short, "short", false, "smoke run: -size 4Mi and 1 pair unless given")
 	flag.DurationVar(&o.timeout, "timeout", 90*time.Minute, "limit for the whole run, rig start-up included")
+	flag.IntVar(&o.members, "members", 3, "members of the etcd cluster under test (1 saves disk for an 8Gi run: every member holds a copy)")
+	flag.StringVar(&o.keepFile, "keep-file", "", "copy the last driver snapshot file here before cleaning up (to study verify on it)")
+	flag.StringVar(&o.logDir, "log-dir", "", "keep the rig's component logs in this directory (default: removed with the rig)")
 	flag.Var(&extra, "driver-arg", "extra flag for the driver (repeatable), for example -driver-arg=-kube-api-qps=5")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	q, err := resource.ParseQuantity(sizeText)
-	if err != nil || q.Value() <= 0 || flag.NArg() > 0 || o.pairs < 0 {
+	if err != nil || q.Value() <= 0 || flag.NArg() > 0 || o.pairs < 0 || o.members < 1 {
 		fmt.Fprintln(os.Stderr, "usage: go run ./tools/bench [-size 1Gi] [-pairs N] [-restore] [-short] [-timeout D] [-driver-arg FLAG]...")
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bench: -size %q: %v\n", sizeText, err)
@@ -137,7 +144,7 @@ func run(o options) int {
 		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
 
 	r, err := rig.Start(ctx, rig.Options{Root: root, Progress: os.Stderr, NoSignalHandler: true,
-		EtcdStatefulSet: true, EtcdArgs: etcdArgs(o.size), DriverArgs: o.driverArgs})
+		EtcdStatefulSet: true, EtcdArgs: etcdArgs(o.size), DriverArgs: o.driverArgs, LogDir: o.logDir, EtcdMembers: o.members})
 	if err != nil {
 		say("FAILED: starting the rig: %v", err)
 		keepOnly(root, "logs")

@@ -160,9 +160,11 @@ type phase struct {
 	at   time.Time
 }
 
-// phaseNames are the steps of the driver's path, in order, as the README's table shows them.
+// phaseNames are the steps of the driver's path, in order, as the README's table shows them:
+// "content readyToUse" is the csi-snapshotter's part (it learns of the ready record at its next
+// Create call), "VGS readyToUse" after it the snapshot-controller's.
 var phaseNames = []string{"VGS created", "content bound", "Create called", "Job created", "pod started",
-	"save done", "verify done", "record Ready", "VGS readyToUse"}
+	"save done", "verify done", "record Ready", "content readyToUse", "VGS readyToUse"}
 
 // phases is the driver's path of VolumeGroupSnapshot vgs with record rec, created at begin and seen
 // ready at ready. A step never seen has a zero time.
@@ -180,6 +182,7 @@ func (o *observer) phases(vgs *groupsnapshotv1.VolumeGroupSnapshot, rec *driver.
 		{phaseNames[5], o.at(kindPod, rec.ID, stepSaveDone)},
 		{phaseNames[6], o.at(kindPod, rec.ID, stepVerifyDone)},
 		{phaseNames[7], readyAt},
-		{phaseNames[8], ready},
+		{phaseNames[8], o.at(kindContent, ptr.Deref(vgs.Status.BoundVolumeGroupSnapshotContentName, ""), stepReady)},
+		{phaseNames[9], ready},
 	}
 }
