@@ -26,7 +26,7 @@ func writeTLSFiles(dir string, ca, cert, key []byte) (tlsFiles, error) {
 
 // timed is one run of a tool: its wall time and peak resident memory.
 type timed struct {
-	took   time.Duration
+	took    time.Duration
 	maxRSS  int64 // bytes, VmHWM sampled every toolRSSPoll (0 if it ended before the first sample); counts mmapped file pages
 	maxAnon int64 // bytes, the highest RssAnon sampled: the memory that is not the mmapped snapshot file
 	stdout  []byte
