@@ -187,12 +187,13 @@ func (b *bench) pair(ctx context.Context, i int) (*pairResult, error) {
 		say("pair %d: the driver saved from %v, the raw path from %s (leader %s)", p.n, src, url, name)
 	}
 	// verify and etcdutl snapshot status on the same file, in alternating order too.
+	var st *etcdutlStatus
 	cmds := []func() error{
 		func() error {
 			p.verify, err = runTool(ctx, filepath.Join(b.r.DriverBinDir, rig.DriverBinary), "verify", "-file="+p.drv.file)
 			return err
 		},
-		func() error { p.status, _, err = snapshotStatus(ctx, b.r.BinDir, p.drv.file); return err },
+		func() error { p.status, st, err = snapshotStatus(ctx, b.r.BinDir, p.drv.file); return err },
 	}
 	if !p.rawFirst {
 		cmds[0], cmds[1] = cmds[1], cmds[0]
@@ -201,6 +202,12 @@ func (b *bench) pair(ctx context.Context, i int) (*pairResult, error) {
 		if err := c(); err != nil {
 			return nil, err
 		}
+	}
+	// The record must say what etcd's own tool reads from the same file.
+	rec := p.drv.rec
+	if rec.Hash != st.Hash || rec.Revision != st.Revision || rec.TotalKeys != st.TotalKey {
+		return nil, fmt.Errorf("record %s says hash %d, revision %d, %d total keys; etcdutl snapshot status of its file says hash %d, revision %d, %d total keys",
+			rec.ID, rec.Hash, rec.Revision, rec.TotalKeys, st.Hash, st.Revision, st.TotalKey)
 	}
 	return p, nil
 }
