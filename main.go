@@ -20,6 +20,7 @@ import (
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
@@ -54,6 +55,8 @@ type options struct {
 	storageClass      string
 	healthTimeout     time.Duration
 	sweepGrace        time.Duration
+	kubeAPIQPS        float64
+	kubeAPIBurst      int
 	showVersion       bool
 
 	leaderElection          bool
@@ -80,6 +83,9 @@ func registerFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.storageClass, "snapshot-storage-class", "", "StorageClass of snapshot PVCs when the class parameter snapshotStorageClass is absent; empty means the cluster default")
 	fs.DurationVar(&o.healthTimeout, "health-timeout", 10*time.Second, "time limit of one etcd cluster health check")
 	fs.DurationVar(&o.sweepGrace, "sweep-grace", driver.DefaultSweepGrace, "how long an abandoned Pending snapshot or pre-created VolumeGroupSnapshotContent waits before the sweeper removes it")
+	// client-go's own defaults (5 and 10) throttle a single snapshot's few dozen requests by seconds.
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "queries per second to the Kubernetes API server (client-side rate limit)")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "burst of queries to the Kubernetes API server above -kube-api-qps")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&o.leaderElection, "leader-election", true, "run the driver's controllers only on the replica holding the Lease "+driver.DefaultLeaseName+" (every replica serves CSI)")
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader Lease; default -metadata-namespace")
@@ -159,11 +165,10 @@ func run(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 // config turns the flags into the driver configuration, building the Kubernetes client and reading
 // the fallback etcd credentials.
 func config(o options) (driver.Config, error) {
-	restConfig, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	restConfig, err := kubeRESTConfig(o)
 	if err != nil {
-		return driver.Config{}, fmt.Errorf("kubernetes client configuration (-kubeconfig %q): %w", o.kubeconfig, err)
+		return driver.Config{}, err
 	}
-	restConfig.UserAgent = "etcd-snapshot-driver/" + version
 	kube, err := kubernetes.NewForConfig(restConfig)
 	if err != nil {
 		return driver.Config{}, fmt.Errorf("kubernetes client: %w", err)
@@ -223,6 +228,24 @@ func leaderIdentity() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	return name + "_" + hex.EncodeToString(b)
+}
+
+// kubeRESTConfig is the Kubernetes client configuration of -kubeconfig with -kube-api-qps and
+// -kube-api-burst.
+func kubeRESTConfig(o options) (*rest.Config, error) {
+	if o.kubeAPIQPS <= 0 {
+		return nil, fmt.Errorf("-kube-api-qps %v: must be more than 0", o.kubeAPIQPS)
+	}
+	if o.kubeAPIBurst < 1 {
+		return nil, fmt.Errorf("-kube-api-burst %d: must be at least 1", o.kubeAPIBurst)
+	}
+	restConfig, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client configuration (-kubeconfig %q): %w", o.kubeconfig, err)
+	}
+	restConfig.UserAgent = "etcd-snapshot-driver/" + version
+	restConfig.QPS, restConfig.Burst = float32(o.kubeAPIQPS), o.kubeAPIBurst
+	return restConfig, nil
 }
 
 // fallbackCredentials reads -etcd-ca, -etcd-cert and -etcd-key: all three or none.

@@ -46,6 +46,8 @@ func TestFlagDefaults(t *testing.T) {
 		"snapshot-storage-class":         "",
 		"health-timeout":                 "10s",
 		"sweep-grace":                    "10m0s",
+		"kube-api-qps":                   "50",
+		"kube-api-burst":                 "100",
 		"version":                        "false",
 		"leader-election":                "true",
 		"leader-election-namespace":      "",
@@ -219,5 +221,57 @@ current-context: x
 		cfg.Engine.HealthTimeout != 3*time.Second || cfg.Engine.SweepGrace != 90*time.Second || cfg.Engine.FallbackCreds != nil ||
 		cfg.Engine.DriverImage != imageRepository+":"+version || cfg.Engine.EtcdImage != "gcr.io/etcd-development/etcd:v3.7.3" {
 		t.Fatalf("config = %+v", cfg)
+	}
+}
+
+func TestKubeRESTConfigRateLimits(t *testing.T) {
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name      string
+		args      []string
+		wantQPS   float32
+		wantBurst int
+		wantErr   string
+	}{
+		{name: "defaults", wantQPS: 50, wantBurst: 100},
+		{name: "set", args: []string{"-kube-api-qps=7.5", "-kube-api-burst=15"}, wantQPS: 7.5, wantBurst: 15},
+		{name: "zero qps", args: []string{"-kube-api-qps=0"}, wantErr: "-kube-api-qps 0: must be more than 0"},
+		{name: "negative qps", args: []string{"-kube-api-qps=-1"}, wantErr: "-kube-api-qps -1: must be more than 0"},
+		{name: "zero burst", args: []string{"-kube-api-burst=0"}, wantErr: "-kube-api-burst 0: must be at least 1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("x", flag.ContinueOnError)
+			var o options
+			registerFlags(fs, &o)
+			if err := fs.Parse(append([]string{"-kubeconfig=" + kubeconfig}, tc.args...)); err != nil {
+				t.Fatal(err)
+			}
+			rc, err := kubeRESTConfig(o)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("kubeRESTConfig = %v, want error %q", err, tc.wantErr)
+				}
+				if _, err := config(o); err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("config = %v, want error %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rc.QPS != tc.wantQPS || rc.Burst != tc.wantBurst || rc.UserAgent != "etcd-snapshot-driver/"+version {
+				t.Fatalf("QPS %v, burst %d, user agent %q; want %v, %d", rc.QPS, rc.Burst, rc.UserAgent, tc.wantQPS, tc.wantBurst)
+			}
+		})
 	}
 }

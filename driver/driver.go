@@ -113,6 +113,10 @@ func New(cfg Config) (*Driver, error) {
 			errs = append(errs, err)
 		}
 	}
+	dynamicGroup := NewDynamicGroupController(cfg.Engine.Kube, cfg.Snapshots, cfg.DriverName, dynamicGroupResync)
+	if cfg.Engine.OnGroupReady == nil {
+		cfg.Engine.OnGroupReady = dynamicGroup.WakeGroupContent
+	}
 	engine, err := NewEngine(cfg.Engine)
 	if err != nil {
 		errs = append(errs, err)
@@ -128,7 +132,6 @@ func New(cfg Config) (*Driver, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	dynamicGroup := NewDynamicGroupController(cfg.Engine.Kube, cfg.Snapshots, cfg.DriverName, dynamicGroupResync)
 	sweeper, err := newSweeper(engine, dynamicGroup, cfg.Snapshots, cfg.Engine.SweepGrace, clock.RealClock{})
 	if err != nil {
 		return nil, fmt.Errorf("driver: sweeper: %w", err)

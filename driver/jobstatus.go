@@ -29,8 +29,9 @@ type outcome struct {
 	reason    string        // jobFailed
 }
 
-// jobOutcome reads a Job's conditions and its pods' statuses. A Job counts as failed on its Failed
-// (or FailureTarget) condition, or once more pods failed than backoffLimit allows.
+// jobOutcome reads a Job's conditions and its pods' statuses. A Job counts as succeeded on its
+// Complete condition or, before that, once a pod succeeded with a readable verify result; as failed
+// on its Failed (or FailureTarget) condition, or once more pods failed than backoffLimit allows.
 func jobOutcome(job *batchv1.Job, pods []*corev1.Pod) outcome {
 	if jobCondition(job, batchv1.JobComplete) != nil {
 		res, err := verifyResultOf(pods)
@@ -43,6 +44,14 @@ func jobOutcome(job *batchv1.Job, pods []*corev1.Pod) outcome {
 	limit := int32(6) // the API default
 	if job.Spec.BackoffLimit != nil {
 		limit = *job.Spec.BackoffLimit
+	}
+	if cond == nil {
+		// The Job controller batches pod updates and marks the Job Complete about a second after its
+		// pod succeeded; the verify result in that pod is the snapshot's outcome already. An
+		// unreadable one waits for Complete, whose handling names it.
+		if res, err := verifyResultOf(pods); res != nil && err == nil {
+			return outcome{state: jobSucceeded, result: res}
+		}
 	}
 	if cond == nil && job.Status.Failed <= limit {
 		return outcome{state: jobRunning}

@@ -71,6 +71,22 @@ func TestJobOutcome(t *testing.T) {
 	if out.state != jobSucceeded || out.result != nil || out.resultErr == nil || !strings.Contains(out.resultErr.Error(), "not json") {
 		t.Errorf("complete Job with an unreadable result: %+v", out)
 	}
+	// The Job controller marks a Job Complete a second or so after its pod succeeded (it batches pod
+	// updates); the verify result in the pod is the outcome already.
+	goodResult := badResult.DeepCopy()
+	goodResult.Status.ContainerStatuses[0].State.Terminated.Message = `{"revision":42,"keys":7,"size":4096,"sha256":"ab"}`
+	out = jobOutcome(job(), []*corev1.Pod{crashed("p1", older, "first try"), goodResult})
+	if out.state != jobSucceeded || out.result == nil || out.result.Revision != 42 || out.resultErr != nil {
+		t.Errorf("running Job whose pod succeeded with a result: %+v; want succeeded with revision 42", out)
+	}
+	out = jobOutcome(job(), []*corev1.Pod{badResult})
+	if out.state != jobRunning {
+		t.Errorf("running Job whose pod succeeded with an unreadable result: %+v; want to wait for the Job's Complete", out)
+	}
+	out = jobOutcome(job(batchv1.JobCondition{Type: batchv1.JobFailed, Reason: batchv1.JobReasonDeadlineExceeded}), []*corev1.Pod{goodResult})
+	if out.state != jobFailed {
+		t.Errorf("failed Job with a succeeded pod: %+v; want the Job's verdict", out)
+	}
 	out = jobOutcome(job(batchv1.JobCondition{Type: batchv1.JobComplete}), nil)
 	if out.state != jobSucceeded || out.result != nil || out.resultErr != nil {
 		t.Errorf("complete Job without pods yet: %+v; want to wait", out)

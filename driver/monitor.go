@@ -242,6 +242,9 @@ func (e *Engine) markReady(ctx context.Context, pending *Record, res *VerifyResu
 	snapshotOperations.WithLabelValues("create", "success").Inc()
 	snapshotDuration.Observe(now.Sub(rec.CreatedAt).Seconds())
 	snapshotSize.Observe(float64(res.Size))
+	if rec.Group && e.cfg.OnGroupReady != nil {
+		e.cfg.OnGroupReady(ctx, id, now)
+	}
 	glog.Infof("Snapshot %s (%s) of etcd cluster %s/%s is ready: %d bytes, revision %d, %d keys, sha256 %s, from member %s",
 		id, rec.Name, rec.Namespace, rec.Cluster, res.Size, res.Revision, res.Keys, res.SHA256, rec.SourceMember.Name)
 	return nil

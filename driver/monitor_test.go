@@ -323,3 +323,50 @@ func TestRestartResumesSuspendedJob(t *testing.T) {
 		})
 	}
 }
+
+// A group record turning Ready calls OnGroupReady once, with its id and ready time, so the driver
+// can tell the csi-snapshotter at once instead of waiting for its next backed-off call.
+func TestGroupReadyCallsOnGroupReady(t *testing.T) {
+	tc := startTestCluster(t, 3)
+	kube := fake.NewClientset(etcdWorld(t, tc)...)
+	enforceDriverRBAC(t, kube)
+	type call struct {
+		id      string
+		readyAt time.Time
+	}
+	calls := make(chan call, 4)
+	f := startFixtureEngineWith(t, kube, func(c *EngineConfig) {
+		c.OnGroupReady = func(_ context.Context, id string, readyAt time.Time) { calls <- call{id, readyAt} }
+	})
+	rec, err := f.engine.Create(f.ctx, groupRequest(tc, "groupsnapshot-wake"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-calls:
+		t.Fatalf("OnGroupReady(%s) before the Job finished", c.id)
+	default:
+	}
+	f.finishJob(rec, rec.ID+"-abcde", succeededPod(t, takeVerifiedSnapshot(t, tc)), batchv1.JobCondition{Type: batchv1.JobComplete})
+	ready := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase != PhaseRunning })
+	if ready.Phase != PhaseReady || ready.ReadyAt == nil {
+		t.Fatalf("record %+v; want Ready", ready)
+	}
+	select {
+	case c := <-calls:
+		if c.id != rec.ID || !c.readyAt.Equal(*ready.ReadyAt) {
+			t.Errorf("OnGroupReady(%s, %v); want (%s, %v)", c.id, c.readyAt, rec.ID, *ready.ReadyAt)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnGroupReady not called after the record turned Ready")
+	}
+	// Events after Ready (a resync, the CO's next Create) must not call it again.
+	if _, err := f.engine.Create(f.ctx, groupRequest(tc, "groupsnapshot-wake")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-calls:
+		t.Errorf("OnGroupReady(%s) called a second time", c.id)
+	case <-time.After(500 * time.Millisecond):
+	}
+}

@@ -85,7 +85,9 @@ func TestE2ESweeperCollectsAbandoned(t *testing.T) {
 	}
 	err = rig.WaitGone(ctx, "VolumeGroupSnapshot "+vgs.Name, vgs.Name,
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return vgsClient.List(ctx, o) },
-		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return vgsClient.Watch(ctx, o) },
+		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return vgsClient.Watch(ctx, o)
+		},
 		&groupsnapshotv1.VolumeGroupSnapshot{})
 	if err != nil {
 		t.Fatal(err)

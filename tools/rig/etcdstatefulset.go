@@ -73,6 +73,9 @@ type EtcdStatefulSetOptions struct {
 	// ownerReferences. WhenDeleted=Delete makes the StatefulSet their owner; WhenScaled=Delete makes
 	// each pod the owner of its PVC, so scaling to 0 deletes the data.
 	ClaimRetention *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy
+	// EtcdArgs are extra etcd flags of every member (for example --quota-backend-bytes for a large
+	// database), after the rig's own; the launcher refuses the flags it sets itself.
+	EtcdArgs []string
 }
 
 // EtcdStatefulSet is an etcd cluster run by a real StatefulSet in the rig: the StatefulSet controller
@@ -93,6 +96,7 @@ type EtcdStatefulSet struct {
 	storageClass string
 	dataDirEnv   bool
 	retention    *appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy
+	etcdArgs     []string
 	table        launcher.Table
 
 	ca, clientCert, clientKey []byte
@@ -166,6 +170,7 @@ func (r *Rig) PrepareEtcdStatefulSet(ctx context.Context, name, namespace string
 	s := &EtcdStatefulSet{
 		r: r, name: name, namespace: namespace, members: opts.Members,
 		storageClass: opts.StorageClass, dataDirEnv: opts.DataDirFromEnv, retention: opts.ClaimRetention,
+		etcdArgs:  append([]string(nil), opts.EtcdArgs...),
 		memberTLS: map[string][]byte{},
 	}
 	s.table = launcher.Table{StatefulSet: name, Token: name + "-" + randomHex(8)}
@@ -342,6 +347,7 @@ func (s *EtcdStatefulSet) statefulSet() *appsv1.StatefulSet {
 		"--heartbeat-interval="+strconv.Itoa(stsHeartbeatMs),
 		"--election-timeout="+strconv.Itoa(stsElectionMs),
 	)
+	args = append(args, s.etcdArgs...)
 	podLabels := s.clusterLabels()
 	for k, v := range s.appLabels() {
 		podLabels[k] = v
@@ -757,9 +763,12 @@ func (s *EtcdStatefulSet) DataDirInVolume() string { return EtcdDataDirInVolume 
 
 // startEtcdUnderTestStatefulSet starts the cluster under test as a StatefulSet (Options.EtcdStatefulSet).
 func (r *Rig) startEtcdUnderTestStatefulSet(ctx context.Context) error {
-	s, err := r.StartEtcdStatefulSet(ctx, EtcdClusterName, r.Namespace, r.opts.EtcdMembers)
+	s, err := r.PrepareEtcdStatefulSet(ctx, EtcdClusterName, r.Namespace, EtcdStatefulSetOptions{Members: r.opts.EtcdMembers, EtcdArgs: r.opts.EtcdArgs})
 	if err != nil {
 		return err
+	}
+	if err := s.Start(ctx); err != nil {
+		return s.rollback(ctx, err)
 	}
 	r.EtcdSet = s
 	r.logf("rig: etcd cluster %q (%d members) runs as a StatefulSet in namespace %s", EtcdClusterName, r.opts.EtcdMembers, r.Namespace)

@@ -70,6 +70,9 @@ type Options struct {
 	// csi-snapshotter on its own socket; with two or more the sidecars elect a leader as shipped.
 	// Default 1.
 	DriverReplicas int
+	// EtcdArgs are extra etcd flags for the members of the cluster under test (for example
+	// --quota-backend-bytes for a large database); only with EtcdStatefulSet.
+	EtcdArgs []string
 	// DriverArgs are extra flags for the driver, appended after the rig's own.
 	DriverArgs []string
 	// WithoutDriver starts neither the driver nor the csi-snapshotter, for debugging the rig itself or
@@ -179,6 +182,9 @@ func Start(ctx context.Context, opts Options) (*Rig, error) {
 	}
 	if r.opts.EtcdMembers == 0 {
 		r.opts.EtcdMembers = 3
+	}
+	if len(opts.EtcdArgs) > 0 && !opts.EtcdStatefulSet {
+		return nil, errors.New("rig: Options.EtcdArgs needs Options.EtcdStatefulSet")
 	}
 	r.startCtx, r.cancelStart = context.WithCancel(ctx)
 	r.life, r.cancelLife = context.WithCancel(context.Background())

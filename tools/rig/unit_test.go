@@ -1,9 +1,11 @@
 package rig
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -178,5 +180,27 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestEtcdStatefulSetExtraArgs(t *testing.T) {
+	s := &EtcdStatefulSet{r: &Rig{LauncherImage: LauncherImage}, name: "main", namespace: "ns", members: 1, storageClass: StorageClass,
+		etcdArgs: []string{"--quota-backend-bytes=17179869184", "--snapshot-count=1000"}}
+	args := s.statefulSet().Spec.Template.Spec.Containers[0].Args
+	if n := len(args); n < 3 || args[n-2] != "--quota-backend-bytes=17179869184" || args[n-1] != "--snapshot-count=1000" {
+		t.Errorf("etcd container args %q; want the extra flags last", args)
+	}
+	if !slices.Contains(args, "--data-dir="+EtcdDataDir) {
+		t.Errorf("etcd container args %q lost --data-dir", args)
+	}
+	plain := (&EtcdStatefulSet{r: s.r, name: "main", namespace: "ns", members: 1}).statefulSet().Spec.Template.Spec.Containers[0].Args
+	for _, a := range plain {
+		if strings.HasPrefix(a, "--quota-backend-bytes") {
+			t.Errorf("default args carry %s", a)
+		}
+	}
+	if _, err := Start(context.Background(), Options{EtcdArgs: []string{"--quota-backend-bytes=1"}, NoSignalHandler: true}); err == nil ||
+		!strings.Contains(err.Error(), "EtcdArgs needs Options.EtcdStatefulSet") {
+		t.Errorf("Start with EtcdArgs but process-managed members: %v", err)
 	}
 }

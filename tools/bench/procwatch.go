@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
+)
+
+// verifyRSSPoll is how often the pod runner's processes are looked at for a running verify container.
+const verifyRSSPoll = 20 * time.Millisecond
+
+// watchVerifyRSS samples, until ctx ends, the peak resident memory (VmHWM) of every process below this
+// one that runs the driver binary's verify subcommand: the pod runner runs the Job's verify container
+// as such a process. The returned function gives the highest VmHWM and the highest RssAnon seen (0
+// if none was caught): VmHWM counts the pages of the mmapped snapshot file, RssAnon does not.
+func watchVerifyRSS(ctx context.Context) func() (hwm, anon int64) {
+	var (
+		mu         sync.Mutex
+		peak, anon int64
+		done       = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		t := time.NewTicker(verifyRSSPoll)
+		defer t.Stop()
+		for {
+			for _, pid := range rig.Descendants(os.Getpid()) {
+				if !isVerify(pid) {
+					continue
+				}
+				hwm, a := statusKB(pid, "VmHWM:")<<10, statusKB(pid, "RssAnon:")<<10
+				mu.Lock()
+				peak, anon = max(peak, hwm), max(anon, a)
+				mu.Unlock()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() (int64, int64) {
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return peak, anon
+	}
+}
+
+func isVerify(pid int) bool {
+	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return false
+	}
+	argv := bytes.Split(bytes.TrimRight(cmdline, "\x00"), []byte{0})
+	return len(argv) > 1 && filepath.Base(string(argv[0])) == rig.DriverBinary && string(argv[1]) == "verify"
+}
+
+// statusKB reads a "Name:  N kB" field of /proc/<pid>/status.
+func statusKB(pid int, field string) int64 {
+	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rest, ok := strings.CutPrefix(s.Text(), field); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb
+		}
+	}
+	return 0
+}
