@@ -230,24 +230,7 @@ func (c *DynamicGroupController) worker(ctx context.Context) {
 }
 
 func (c *DynamicGroupController) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
-
-	err := c.sync(ctx, key)
-	switch {
-	case err == nil:
-		c.queue.Forget(key)
-	case errors.Is(err, errDGRetry):
-		glog.V(2).Infof("dynamicgroup: VolumeGroupSnapshot %s: %v; retrying", key, err)
-		c.queue.AddRateLimited(key)
-	default:
-		glog.Warningf("dynamicgroup: VolumeGroupSnapshot %s: %v; retrying", key, err)
-		c.queue.AddRateLimited(key)
-	}
-	return true
+	return processNextKey(ctx, c.queue, "dynamicgroup: VolumeGroupSnapshot", noRequeue(c.sync), errDGRetry)
 }
 
 // sync creates the content of one VolumeGroupSnapshot if it is ours and still

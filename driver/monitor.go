@@ -84,24 +84,7 @@ func (e *Engine) runWorker(ctx context.Context) {
 }
 
 func (e *Engine) processNext(ctx context.Context) bool {
-	id, quit := e.queue.Get()
-	if quit {
-		return false
-	}
-	defer e.queue.Done(id)
-	err := e.reconcile(ctx, id)
-	switch {
-	case err == nil:
-		e.queue.Forget(id)
-	case errors.Is(err, errAwaitingResult):
-		glog.V(4).Infof("Snapshot %s: %v", id, err)
-		e.queue.AddRateLimited(id)
-	default:
-		// API trouble: keep trying with backoff, as any controller would.
-		glog.Warningf("Snapshot %s: %v; will retry", id, err)
-		e.queue.AddRateLimited(id)
-	}
-	return true
+	return processNextKey(ctx, e.queue, "Snapshot", noRequeue(e.reconcile), errAwaitingResult)
 }
 
 // reconcile moves the record of id forward from what its Job and pods show.

@@ -212,22 +212,7 @@ func (c *ScheduleController) worker(ctx context.Context) {
 }
 
 func (c *ScheduleController) processNext(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
-	after, err := c.sync(ctx, key)
-	if err != nil {
-		glog.Warningf("schedule %s: %v; retrying", key, err)
-		c.queue.AddRateLimited(key)
-		return true
-	}
-	c.queue.Forget(key)
-	if after > 0 {
-		c.queue.AddAfter(key, after)
-	}
-	return true
+	return processNextKey(ctx, c.queue, "schedule", c.sync)
 }
 
 // sync brings one schedule forward at the clock's now and returns when it next needs looking at

@@ -191,24 +191,18 @@ func (s *Sweeper) remaining(since time.Time) time.Duration {
 }
 
 func (s *Sweeper) processNext(ctx context.Context) bool {
-	key, quit := s.queue.Get()
-	if quit {
-		return false
-	}
-	defer s.queue.Done(key)
-	var err error
+	return processNextKey(ctx, s.queue, "sweeper:", noRequeue(s.sweep))
+}
+
+// sweep dispatches a sweeper key to the record or the content it names.
+func (s *Sweeper) sweep(ctx context.Context, key string) error {
 	if id, ok := strings.CutPrefix(key, sweepRecordPrefix); ok {
-		err = s.sweepRecord(ctx, id)
-	} else if name, ok := strings.CutPrefix(key, sweepContentPrefix); ok {
-		err = s.sweepContent(ctx, name)
+		return s.sweepRecord(ctx, id)
 	}
-	if err != nil {
-		glog.Warningf("sweeper: %s: %v; will retry", key, err)
-		s.queue.AddRateLimited(key)
-		return true
+	if name, ok := strings.CutPrefix(key, sweepContentPrefix); ok {
+		return s.sweepContent(ctx, name)
 	}
-	s.queue.Forget(key)
-	return true
+	return nil
 }
 
 // sweepRecord removes a Pending record and its Job, Secret and PVC when its rollback failed, or when
