@@ -122,6 +122,9 @@ func (r *Rig) applyDriverManifests(ctx context.Context) error {
 	if err := r.allowDriverImages(ctx); err != nil {
 		return err
 	}
+	if err := r.waitAdmissionEnforced(ctx); err != nil {
+		return err
+	}
 	r.logf("rig: applied %d objects from manifests/ (%s)", len(apply), strings.Join(baseNames(files), ", "))
 	return nil
 }
