@@ -58,6 +58,11 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 			if err != nil || q.Sign() <= 0 {
 				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is not a positive quantity such as 1Gi", paramSnapshotMinSize, v)
 			}
+			// A quantity such as 1e1111111100 parses, but any arithmetic on it (sizing, comparing,
+			// printing) takes practically forever; no volume is larger than the sizing bound anyway.
+			if n, ok := q.AsInt64(); !ok || n > maxSizedDB {
+				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is larger than %s", paramSnapshotMinSize, truncate(v, 64), resource.NewQuantity(maxSizedDB, resource.BinarySI))
+			}
 			p.MinSize = q
 		case k == paramAllowPlaintext:
 			switch v {

@@ -49,6 +49,8 @@ func TestParseParams(t *testing.T) {
 		{"snapshotStorageclass": "typo"},
 		{paramSnapshotMinSize: "lots"},
 		{paramSnapshotMinSize: "-1Gi"},
+		{paramSnapshotMinSize: "1e1111111100"}, // parses, but sizing with it never returned (FuzzParams)
+		{paramSnapshotMinSize: "2Pi"},
 		{paramAllowPlaintext: "yes"},
 		{paramEndpoints: " , "},
 	} {
