@@ -23,7 +23,6 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -164,20 +163,7 @@ func newDynamicGroupController(kube kubernetes.Interface, snap snapclientset.Int
 // Run watches until ctx is cancelled. It returns nil on cancellation and an error
 // only when it could not start. Call it once.
 func (c *DynamicGroupController) Run(ctx context.Context) error {
-	defer c.queue.ShutDown()
-	if err := c.start(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	glog.V(2).Infof("dynamicgroup: watching VolumeGroupSnapshots of driver %s", c.driverName)
-	for i := 0; i < dgWorkers; i++ {
-		go wait.UntilWithContext(ctx, c.worker, time.Second)
-	}
-	<-ctx.Done()
-	glog.V(2).Infof("dynamicgroup: stopped")
-	return nil
+	return runController(ctx, c.queue, "dynamicgroup", "VolumeGroupSnapshots of driver "+c.driverName, dgWorkers, c.start, c.worker)
 }
 
 // start starts event recording and the informers and waits for their caches.

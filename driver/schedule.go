@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
@@ -138,20 +137,7 @@ func NewScheduleController(cfg ScheduleConfig) (*ScheduleController, error) {
 // start. Without the CRD it waits quietly for it. Call it once; it is its own component so that it can
 // run on the leader only.
 func (c *ScheduleController) Run(ctx context.Context) error {
-	defer c.queue.ShutDown()
-	if err := c.start(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	glog.V(2).Infof("schedule: watching EtcdSnapshotSchedules for driver %s", c.cfg.DriverName)
-	for i := 0; i < scheduleWorkers; i++ {
-		go wait.UntilWithContext(ctx, c.worker, time.Second)
-	}
-	<-ctx.Done()
-	glog.V(2).Infof("schedule: stopped")
-	return nil
+	return runController(ctx, c.queue, "schedule", "EtcdSnapshotSchedules for driver "+c.cfg.DriverName, scheduleWorkers, c.start, c.worker)
 }
 
 // start starts event recording and the informers and waits for their caches.

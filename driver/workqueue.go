@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/golang/glog"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/workqueue"
 )
 
@@ -46,6 +47,27 @@ func isAnyOf(err error, targets []error) bool {
 		}
 	}
 	return false
+}
+
+// runController is the Run of a queue-driven controller: start (event recording, informers, cache
+// sync), then workers running worker until ctx ends. It returns nil on cancellation and start's error
+// otherwise; the queue is shut down on return.
+func runController(ctx context.Context, q workqueue.TypedRateLimitingInterface[string], name, watching string, workers int,
+	start func(context.Context) error, worker func(context.Context)) error {
+	defer q.ShutDown()
+	if err := start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	glog.V(2).Infof("%s: watching %s", name, watching)
+	for range workers {
+		go wait.UntilWithContext(ctx, worker, time.Second)
+	}
+	<-ctx.Done()
+	glog.V(2).Infof("%s: stopped", name)
+	return nil
 }
 
 // noRequeue adapts a sync that never asks to be looked at again by time.
