@@ -193,7 +193,9 @@ func TestFallbackCredentials(t *testing.T) {
 	}
 }
 
-func TestConfigFromFlags(t *testing.T) {
+// testKubeconfig writes a kubeconfig for an apiserver that is never contacted.
+func testKubeconfig(t *testing.T) string {
+	t.Helper()
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
 kind: Config
@@ -204,6 +206,11 @@ current-context: x
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return kubeconfig
+}
+
+func TestConfigFromFlags(t *testing.T) {
+	kubeconfig := testKubeconfig(t)
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	var o options
 	registerFlags(fs, &o)
@@ -225,16 +232,7 @@ current-context: x
 }
 
 func TestKubeRESTConfigRateLimits(t *testing.T) {
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: x, context: {cluster: c, user: u}}]
-current-context: x
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := testKubeconfig(t)
 	cases := []struct {
 		name      string
 		args      []string
