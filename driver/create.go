@@ -9,6 +9,8 @@ import (
 	"github.com/golang/glog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Create takes a snapshot of the etcd cluster that owns req's volumes, or answers for the snapshot an
@@ -255,4 +257,25 @@ func (e *Engine) abandon(ctx context.Context, prior *Record, err error) error {
 		e.rollback(ctx, prior, err)
 	}
 	return err
+}
+
+// adoptOnExists finishes a Create call: success stays success; AlreadyExists is fine when the object
+// carries this snapshot's id label (an earlier attempt made it) and an error otherwise, because
+// somebody else's object must never be used or later deleted as ours.
+func (e *Engine) adoptOnExists(ctx context.Context, err error, kind string, rec *Record, name string, get func() (metav1.Object, error)) error {
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return kubeStatus(err, "creating %s %s/%s", kind, rec.Namespace, name)
+	}
+	obj, gerr := get()
+	if gerr != nil {
+		return kubeStatus(gerr, "reading existing %s %s/%s", kind, rec.Namespace, name)
+	}
+	if got := obj.GetLabels()[labelSnapshotID]; got != rec.ID {
+		return status.Errorf(codes.FailedPrecondition, "%s %s/%s already exists and is not part of snapshot %s (label %s=%q); remove it",
+			kind, rec.Namespace, name, rec.ID, labelSnapshotID, got)
+	}
+	return nil
 }

@@ -221,7 +221,7 @@ func (c *DynamicGroupController) processNext(ctx context.Context) bool {
 
 // sync creates the content of one VolumeGroupSnapshot if it is ours and still
 // needs one, and once it is bound and ready gets its members re-checked
-// (memberready.go). It only ever creates group contents, sets a missing class name
+// (memberrecheck.go). It only ever creates group contents, sets a missing class name
 // and annotates member contents; it never deletes a content.
 func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
 	namespace, name, err := cache.SplitMetaNamespaceKey(key)
@@ -241,7 +241,7 @@ func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
 	case vgs.Spec.Source.Selector == nil || vgs.Spec.Source.VolumeGroupSnapshotContentName != nil:
 		return nil // pre-provisioned (or invalid, which upstream reports)
 	case dgIsBound(vgs):
-		return c.checkMembers(ctx, key, vgs)
+		return c.recheckMembers(ctx, key, vgs)
 	}
 
 	class, defaulted, err := c.classFor(vgs)

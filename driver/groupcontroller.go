@@ -57,7 +57,7 @@ func (d *Driver) GetVolumeGroupSnapshot(ctx context.Context, req *csi.GetVolumeG
 	if err != nil {
 		return nil, err
 	}
-	if err := checkMembers(r, req.GetSnapshotIds()); err != nil {
+	if err := checkMemberIDs(r, req.GetSnapshotIds()); err != nil {
 		return nil, err
 	}
 	if err := r.Err(); err != nil {
@@ -80,7 +80,7 @@ func (d *Driver) DeleteVolumeGroupSnapshot(ctx context.Context, req *csi.DeleteV
 	if err != nil {
 		return nil, err
 	}
-	if err := checkMembers(r, req.GetSnapshotIds()); err != nil {
+	if err := checkMemberIDs(r, req.GetSnapshotIds()); err != nil {
 		return nil, err
 	}
 	if err := d.engine.Delete(ctx, id); err != nil {
@@ -102,10 +102,10 @@ func (d *Driver) groupRecord(ctx context.Context, id string) (*Record, error) {
 	return r, nil
 }
 
-// checkMembers compares the member snapshot ids a caller passed with the recorded ones. An empty list
+// checkMemberIDs compares the member snapshot ids a caller passed with the recorded ones. An empty list
 // is accepted: the upstream sidecar sends none when the content has no status yet, and refusing that
 // would leave a group impossible to delete.
-func checkMembers(r *Record, ids []string) error {
+func checkMemberIDs(r *Record, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 )
@@ -426,14 +426,14 @@ func (p *restorePlan) resolveLayout(ctx context.Context, cfg RestoreConfig) erro
 // resolveRestoreID picks up an interrupted restore of the same snapshot into the same PVCs (from the
 // StatefulSet's annotations or its Jobs) so a rerun finishes it; another restore in progress refuses.
 func (p *restorePlan) resolveRestoreID(ctx context.Context, cfg RestoreConfig) error {
-	found := map[string]bool{}
+	found := sets.New[string]()
 	if sts := p.StatefulSet; sts != nil && sts.Annotations[annotationRestoreRunning] != "" {
 		rid, source := sts.Annotations[annotationRestoreRunning], sts.Annotations[annotationRestoreSnapshot]
 		if source != p.Record.ID {
 			return fmt.Errorf("StatefulSet %s/%s is held by restore %s of snapshot %s (annotation %s); rerun that restore to finish it, or remove the annotations %s, %s and %s and scale it back by hand",
 				sts.Namespace, sts.Name, rid, source, annotationRestoreRunning, annotationRestoreRunning, annotationRestoreSnapshot, annotationRestoreReplicas)
 		}
-		found[rid] = true
+		found.Insert(rid)
 		if n, err := strconv.Atoi(sts.Annotations[annotationRestoreReplicas]); err == nil {
 			p.FormerReplicas = int32(n)
 		}
@@ -442,25 +442,25 @@ func (p *restorePlan) resolveRestoreID(ctx context.Context, cfg RestoreConfig) e
 	if err != nil {
 		return fmt.Errorf("listing restore Jobs in namespace %s: %w", p.Namespace, err)
 	}
-	targets := map[string]bool{}
+	targets := sets.New[string]()
 	for _, m := range p.Members {
-		targets[m.PVC] = true
+		targets.Insert(m.PVC)
 	}
 	for _, j := range jobs.Items {
-		if !targets[j.Annotations[annotationRestorePVC]] {
+		if !targets.Has(j.Annotations[annotationRestorePVC]) {
 			continue
 		}
 		if src := j.Labels[labelRestoreSource]; src != p.Record.ID {
 			return fmt.Errorf("Job %s/%s of restore %s (snapshot %s) still targets PVC %s; wait for it or delete it (kubectl delete job -n %s -l %s=%s)",
 				j.Namespace, j.Name, j.Labels[labelRestoreID], src, j.Annotations[annotationRestorePVC], j.Namespace, labelRestoreID, j.Labels[labelRestoreID])
 		}
-		found[j.Labels[labelRestoreID]] = true
+		found.Insert(j.Labels[labelRestoreID])
 	}
 	switch {
 	case len(found) > 1:
-		return fmt.Errorf("several interrupted restores of snapshot %s target these PVCs (%s); delete all but one's Jobs", p.Record.ID, strings.Join(sortedKeys(found), ", "))
+		return fmt.Errorf("several interrupted restores of snapshot %s target these PVCs (%s); delete all but one's Jobs", p.Record.ID, strings.Join(sets.List(found), ", "))
 	case len(found) == 1:
-		rid := sortedKeys(found)[0]
+		rid := sets.List(found)[0]
 		if cfg.RestoreID != "" && cfg.RestoreID != rid {
 			return fmt.Errorf("restore %s of the same snapshot was interrupted on these PVCs; rerun with -restore-id %s (or without -restore-id)", rid, rid)
 		}
@@ -471,13 +471,4 @@ func (p *restorePlan) resolveRestoreID(ctx context.Context, cfg RestoreConfig) e
 		p.ID = newRestoreID()
 	}
 	return nil
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }

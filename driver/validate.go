@@ -1,14 +1,9 @@
 package driver
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"slices"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/sets"
 )
 
 // CSI size limits (spec "Size Limits"): strings 128 bytes, string maps 4 KiB. Secrets get a larger
@@ -19,33 +14,6 @@ const (
 	maxMapBytes     = 4 << 10
 	maxSecretsBytes = 64 << 10
 )
-
-// asStatus makes sure an RPC never returns a bare Go error: the CO decides between retrying and
-// recording a failure by the gRPC code, so unknown errors must not surface as codes.Unknown.
-func asStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	}
-	var apiErr apierrors.APIStatus
-	if errors.As(err, &apiErr) {
-		return kubeStatus(err, "Kubernetes API")
-	}
-	return status.Error(codes.Internal, err.Error())
-}
-
-// invalidArgument builds the INVALID_ARGUMENT status for a request field.
-func invalidArgument(field, format string, args ...any) error {
-	return status.Errorf(codes.InvalidArgument, "%s: %s", field, fmt.Sprintf(format, args...))
-}
 
 // checkString enforces a required, size-limited string field.
 func checkString(field, value string) error {
@@ -92,10 +60,25 @@ func checkVolumeIDs(field string, ids []string) error {
 
 // checkMap enforces the total size of a string map and the CSI string limit on its keys.
 func checkMap(field string, m map[string]string, limit int) error {
+	return checkMapSize(field, m, limit, true)
+}
+
+// checkSecrets is checkMap for a secrets field; it never echoes keys, whose names could hint at
+// content, only sizes.
+func checkSecrets(field string, m map[string]string) error {
+	return checkMapSize(field, m, maxSecretsBytes, false)
+}
+
+// checkMapSize is the one size check behind checkMap and checkSecrets; echoKeys says whether an
+// oversized key may be quoted in the error.
+func checkMapSize(field string, m map[string]string, limit int, echoKeys bool) error {
 	total := 0
 	for k, v := range m {
 		if len(k) > maxStringBytes {
-			return invalidArgument(field, "key %.40q... is %d bytes, the CSI limit is %d", k, len(k), maxStringBytes)
+			if echoKeys {
+				return invalidArgument(field, "key %.40q... is %d bytes, the CSI limit is %d", k, len(k), maxStringBytes)
+			}
+			return invalidArgument(field, "a key is %d bytes, the CSI limit is %d", len(k), maxStringBytes)
 		}
 		total += len(k) + len(v)
 	}
@@ -105,29 +88,9 @@ func checkMap(field string, m map[string]string, limit int) error {
 	return nil
 }
 
-// checkSecrets is checkMap for a secrets field; it never echoes keys, whose names could hint at
-// content, only sizes.
-func checkSecrets(field string, m map[string]string) error {
-	total := 0
-	for k, v := range m {
-		if len(k) > maxStringBytes {
-			return invalidArgument(field, "a key is %d bytes, the CSI limit is %d", len(k), maxStringBytes)
-		}
-		total += len(k) + len(v)
-	}
-	if total > maxSecretsBytes {
-		return invalidArgument(field, "holds %d bytes, the limit is %d", total, maxSecretsBytes)
-	}
-	return nil
-}
-
-// sameIDs reports whether two id lists hold the same set of ids.
+// sameIDs reports whether two id lists hold the same distinct ids; a list naming an id twice never
+// matches, so a duplicate cannot stand in for a missing member.
 func sameIDs(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	x, y := slices.Clone(a), slices.Clone(b)
-	slices.Sort(x)
-	slices.Sort(y)
-	return slices.Equal(x, y)
+	x := sets.New(a...)
+	return len(a) == len(b) && x.Len() == len(a) && x.Equal(sets.New(b...))
 }

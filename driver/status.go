@@ -47,3 +47,30 @@ func kubeStatus(err error, format string, args ...any) error {
 func isQuotaError(err error) bool {
 	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "exceeded quota")
 }
+
+// asStatus makes sure an RPC never returns a bare Go error: the CO decides between retrying and
+// recording a failure by the gRPC code, so unknown errors must not surface as codes.Unknown.
+func asStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	}
+	var apiErr apierrors.APIStatus
+	if errors.As(err, &apiErr) {
+		return kubeStatus(err, "Kubernetes API")
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// invalidArgument builds the INVALID_ARGUMENT status for a request field.
+func invalidArgument(field, format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, "%s: %s", field, fmt.Sprintf(format, args...))
+}

@@ -45,11 +45,11 @@ func dgMemberContentName(vgsUID types.UID, volumeHandle string) string {
 	return fmt.Sprintf("snapcontent-%x", sha256.Sum256([]byte(string(vgsUID)+volumeHandle)))
 }
 
-// checkMembers asks the csi-snapshotter to re-check each member content of a ready,
+// recheckMembers asks the csi-snapshotter to re-check each member content of a ready,
 // bound VolumeGroupSnapshot of this driver that is not ready yet. It returns an error
 // wrapping errDGRetry while any member is not ready, so the workqueue's backoff brings
 // the VolumeGroupSnapshot back, at most dgMemberCheckLimit times.
-func (c *DynamicGroupController) checkMembers(ctx context.Context, key string, vgs *groupsnapshotv1.VolumeGroupSnapshot) error {
+func (c *DynamicGroupController) recheckMembers(ctx context.Context, key string, vgs *groupsnapshotv1.VolumeGroupSnapshot) error {
 	if vgs.Status == nil || vgs.Status.ReadyToUse == nil || !*vgs.Status.ReadyToUse {
 		// Members still get their status rewritten; a request now would be overwritten.
 		return nil
