@@ -81,7 +81,7 @@ func registerFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.etcdCert, "etcd-cert", "", "fallback etcd client certificate (PEM); needs -etcd-ca and -etcd-key")
 	fs.StringVar(&o.etcdKey, "etcd-key", "", "fallback etcd client private key (PEM); needs -etcd-ca and -etcd-cert")
 	fs.StringVar(&o.storageClass, "snapshot-storage-class", "", "StorageClass of snapshot PVCs when the class parameter snapshotStorageClass is absent; empty means the cluster default")
-	fs.DurationVar(&o.healthTimeout, "health-timeout", 10*time.Second, "time limit of one etcd cluster health check")
+	fs.DurationVar(&o.healthTimeout, "health-timeout", driver.DefaultHealthTimeout, "time limit of one etcd cluster health check")
 	fs.DurationVar(&o.sweepGrace, "sweep-grace", driver.DefaultSweepGrace, "how long an abandoned Pending snapshot or pre-created VolumeGroupSnapshotContent waits before the sweeper removes it")
 	// client-go's own defaults (5 and 10) throttle a single snapshot's few dozen requests by seconds.
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "queries per second to the Kubernetes API server (client-side rate limit)")

@@ -31,7 +31,7 @@ func (e *Engine) Create(ctx context.Context, req SnapshotRequest) (*Record, erro
 	id := snapshotID(req.Name, req.Group)
 	sources := sortedCopy(req.SourceVolumeIDs)
 	phash := paramsHash(req.Parameters)
-	defer e.locks.lock(id)()
+	defer e.lock(id)()
 
 	rec, err := e.meta.get(ctx, id)
 	if err == nil && rec != nil && rec.Phase == PhasePending {

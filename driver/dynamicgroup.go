@@ -51,9 +51,6 @@ const (
 	dgDeletionSecretNameAnn      = "groupsnapshot.storage.kubernetes.io/deletion-secret-name"
 	dgDeletionSecretNamespaceAnn = "groupsnapshot.storage.kubernetes.io/deletion-secret-namespace"
 
-	dgManagedByLabel = "app.kubernetes.io/managed-by"
-	dgManagedByValue = "etcd-snapshot-driver"
-
 	dgWorkers = 2
 )
 
@@ -251,7 +248,7 @@ func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
 
 	contentName := dgContentNamePrefix + string(vgs.UID)
 	if existing, err := c.contentLister.Get(contentName); err == nil {
-		if defaulted && existing.Labels[dgManagedByLabel] == dgManagedByValue && existing.Spec.VolumeGroupSnapshotRef.UID == vgs.UID {
+		if defaulted && existing.Labels[labelManagedBy] == managedByValue && existing.Spec.VolumeGroupSnapshotRef.UID == vgs.UID {
 			return c.setClassName(ctx, vgs, class.Name)
 		}
 		glog.V(4).Infof("dynamicgroup: VolumeGroupSnapshot %s: content %s exists", key, contentName)
@@ -423,7 +420,7 @@ func (c *DynamicGroupController) buildContent(vgs *groupsnapshotv1.VolumeGroupSn
 	content := &groupsnapshotv1.VolumeGroupSnapshotContent{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   contentName,
-			Labels: map[string]string{dgManagedByLabel: dgManagedByValue},
+			Labels: map[string]string{labelManagedBy: managedByValue},
 		},
 		Spec: groupsnapshotv1.VolumeGroupSnapshotContentSpec{
 			VolumeGroupSnapshotRef:       *ref,

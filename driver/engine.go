@@ -17,10 +17,17 @@ import (
 	batchlisters "k8s.io/client-go/listers/batch/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/keymutex"
 )
 
-// defaultHealthTimeout bounds one CheckCluster when EngineConfig.HealthTimeout is zero.
-const defaultHealthTimeout = 10 * time.Second
+// snapshotLocks is the number of hashed per-snapshot mutexes.
+const snapshotLocks = 256
+
+// lock locks snapshot id and returns its unlock function, for one-line defer.
+func (e *Engine) lock(id string) func() {
+	e.locks.LockKey(id)
+	return func() { _ = e.locks.UnlockKey(id) }
+}
 
 // EngineConfig configures the snapshot engine.
 type EngineConfig struct {
@@ -40,7 +47,7 @@ type EngineConfig struct {
 	// SnapshotStorageClass is the snapshot PVCs' class when the class parameter snapshotStorageClass
 	// is absent; empty means the cluster's default class.
 	SnapshotStorageClass string
-	// HealthTimeout bounds one cluster health check; zero means 10s.
+	// HealthTimeout bounds one cluster health check; zero means DefaultHealthTimeout.
 	HealthTimeout time.Duration
 	// Workers is the number of goroutines acting on Job and Pod events; zero means 2.
 	Workers int
@@ -82,7 +89,9 @@ type Engine struct {
 	synced                             []cache.InformerSynced
 
 	queue workqueue.TypedRateLimitingInterface[string]
-	locks keyedMutex
+	// locks serialises work per snapshot id. Hashed: 256 fixed mutexes, so 10,000 snapshots do not
+	// keep 10,000 mutexes, and two ids share one only by a rare collision that merely delays one call.
+	locks keymutex.KeyMutex
 	// rollbackFailed hands a record whose rollback left objects behind to the sweeper; nil without one.
 	rollbackFailed func(id string)
 	started        atomic.Bool
@@ -112,12 +121,12 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		return nil, errors.Join(errs...)
 	}
 	if cfg.HealthTimeout <= 0 {
-		cfg.HealthTimeout = defaultHealthTimeout
+		cfg.HealthTimeout = DefaultHealthTimeout
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = 2
 	}
-	e := &Engine{cfg: cfg, queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+	e := &Engine{cfg: cfg, locks: keymutex.NewHashed(snapshotLocks), queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.DefaultTypedControllerRateLimiter[string](),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "etcd-snapshot-jobs"})}
 	if err := e.buildInformers(); err != nil {
@@ -250,7 +259,7 @@ func (e *Engine) Delete(ctx context.Context, id string) error {
 	if !isRecordID(id) {
 		return nil
 	}
-	defer e.locks.lock(id)()
+	defer e.lock(id)()
 	rec, err := e.meta.get(ctx, id)
 	if err != nil || rec == nil {
 		return err

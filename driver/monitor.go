@@ -89,7 +89,7 @@ func (e *Engine) processNext(ctx context.Context) bool {
 
 // reconcile moves the record of id forward from what its Job and pods show.
 func (e *Engine) reconcile(ctx context.Context, id string) error {
-	defer e.locks.lock(id)()
+	defer e.lock(id)()
 	rec, err := e.meta.get(ctx, id)
 	if err != nil || rec == nil {
 		return err

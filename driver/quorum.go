@@ -15,8 +15,9 @@ import (
 )
 
 const (
-	// defaultClusterTimeout bounds a whole CheckCluster when the target sets no Timeout.
-	defaultClusterTimeout = 10 * time.Second
+	// DefaultHealthTimeout bounds a whole CheckCluster when the target sets no Timeout; it is also
+	// the default of -health-timeout and EngineConfig.HealthTimeout.
+	DefaultHealthTimeout = 10 * time.Second
 	// settleRounds is how many times the member Status round runs while a leader change is in flight
 	// (reachable members that know no leader or disagree on it); elections end within a few ticks.
 	settleRounds = 4
@@ -30,7 +31,7 @@ type ClusterTarget struct {
 	Creds     Credentials
 	// AllowPlaintext permits http:// URLs; without it they are refused.
 	AllowPlaintext bool
-	// Timeout bounds the whole check; zero means defaultClusterTimeout.
+	// Timeout bounds the whole check; zero means DefaultHealthTimeout.
 	Timeout time.Duration
 }
 
@@ -134,7 +135,7 @@ func CheckCluster(ctx context.Context, t ClusterTarget) (*ClusterHealth, error) 
 	defer c.Close()
 	timeout := t.Timeout
 	if timeout <= 0 {
-		timeout = defaultClusterTimeout
+		timeout = DefaultHealthTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -99,7 +99,7 @@ func (c *RestoreCheck) run(ctx context.Context, target ClusterTarget) error {
 // recorded members' client URLs, else the new cluster's client Service; credentials from the flags,
 // else -credentials-secret, else the Secret the snapshot's class names.
 func restoreCheckTarget(ctx context.Context, cfg RestoreConfig, p *restorePlan) (ClusterTarget, error) {
-	t := ClusterTarget{Endpoints: cfg.Endpoints, Timeout: defaultHealthTimeout}
+	t := ClusterTarget{Endpoints: cfg.Endpoints, Timeout: DefaultHealthTimeout}
 	if len(t.Endpoints) == 0 && p.InPlace {
 		for _, m := range voters(p.Record) {
 			t.Endpoints = append(t.Endpoints, m.ClientURLs...)

@@ -149,7 +149,7 @@ func (s *Sweeper) recordChanged(obj any) {
 // contentChanged schedules a look at a content the dynamic group watch created.
 func (s *Sweeper) contentChanged(obj any) {
 	c, ok := obj.(*groupsnapshotv1.VolumeGroupSnapshotContent)
-	if !ok || c.Labels[dgManagedByLabel] != dgManagedByValue || c.DeletionTimestamp != nil {
+	if !ok || c.Labels[labelManagedBy] != managedByValue || c.DeletionTimestamp != nil {
 		return
 	}
 	s.queue.AddAfter(sweepContentPrefix+c.Name, s.remaining(c.CreationTimestamp.Time))
@@ -209,7 +209,7 @@ func (s *Sweeper) sweep(ctx context.Context, key string) error {
 // its grace period has passed and no caller is left to retry it. Holding the snapshot's lock means no
 // Create of this process is resuming it.
 func (s *Sweeper) sweepRecord(ctx context.Context, id string) error {
-	defer s.engine.locks.lock(id)()
+	defer s.engine.lock(id)()
 	rec, err := s.engine.meta.getLive(ctx, id)
 	if err != nil {
 		return err
@@ -287,7 +287,7 @@ func (s *Sweeper) sweepContent(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if c.Labels[dgManagedByLabel] != dgManagedByValue || c.DeletionTimestamp != nil ||
+	if c.Labels[labelManagedBy] != managedByValue || c.DeletionTimestamp != nil ||
 		c.Spec.DeletionPolicy != snapshotv1.VolumeSnapshotContentDelete {
 		return nil
 	}
