@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -128,23 +127,17 @@ func serviceURL(svc *corev1.Service, scheme string) string {
 	return fmt.Sprintf("%s://%s", scheme, net.JoinHostPort(host, strconv.Itoa(int(port))))
 }
 
-// normalizeEndpoints checks the endpoints class parameter; a bare host:port means https.
+// normalizeEndpoints checks the endpoints class parameter; a bare host:port means https. What an
+// endpoint may be is checkEndpoints' rule alone, the health check's, so a class is refused here or
+// not at all.
 func normalizeEndpoints(in []string, allowPlaintext bool) ([]string, error) {
 	out := make([]string, 0, len(in))
 	for _, ep := range in {
 		if !strings.Contains(ep, "://") {
 			ep = "https://" + ep
 		}
-		u, err := url.Parse(ep)
-		if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-			return nil, status.Errorf(codes.InvalidArgument, "class parameter %s: %q is not a client URL like https://host:2379", paramEndpoints, ep)
-		}
-		if u.Scheme == "http" && !allowPlaintext {
-			return nil, status.Errorf(codes.InvalidArgument, "class parameter %s: %q is plaintext http; set class parameter %s=\"true\" to allow it", paramEndpoints, ep, paramAllowPlaintext)
-		}
 		out = append(out, ep)
 	}
-	// One rule for what an endpoint is: the health check's, so a class is refused here or not at all.
 	if err := checkEndpoints(out, allowPlaintext); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "class parameter %s: %s", paramEndpoints, status.Convert(err).Message())
 	}

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"slices"
-	"sort"
 	"time"
 
 	"github.com/golang/glog"
@@ -21,8 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -30,7 +25,6 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/tools/reference"
 	"k8s.io/client-go/util/workqueue"
 )
 
@@ -40,8 +34,9 @@ import (
 // another CSI driver than the class ("Volume CSI driver (%s) mismatch with
 // VolumeGroupSnapshotClass"), and etcd's PVs always do. Before creating, it looks
 // up a content named "groupsnapcontent-<VGS UID>" and binds it without that check
-// when spec.volumeGroupSnapshotRef matches name, namespace and UID. This file
-// creates that content, field for field as upstream's createGroupSnapshotContent.
+// when spec.volumeGroupSnapshotRef matches name, namespace and UID. This
+// controller creates that content (dynamicgroupcontent.go), field for field as
+// upstream's createGroupSnapshotContent.
 const (
 	// Keys of pkg/utils/util.go upstream; they are not part of client/v8.
 	dgContentNamePrefix          = "groupsnapcontent-"
@@ -298,218 +293,4 @@ func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
 		return c.setClassName(ctx, vgs, class.Name)
 	}
 	return nil
-}
-
-// classFor returns the class of vgs if it names this driver, and whether it was
-// resolved as the default because the VolumeGroupSnapshot names none. A nil class
-// means the VolumeGroupSnapshot is not ours.
-func (c *DynamicGroupController) classFor(vgs *groupsnapshotv1.VolumeGroupSnapshot) (*groupsnapshotv1.VolumeGroupSnapshotClass, bool, error) {
-	if vgs.Spec.VolumeGroupSnapshotClassName != nil {
-		class, err := c.classLister.Get(*vgs.Spec.VolumeGroupSnapshotClassName)
-		if apierrors.IsNotFound(err) {
-			// upstream reports the missing class; its creation requeues us
-			return nil, false, nil
-		}
-		if err != nil {
-			return nil, false, err
-		}
-		if class.Driver != c.driverName {
-			return nil, false, nil
-		}
-		return class, false, nil
-	}
-	classes, err := c.classLister.List(labels.Everything())
-	if err != nil {
-		return nil, false, err
-	}
-	var ours []*groupsnapshotv1.VolumeGroupSnapshotClass
-	for _, class := range classes {
-		if class.Annotations[dgDefaultClassAnnotation] == "true" && class.Driver == c.driverName {
-			ours = append(ours, class)
-		}
-	}
-	switch len(ours) {
-	case 0:
-		return nil, false, nil
-	case 1:
-		return ours[0], true, nil
-	}
-	names := make([]string, 0, len(ours))
-	for _, class := range ours {
-		names = append(names, class.Name)
-	}
-	sort.Strings(names)
-	c.recorder.Eventf(vgs, corev1.EventTypeWarning, dgReasonDefaultClass,
-		"%d default VolumeGroupSnapshotClasses of driver %s (%v); set spec.volumeGroupSnapshotClassName", len(ours), c.driverName, names)
-	return nil, false, nil
-}
-
-// upstreamHasDefault reports whether the upstream controller resolves a missing
-// class itself: it picks the default class of the selected PVs' CSI driver
-// (SetDefaultGroupSnapshotClass), and such a VolumeGroupSnapshot is not ours.
-func (c *DynamicGroupController) upstreamHasDefault(ctx context.Context, vgs *groupsnapshotv1.VolumeGroupSnapshot, pvcs []*corev1.PersistentVolumeClaim) (bool, error) {
-	classes, err := c.classLister.List(labels.Everything())
-	if err != nil {
-		return false, err
-	}
-	defaults := sets.New[string]()
-	for _, class := range classes {
-		if class.Annotations[dgDefaultClassAnnotation] == "true" {
-			defaults.Insert(class.Driver)
-		}
-	}
-	for _, pvc := range pvcs {
-		pv, err := c.kube.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
-		if err != nil {
-			return false, fmt.Errorf("reading PV %s of PVC %s/%s: %w", pvc.Spec.VolumeName, pvc.Namespace, pvc.Name, err)
-		}
-		if pv.Spec.CSI != nil && defaults.Has(pv.Spec.CSI.Driver) {
-			glog.V(2).Infof("dynamicgroup: VolumeGroupSnapshot %s/%s names no class and PV %s has default class driver %s; leaving it to the snapshot-controller",
-				vgs.Namespace, vgs.Name, pv.Name, pv.Spec.CSI.Driver)
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// selectVolumes returns the selected claims and their sorted "namespace/pvc"
-// volume ids; every claim must be Bound, as upstream requires. Unlike upstream
-// v8.7.0, which lists with matchLabels only, matchExpressions are honoured too.
-func (c *DynamicGroupController) selectVolumes(vgs *groupsnapshotv1.VolumeGroupSnapshot) ([]*corev1.PersistentVolumeClaim, []string, error) {
-	selector, err := metav1.LabelSelectorAsSelector(vgs.Spec.Source.Selector)
-	if err != nil {
-		c.recorder.Eventf(vgs, corev1.EventTypeWarning, dgReasonBadSelector, "Invalid spec.source.selector: %v", err)
-		return nil, nil, fmt.Errorf("invalid selector: %w", err)
-	}
-	pvcs, err := c.pvcLister.PersistentVolumeClaims(vgs.Namespace).List(selector)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(pvcs) == 0 {
-		c.recorder.Eventf(vgs, corev1.EventTypeWarning, dgReasonNoVolumes,
-			"No PersistentVolumeClaim in namespace %s matches selector %s; waiting for one", vgs.Namespace, selector)
-		return nil, nil, fmt.Errorf("%w: no PVC matches %s", errDGRetry, selector)
-	}
-	handles := make([]string, 0, len(pvcs))
-	var unbound []string
-	for _, pvc := range pvcs {
-		if pvc.Status.Phase != corev1.ClaimBound {
-			unbound = append(unbound, pvc.Name)
-		}
-		handles = append(handles, pvc.Namespace+"/"+pvc.Name)
-	}
-	if len(unbound) > 0 {
-		sort.Strings(unbound)
-		c.recorder.Eventf(vgs, corev1.EventTypeWarning, dgReasonNotBound,
-			"PersistentVolumeClaims %v are not Bound; waiting before taking the group snapshot", unbound)
-		return nil, nil, fmt.Errorf("%w: PVCs %v not bound", errDGRetry, unbound)
-	}
-	sort.Strings(handles)
-	return pvcs, handles, nil
-}
-
-// buildContent mirrors upstream's createGroupSnapshotContent, with volume ids in
-// place of PV handles (the driver accepts both).
-func (c *DynamicGroupController) buildContent(vgs *groupsnapshotv1.VolumeGroupSnapshot, class *groupsnapshotv1.VolumeGroupSnapshotClass,
-	contentName string, handles []string, secret *corev1.SecretReference) (*groupsnapshotv1.VolumeGroupSnapshotContent, error) {
-	ref, err := reference.GetReference(c.scheme, vgs)
-	if err != nil {
-		return nil, fmt.Errorf("reference to VolumeGroupSnapshot: %w", err)
-	}
-	className := class.Name
-	content := &groupsnapshotv1.VolumeGroupSnapshotContent{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:   contentName,
-			Labels: map[string]string{labelManagedBy: managedByValue},
-		},
-		Spec: groupsnapshotv1.VolumeGroupSnapshotContentSpec{
-			VolumeGroupSnapshotRef:       *ref,
-			Source:                       groupsnapshotv1.VolumeGroupSnapshotContentSource{VolumeHandles: handles},
-			VolumeGroupSnapshotClassName: &className,
-			DeletionPolicy:               class.DeletionPolicy,
-			Driver:                       class.Driver,
-		},
-	}
-	if secret != nil {
-		content.Annotations = map[string]string{
-			dgDeletionSecretNameAnn:      secret.Name,
-			dgDeletionSecretNamespaceAnn: secret.Namespace,
-		}
-	}
-	return content, nil
-}
-
-// setClassName records the default class on the VolumeGroupSnapshot, as upstream's
-// SetDefaultGroupSnapshotClass does for the PVs' own driver: without it upstream
-// never gets past class resolution to the content.
-func (c *DynamicGroupController) setClassName(ctx context.Context, vgs *groupsnapshotv1.VolumeGroupSnapshot, className string) error {
-	clone := vgs.DeepCopy()
-	clone.Spec.VolumeGroupSnapshotClassName = &className
-	if _, err := c.snap.GroupsnapshotV1().VolumeGroupSnapshots(vgs.Namespace).Update(ctx, clone, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("setting default class %s: %w", className, err)
-	}
-	glog.V(2).Infof("dynamicgroup: VolumeGroupSnapshot %s/%s: set default class %s", vgs.Namespace, vgs.Name, className)
-	return nil
-}
-
-func dgIsBound(vgs *groupsnapshotv1.VolumeGroupSnapshot) bool {
-	return vgs.Status != nil && vgs.Status.BoundVolumeGroupSnapshotContentName != nil && *vgs.Status.BoundVolumeGroupSnapshotContentName != ""
-}
-
-// dgSecretRef resolves the group-snapshotter secret parameters of a class like
-// upstream's utils.GetGroupSnapshotSecretReference: both keys or neither; the
-// namespace may use ${volumegroupsnapshotcontent.name} and
-// ${volumegroupsnapshot.namespace}, the name also ${volumegroupsnapshot.name}.
-func dgSecretRef(params map[string]string, contentName string, vgs *groupsnapshotv1.VolumeGroupSnapshot) (*corev1.SecretReference, error) {
-	nameTemplate, hasName := params[dgSecretNameParameter]
-	namespaceTemplate, hasNamespace := params[dgSecretNamespaceParameter]
-	switch {
-	case !hasName && !hasNamespace:
-		return nil, nil
-	case hasName != hasNamespace:
-		return nil, fmt.Errorf("parameters %s and %s must be set together", dgSecretNameParameter, dgSecretNamespaceParameter)
-	case nameTemplate == "" || namespaceTemplate == "":
-		return nil, fmt.Errorf("parameters %s and %s must not be empty", dgSecretNameParameter, dgSecretNamespaceParameter)
-	}
-
-	namespaceParams := map[string]string{
-		"volumegroupsnapshotcontent.name": contentName,
-		"volumegroupsnapshot.namespace":   vgs.Namespace,
-	}
-	namespace, err := dgExpand(namespaceTemplate, namespaceParams)
-	if err != nil {
-		return nil, err
-	}
-	if len(validation.IsDNS1123Label(namespace)) > 0 {
-		return nil, fmt.Errorf("%s %q resolved to %q, which is not a valid namespace name", dgSecretNamespaceParameter, namespaceTemplate, namespace)
-	}
-
-	nameParams := map[string]string{
-		"volumegroupsnapshotcontent.name": contentName,
-		"volumegroupsnapshot.namespace":   vgs.Namespace,
-		"volumegroupsnapshot.name":        vgs.Name,
-	}
-	name, err := dgExpand(nameTemplate, nameParams)
-	if err != nil {
-		return nil, err
-	}
-	if len(validation.IsDNS1123Subdomain(name)) > 0 {
-		return nil, fmt.Errorf("%s %q resolved to %q, which is not a valid secret name", dgSecretNameParameter, nameTemplate, name)
-	}
-	return &corev1.SecretReference{Name: name, Namespace: namespace}, nil
-}
-
-func dgExpand(template string, params map[string]string) (string, error) {
-	var missing []string
-	out := os.Expand(template, func(k string) string {
-		v, ok := params[k]
-		if !ok && !slices.Contains(missing, k) {
-			missing = append(missing, k)
-		}
-		return v
-	})
-	if len(missing) > 0 {
-		return "", fmt.Errorf("%q uses unsupported tokens %q", template, missing)
-	}
-	return out, nil
 }
