@@ -20,9 +20,13 @@ import (
 	"github.com/golang/glog"
 	"github.com/kubernetes-csi/csi-lib-utils/protosanitizer"
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
+	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/informers"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 )
@@ -113,7 +117,14 @@ func New(cfg Config) (*Driver, error) {
 			errs = append(errs, err)
 		}
 	}
-	dynamicGroup := NewDynamicGroupController(cfg.Engine.Kube, cfg.Snapshots, cfg.DriverName, dynamicGroupResync)
+	// One informer per resource for the whole process. The engine's Start starts the unfiltered
+	// factory on every replica, so a standby also keeps the claims and volumes of the leader-only
+	// controllers warm and takes over without a relist.
+	kubeInformers := informers.NewSharedInformerFactoryWithOptions(cfg.Engine.Kube, 0,
+		informers.WithCustomResyncConfig(map[metav1.Object]time.Duration{&corev1.PersistentVolumeClaim{}: dynamicGroupResync}))
+	snapInformers := snapinformers.NewSharedInformerFactory(cfg.Snapshots, dynamicGroupResync)
+	cfg.Engine.Informers = kubeInformers
+	dynamicGroup := newDynamicGroupControllerWith(cfg.Engine.Kube, cfg.Snapshots, kubeInformers, snapInformers, cfg.DriverName, dgRateLimiter())
 	if cfg.Engine.OnGroupReady == nil {
 		cfg.Engine.OnGroupReady = dynamicGroup.WakeGroupContent
 	}
@@ -124,7 +135,7 @@ func New(cfg Config) (*Driver, error) {
 	var schedules *ScheduleController
 	if cfg.Dynamic != nil && engine != nil {
 		schedules, err = NewScheduleController(ScheduleConfig{Kube: cfg.Engine.Kube, Snapshots: cfg.Snapshots, Dynamic: cfg.Dynamic,
-			DriverName: cfg.DriverName, ClusterLabel: cfg.Engine.ClusterLabel, Records: engine.Get, Resync: dynamicGroupResync})
+			DriverName: cfg.DriverName, ClusterLabel: cfg.Engine.ClusterLabel, Records: engine.Get, Resync: dynamicGroupResync, SnapInformers: snapInformers})
 		if err != nil {
 			errs = append(errs, err)
 		}

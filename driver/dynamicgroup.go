@@ -81,6 +81,7 @@ type DynamicGroupController struct {
 	classLister   groupsnapshotlisters.VolumeGroupSnapshotClassLister
 	contentLister groupsnapshotlisters.VolumeGroupSnapshotContentLister
 	pvcLister     corelisters.PersistentVolumeClaimLister
+	pvLister      corelisters.PersistentVolumeLister
 	synced        []cache.InformerSynced
 
 	scheme   *runtime.Scheme
@@ -91,12 +92,25 @@ type DynamicGroupController struct {
 // NewDynamicGroupController returns a controller for the VolumeGroupSnapshots whose
 // class names driverName; resync is the informers' resync period (0 disables it).
 func NewDynamicGroupController(kube kubernetes.Interface, snap snapclientset.Interface, driverName string, resync time.Duration) *DynamicGroupController {
-	return newDynamicGroupController(kube, snap, driverName, resync,
-		// Upstream's defaults for --retry-interval-start/--retry-interval-max.
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute))
+	return newDynamicGroupController(kube, snap, driverName, resync, dgRateLimiter())
+}
+
+// dgRateLimiter is the queue's backoff: upstream's defaults for --retry-interval-start and
+// --retry-interval-max.
+func dgRateLimiter() workqueue.TypedRateLimiter[string] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute)
 }
 
 func newDynamicGroupController(kube kubernetes.Interface, snap snapclientset.Interface, driverName string, resync time.Duration, limiter workqueue.TypedRateLimiter[string]) *DynamicGroupController {
+	return newDynamicGroupControllerWith(kube, snap, informers.NewSharedInformerFactory(kube, resync),
+		snapinformers.NewSharedInformerFactory(snap, resync), driverName, limiter)
+}
+
+// newDynamicGroupControllerWith builds the controller on informer factories shared with the rest
+// of the driver (driver.go), so that VolumeGroupSnapshots, contents, claims and volumes are each
+// watched once per process.
+func newDynamicGroupControllerWith(kube kubernetes.Interface, snap snapclientset.Interface, kubeFactory informers.SharedInformerFactory,
+	snapFactory snapinformers.SharedInformerFactory, driverName string, limiter workqueue.TypedRateLimiter[string]) *DynamicGroupController {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(snapscheme.AddToScheme(scheme))
@@ -105,8 +119,8 @@ func newDynamicGroupController(kube kubernetes.Interface, snap snapclientset.Int
 		kube:        kube,
 		snap:        snap,
 		driverName:  driverName,
-		kubeFactory: informers.NewSharedInformerFactory(kube, resync),
-		snapFactory: snapinformers.NewSharedInformerFactory(snap, resync),
+		kubeFactory: kubeFactory,
+		snapFactory: snapFactory,
 		scheme:      scheme,
 		queue:       workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{}),
 	}
@@ -115,14 +129,16 @@ func newDynamicGroupController(kube kubernetes.Interface, snap snapclientset.Int
 	classInformer := c.snapFactory.Groupsnapshot().V1().VolumeGroupSnapshotClasses()
 	contentInformer := c.snapFactory.Groupsnapshot().V1().VolumeGroupSnapshotContents()
 	pvcInformer := c.kubeFactory.Core().V1().PersistentVolumeClaims()
+	pvInformer := c.kubeFactory.Core().V1().PersistentVolumes()
 
 	c.vgsLister = vgsInformer.Lister()
 	c.classLister = classInformer.Lister()
 	c.contentLister = contentInformer.Lister()
 	c.pvcLister = pvcInformer.Lister()
+	c.pvLister = pvInformer.Lister()
 	c.synced = []cache.InformerSynced{
 		vgsInformer.Informer().HasSynced, classInformer.Informer().HasSynced,
-		contentInformer.Informer().HasSynced, pvcInformer.Informer().HasSynced,
+		contentInformer.Informer().HasSynced, pvcInformer.Informer().HasSynced, pvInformer.Informer().HasSynced,
 	}
 
 	_, _ = vgsInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{

@@ -73,7 +73,7 @@ func (c *DynamicGroupController) upstreamHasDefault(ctx context.Context, vgs *gr
 		}
 	}
 	for _, pvc := range pvcs {
-		pv, err := c.kube.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
+		pv, err := c.pvLister.Get(pvc.Spec.VolumeName)
 		if err != nil {
 			return false, fmt.Errorf("reading PV %s of PVC %s/%s: %w", pvc.Spec.VolumeName, pvc.Namespace, pvc.Name, err)
 		}

@@ -57,6 +57,9 @@ type EngineConfig struct {
 	// OnGroupReady, if set, runs each time a group snapshot's record turns Ready, so the
 	// csi-snapshotter can be told at once (DynamicGroupController.WakeGroupContent).
 	OnGroupReady func(ctx context.Context, id string, readyAt time.Time)
+	// Informers is the unfiltered informer factory the driver's components share (the engine takes
+	// its PersistentVolume cache from it); nil gives the engine one of its own.
+	Informers informers.SharedInformerFactory
 }
 
 // SnapshotRequest is one CreateVolumeGroupSnapshot (Group) or CreateSnapshot call.
@@ -83,10 +86,12 @@ type Engine struct {
 	// Three factories because their list scopes differ: metadata in one namespace, PVs cluster-wide,
 	// Jobs and Pods cluster-wide but only the driver's own (label-selected).
 	metaFactory, pvFactory, ownFactory informers.SharedInformerFactory
-	pvIndexer                          cache.Indexer
-	jobs                               batchlisters.JobLister
-	podIndexer                         cache.Indexer
-	synced                             []cache.InformerSynced
+	// ownedFactories are the factories the engine made and so shuts down; a shared pvFactory is not.
+	ownedFactories []informers.SharedInformerFactory
+	pvIndexer      cache.Indexer
+	jobs           batchlisters.JobLister
+	podIndexer     cache.Indexer
+	synced         []cache.InformerSynced
 
 	queue workqueue.TypedRateLimitingInterface[string]
 	// locks serialises work per snapshot id. Hashed: 256 fixed mutexes, so 10,000 snapshots do not
@@ -143,8 +148,13 @@ func managedSelector() labels.Selector {
 func (e *Engine) buildInformers() error {
 	managed := informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = managedSelector().String() })
 	e.metaFactory = informers.NewSharedInformerFactoryWithOptions(e.cfg.Kube, 0, informers.WithNamespace(e.cfg.MetadataNamespace), managed)
-	e.pvFactory = informers.NewSharedInformerFactory(e.cfg.Kube, 0)
 	e.ownFactory = informers.NewSharedInformerFactoryWithOptions(e.cfg.Kube, 0, managed)
+	e.ownedFactories = []informers.SharedInformerFactory{e.metaFactory, e.ownFactory}
+	e.pvFactory = e.cfg.Informers
+	if e.pvFactory == nil {
+		e.pvFactory = informers.NewSharedInformerFactory(e.cfg.Kube, 0)
+		e.ownedFactories = append(e.ownedFactories, e.pvFactory)
+	}
 
 	cms := e.metaFactory.Core().V1().ConfigMaps()
 	if err := cms.Informer().AddIndexers(cache.Indexers{recordClusterIndex: recordClusterIndexFunc}); err != nil {
@@ -223,7 +233,7 @@ func (e *Engine) Serve(ctx context.Context) error {
 		<-ctx.Done()
 		e.ready.Store(false)
 		e.queue.ShutDown()
-		for _, f := range []informers.SharedInformerFactory{e.metaFactory, e.pvFactory, e.ownFactory} {
+		for _, f := range e.ownedFactories {
 			f.Shutdown()
 		}
 	}()

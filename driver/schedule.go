@@ -51,6 +51,9 @@ type ScheduleConfig struct {
 	Clock clock.WithTicker
 	// Resync re-examines every schedule this often besides its own timers; 0 disables it.
 	Resync time.Duration
+	// SnapInformers is the snapshot API informer factory shared with the rest of the driver; nil
+	// gives the controller its own, with resync period Resync.
+	SnapInformers snapinformers.SharedInformerFactory
 }
 
 // ScheduleController starts a VolumeGroupSnapshot for every run of every EtcdSnapshotSchedule,
@@ -97,11 +100,14 @@ func NewScheduleController(cfg ScheduleConfig) (*ScheduleController, error) {
 		cfg:         cfg,
 		clock:       clk,
 		dynFactory:  dynamicinformer.NewDynamicSharedInformerFactory(cfg.Dynamic, cfg.Resync),
-		snapFactory: snapinformers.NewSharedInformerFactory(cfg.Snapshots, cfg.Resync),
+		snapFactory: cfg.SnapInformers,
 		scheme:      scheme,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "etcd-snapshot-schedules", Clock: clk}),
+	}
+	if c.snapFactory == nil {
+		c.snapFactory = snapinformers.NewSharedInformerFactory(cfg.Snapshots, cfg.Resync)
 	}
 	schedInformer := c.dynFactory.ForResource(ScheduleGVR)
 	vgsInformer := c.snapFactory.Groupsnapshot().V1().VolumeGroupSnapshots()
