@@ -444,7 +444,7 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 }
 
 // TestManifestExamples checks the example classes name the driver and the credentials Secret the
-// rig creates (CONTRACTS.md: main-client-tls in etcd-test).
+// rig creates (main-client-tls in etcd-test: tools/rig/etcdstatefulset.go SecretName).
 func TestManifestExamples(t *testing.T) {
 	var fs = commandLine()
 	var o options

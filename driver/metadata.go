@@ -16,7 +16,8 @@ import (
 	"k8s.io/client-go/util/retry"
 )
 
-// Labels on every object the driver creates (CONTRACTS.md), plus the namespace label on metadata.
+// Labels on every object the driver creates (README "Labels and annotations the driver sets"), plus
+// the namespace label on metadata.
 const (
 	labelManagedBy  = "app.kubernetes.io/managed-by"
 	managedByValue  = "etcd-snapshot-driver"
