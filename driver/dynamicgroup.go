@@ -9,7 +9,6 @@ import (
 	"github.com/golang/glog"
 	groupsnapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumegroupsnapshot/v1"
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
-	snapscheme "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned/scheme"
 	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
 	groupsnapshotlisters "github.com/kubernetes-csi/external-snapshotter/client/v8/listers/volumegroupsnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -17,11 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -111,9 +107,7 @@ func newDynamicGroupController(kube kubernetes.Interface, snap snapclientset.Int
 // watched once per process.
 func newDynamicGroupControllerWith(kube kubernetes.Interface, snap snapclientset.Interface, kubeFactory informers.SharedInformerFactory,
 	snapFactory snapinformers.SharedInformerFactory, driverName string, limiter workqueue.TypedRateLimiter[string]) *DynamicGroupController {
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(snapscheme.AddToScheme(scheme))
+	scheme := newControllerScheme()
 
 	c := &DynamicGroupController{
 		kube:        kube,
@@ -171,15 +165,13 @@ func newDynamicGroupControllerWith(kube kubernetes.Interface, snap snapclientset
 // Run watches until ctx is cancelled. It returns nil on cancellation and an error
 // only when it could not start. Call it once.
 func (c *DynamicGroupController) Run(ctx context.Context) error {
-	return runController(ctx, c.queue, "dynamicgroup", "VolumeGroupSnapshots of driver "+c.driverName, dgWorkers, c.start, c.worker)
+	return runController(ctx, c.queue, "dynamicgroup", "VolumeGroupSnapshots of driver "+c.driverName, dgWorkers, c.start,
+		keyWorker(c.queue, "dynamicgroup: VolumeGroupSnapshot", noRequeue(c.sync), errDGRetry))
 }
 
 // start starts event recording and the informers and waits for their caches.
 func (c *DynamicGroupController) start(ctx context.Context) error {
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events("")})
-	broadcaster.StartLogging(glog.V(4).Infof)
-	c.recorder = broadcaster.NewRecorder(c.scheme, corev1.EventSource{Component: c.driverName})
+	c.recorder = startRecorder(ctx, c.kube, c.scheme, c.driverName)
 
 	c.kubeFactory.Start(ctx.Done())
 	c.snapFactory.Start(ctx.Done())
@@ -189,14 +181,7 @@ func (c *DynamicGroupController) start(ctx context.Context) error {
 	return nil
 }
 
-func (c *DynamicGroupController) enqueue(obj interface{}) {
-	key, err := cache.MetaNamespaceKeyFunc(obj)
-	if err != nil {
-		glog.Errorf("dynamicgroup: cannot queue %T: %v", obj, err)
-		return
-	}
-	c.queue.Add(key)
-}
+func (c *DynamicGroupController) enqueue(obj interface{}) { enqueueKey(c.queue, "dynamicgroup", obj) }
 
 // enqueueUnbound queues the unbound VolumeGroupSnapshots of namespace ("" = all).
 func (c *DynamicGroupController) enqueueUnbound(namespace string) {
@@ -216,15 +201,6 @@ func (c *DynamicGroupController) enqueueUnbound(namespace string) {
 			c.enqueue(vgs)
 		}
 	}
-}
-
-func (c *DynamicGroupController) worker(ctx context.Context) {
-	for c.processNext(ctx) {
-	}
-}
-
-func (c *DynamicGroupController) processNext(ctx context.Context) bool {
-	return processNextKey(ctx, c.queue, "dynamicgroup: VolumeGroupSnapshot", noRequeue(c.sync), errDGRetry)
 }
 
 // sync creates the content of one VolumeGroupSnapshot if it is ours and still

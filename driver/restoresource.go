@@ -39,65 +39,23 @@ func splitNamespaced(flag, value, defaultNamespace string) (string, string, erro
 func resolveRestoreSource(ctx context.Context, kube kubernetes.Interface, snap snapclientset.Interface, cfg RestoreConfig) (*restoreSource, error) {
 	src := &restoreSource{}
 	id := cfg.SnapshotID
+	var bound *boundSnapshot
+	var err error
 	switch {
 	case cfg.GroupSnapshot != "":
-		ns, name, err := splitNamespaced("-group-snapshot", cfg.GroupSnapshot, cfg.Namespace)
-		if err != nil {
-			return nil, err
-		}
-		vgs, err := snap.GroupsnapshotV1().VolumeGroupSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("VolumeGroupSnapshot %s/%s: %w", ns, name, err)
-		}
-		src.Object = &corev1.ObjectReference{APIVersion: "groupsnapshot.storage.k8s.io/v1", Kind: "VolumeGroupSnapshot", Namespace: ns, Name: name, UID: vgs.UID, ResourceVersion: vgs.ResourceVersion}
-		if vgs.Status == nil || vgs.Status.BoundVolumeGroupSnapshotContentName == nil {
-			return nil, fmt.Errorf("VolumeGroupSnapshot %s/%s is not bound to a content yet; wait until it is readyToUse", ns, name)
-		}
-		content, err := snap.GroupsnapshotV1().VolumeGroupSnapshotContents().Get(ctx, *vgs.Status.BoundVolumeGroupSnapshotContentName, metav1.GetOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("VolumeGroupSnapshotContent %s of VolumeGroupSnapshot %s/%s: %w", *vgs.Status.BoundVolumeGroupSnapshotContentName, ns, name, err)
-		}
-		if content.Spec.Driver != cfg.DriverName {
-			return nil, fmt.Errorf("VolumeGroupSnapshot %s/%s was taken by CSI driver %s, not %s", ns, name, content.Spec.Driver, cfg.DriverName)
-		}
-		if content.Status == nil || content.Status.VolumeGroupSnapshotHandle == nil {
-			return nil, fmt.Errorf("VolumeGroupSnapshotContent %s has no group snapshot handle yet; wait until VolumeGroupSnapshot %s/%s is readyToUse", content.Name, ns, name)
-		}
-		id = *content.Status.VolumeGroupSnapshotHandle
-		if class := content.Spec.VolumeGroupSnapshotClassName; class != nil {
-			if c, err := snap.GroupsnapshotV1().VolumeGroupSnapshotClasses().Get(ctx, *class, metav1.GetOptions{}); err == nil {
-				src.ClassSecret = secretRef(c.Parameters["csi.storage.k8s.io/group-snapshotter-secret-namespace"], c.Parameters["csi.storage.k8s.io/group-snapshotter-secret-name"])
-			}
-		}
+		bound, err = boundGroupSnapshot(ctx, snap, cfg)
 	case cfg.VolumeSnapshot != "":
-		ns, name, err := splitNamespaced("-volume-snapshot", cfg.VolumeSnapshot, cfg.Namespace)
-		if err != nil {
+		bound, err = boundVolumeSnapshot(ctx, snap, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case bound != nil:
+		if id, err = bound.snapshotID(cfg.DriverName); err != nil {
 			return nil, err
 		}
-		vs, err := snap.SnapshotV1().VolumeSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("VolumeSnapshot %s/%s: %w", ns, name, err)
-		}
-		src.Object = &corev1.ObjectReference{APIVersion: "snapshot.storage.k8s.io/v1", Kind: "VolumeSnapshot", Namespace: ns, Name: name, UID: vs.UID, ResourceVersion: vs.ResourceVersion}
-		if vs.Status == nil || vs.Status.BoundVolumeSnapshotContentName == nil {
-			return nil, fmt.Errorf("VolumeSnapshot %s/%s is not bound to a content yet; wait until it is readyToUse", ns, name)
-		}
-		content, err := snap.SnapshotV1().VolumeSnapshotContents().Get(ctx, *vs.Status.BoundVolumeSnapshotContentName, metav1.GetOptions{})
-		if err != nil {
-			return nil, fmt.Errorf("VolumeSnapshotContent %s of VolumeSnapshot %s/%s: %w", *vs.Status.BoundVolumeSnapshotContentName, ns, name, err)
-		}
-		if content.Spec.Driver != cfg.DriverName {
-			return nil, fmt.Errorf("VolumeSnapshot %s/%s was taken by CSI driver %s, not %s", ns, name, content.Spec.Driver, cfg.DriverName)
-		}
-		if content.Status == nil || content.Status.SnapshotHandle == nil {
-			return nil, fmt.Errorf("VolumeSnapshotContent %s has no snapshot handle yet; wait until VolumeSnapshot %s/%s is readyToUse", content.Name, ns, name)
-		}
-		id = *content.Status.SnapshotHandle
-		if class := content.Spec.VolumeSnapshotClassName; class != nil {
-			if c, err := snap.SnapshotV1().VolumeSnapshotClasses().Get(ctx, *class, metav1.GetOptions{}); err == nil {
-				src.ClassSecret = secretRef(c.Parameters["csi.storage.k8s.io/snapshotter-secret-namespace"], c.Parameters["csi.storage.k8s.io/snapshotter-secret-name"])
-			}
-		}
+		src.Object, src.ClassSecret = bound.ref, bound.classSecret
 	case id == "":
 		return nil, fmt.Errorf("no snapshot given: set one of -group-snapshot, -volume-snapshot or -snapshot-id")
 	}
@@ -130,6 +88,94 @@ func resolveRestoreSource(ctx context.Context, kube kubernetes.Interface, snap s
 	}
 	src.Record = rec
 	return src, nil
+}
+
+// boundSnapshot is what a VolumeGroupSnapshot or VolumeSnapshot and its bound content say about the
+// snapshot behind them; the two APIs differ only in their types, so the checks are one.
+type boundSnapshot struct {
+	kind, contentKind string
+	ns, name          string
+	ref               *corev1.ObjectReference
+	// content is the bound content's name, "" while unbound; driver and handle are the content's.
+	content, driver, handle string
+	classSecret             string
+}
+
+// snapshotID is the driver's snapshot id behind b, or why there is none to restore from.
+func (b *boundSnapshot) snapshotID(driverName string) (string, error) {
+	switch {
+	case b.content == "":
+		return "", fmt.Errorf("%s %s/%s is not bound to a content yet; wait until it is readyToUse", b.kind, b.ns, b.name)
+	case b.driver != driverName:
+		return "", fmt.Errorf("%s %s/%s was taken by CSI driver %s, not %s", b.kind, b.ns, b.name, b.driver, driverName)
+	case b.handle == "":
+		return "", fmt.Errorf("%s %s has no snapshot handle yet; wait until %s %s/%s is readyToUse", b.contentKind, b.content, b.kind, b.ns, b.name)
+	}
+	return b.handle, nil
+}
+
+// boundGroupSnapshot reads -group-snapshot and its content.
+func boundGroupSnapshot(ctx context.Context, snap snapclientset.Interface, cfg RestoreConfig) (*boundSnapshot, error) {
+	ns, name, err := splitNamespaced("-group-snapshot", cfg.GroupSnapshot, cfg.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	b := &boundSnapshot{kind: "VolumeGroupSnapshot", contentKind: "VolumeGroupSnapshotContent", ns: ns, name: name}
+	vgs, err := snap.GroupsnapshotV1().VolumeGroupSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s/%s: %w", b.kind, ns, name, err)
+	}
+	b.ref = &corev1.ObjectReference{APIVersion: "groupsnapshot.storage.k8s.io/v1", Kind: b.kind, Namespace: ns, Name: name, UID: vgs.UID, ResourceVersion: vgs.ResourceVersion}
+	if vgs.Status == nil || vgs.Status.BoundVolumeGroupSnapshotContentName == nil {
+		return b, nil
+	}
+	b.content = *vgs.Status.BoundVolumeGroupSnapshotContentName
+	content, err := snap.GroupsnapshotV1().VolumeGroupSnapshotContents().Get(ctx, b.content, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s of %s %s/%s: %w", b.contentKind, b.content, b.kind, ns, name, err)
+	}
+	b.driver = content.Spec.Driver
+	if content.Status != nil && content.Status.VolumeGroupSnapshotHandle != nil {
+		b.handle = *content.Status.VolumeGroupSnapshotHandle
+	}
+	if class := content.Spec.VolumeGroupSnapshotClassName; class != nil {
+		if c, err := snap.GroupsnapshotV1().VolumeGroupSnapshotClasses().Get(ctx, *class, metav1.GetOptions{}); err == nil {
+			b.classSecret = secretRef(c.Parameters[dgSecretNamespaceParameter], c.Parameters[dgSecretNameParameter])
+		}
+	}
+	return b, nil
+}
+
+// boundVolumeSnapshot reads -volume-snapshot and its content.
+func boundVolumeSnapshot(ctx context.Context, snap snapclientset.Interface, cfg RestoreConfig) (*boundSnapshot, error) {
+	ns, name, err := splitNamespaced("-volume-snapshot", cfg.VolumeSnapshot, cfg.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	b := &boundSnapshot{kind: "VolumeSnapshot", contentKind: "VolumeSnapshotContent", ns: ns, name: name}
+	vs, err := snap.SnapshotV1().VolumeSnapshots(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s/%s: %w", b.kind, ns, name, err)
+	}
+	b.ref = &corev1.ObjectReference{APIVersion: "snapshot.storage.k8s.io/v1", Kind: b.kind, Namespace: ns, Name: name, UID: vs.UID, ResourceVersion: vs.ResourceVersion}
+	if vs.Status == nil || vs.Status.BoundVolumeSnapshotContentName == nil {
+		return b, nil
+	}
+	b.content = *vs.Status.BoundVolumeSnapshotContentName
+	content, err := snap.SnapshotV1().VolumeSnapshotContents().Get(ctx, b.content, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s of %s %s/%s: %w", b.contentKind, b.content, b.kind, ns, name, err)
+	}
+	b.driver = content.Spec.Driver
+	if content.Status != nil && content.Status.SnapshotHandle != nil {
+		b.handle = *content.Status.SnapshotHandle
+	}
+	if class := content.Spec.VolumeSnapshotClassName; class != nil {
+		if c, err := snap.SnapshotV1().VolumeSnapshotClasses().Get(ctx, *class, metav1.GetOptions{}); err == nil {
+			b.classSecret = secretRef(c.Parameters["csi.storage.k8s.io/snapshotter-secret-namespace"], c.Parameters["csi.storage.k8s.io/snapshotter-secret-name"])
+		}
+	}
+	return b, nil
 }
 
 func secretRef(ns, name string) string {

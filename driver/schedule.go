@@ -8,7 +8,6 @@ import (
 
 	"github.com/golang/glog"
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
-	snapscheme "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned/scheme"
 	snapinformers "github.com/kubernetes-csi/external-snapshotter/client/v8/informers/externalversions"
 	groupsnapshotlisters "github.com/kubernetes-csi/external-snapshotter/client/v8/listers/volumegroupsnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -16,12 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -92,9 +88,7 @@ func NewScheduleController(cfg ScheduleConfig) (*ScheduleController, error) {
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(snapscheme.AddToScheme(scheme))
+	scheme := newControllerScheme()
 
 	c := &ScheduleController{
 		cfg:         cfg,
@@ -143,15 +137,13 @@ func NewScheduleController(cfg ScheduleConfig) (*ScheduleController, error) {
 // start. Without the CRD it waits quietly for it. Call it once; it is its own component so that it can
 // run on the leader only.
 func (c *ScheduleController) Run(ctx context.Context) error {
-	return runController(ctx, c.queue, "schedule", "EtcdSnapshotSchedules for driver "+c.cfg.DriverName, scheduleWorkers, c.start, c.worker)
+	return runController(ctx, c.queue, "schedule", "EtcdSnapshotSchedules for driver "+c.cfg.DriverName, scheduleWorkers, c.start,
+		keyWorker(c.queue, "schedule", c.sync))
 }
 
 // start starts event recording and the informers and waits for their caches.
 func (c *ScheduleController) start(ctx context.Context) error {
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Kube.CoreV1().Events("")})
-	broadcaster.StartLogging(glog.V(4).Infof)
-	c.recorder = broadcaster.NewRecorder(c.scheme, corev1.EventSource{Component: c.cfg.DriverName + "-schedules"})
+	c.recorder = startRecorder(ctx, c.cfg.Kube, c.scheme, c.cfg.DriverName+"-schedules")
 
 	c.dynFactory.Start(ctx.Done())
 	c.snapFactory.Start(ctx.Done())
@@ -161,14 +153,7 @@ func (c *ScheduleController) start(ctx context.Context) error {
 	return nil
 }
 
-func (c *ScheduleController) enqueue(obj any) {
-	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-	if err != nil {
-		glog.Errorf("schedule: cannot queue %T: %v", obj, err)
-		return
-	}
-	c.queue.Add(key)
-}
+func (c *ScheduleController) enqueue(obj any) { enqueueKey(c.queue, "schedule", obj) }
 
 // enqueueOwner queues the schedule a VolumeGroupSnapshot's label names.
 func (c *ScheduleController) enqueueOwner(obj any) {
@@ -196,15 +181,6 @@ func (c *ScheduleController) enqueueAll() {
 	for _, obj := range list {
 		c.enqueue(obj)
 	}
-}
-
-func (c *ScheduleController) worker(ctx context.Context) {
-	for c.processNext(ctx) {
-	}
-}
-
-func (c *ScheduleController) processNext(ctx context.Context) bool {
-	return processNextKey(ctx, c.queue, "schedule", c.sync)
 }
 
 // sync brings one schedule forward at the clock's now and returns when it next needs looking at

@@ -126,10 +126,7 @@ func (s *Sweeper) Run(ctx context.Context) {
 		return
 	}
 	glog.V(2).Infof("sweeper: removing abandoned snapshot objects after %s", s.grace)
-	go func() {
-		for s.processNext(ctx) {
-		}
-	}()
+	go keyWorker(s.queue, "sweeper:", noRequeue(s.sweep))(ctx)
 	<-ctx.Done()
 }
 
@@ -188,10 +185,6 @@ func (s *Sweeper) forgetRollback(id string) {
 // remaining is how long until since+grace; zero when it has passed.
 func (s *Sweeper) remaining(since time.Time) time.Duration {
 	return max(0, s.grace-s.clock.Since(since))
-}
-
-func (s *Sweeper) processNext(ctx context.Context) bool {
-	return processNextKey(ctx, s.queue, "sweeper:", noRequeue(s.sweep))
 }
 
 // sweep dispatches a sweeper key to the record or the content it names.

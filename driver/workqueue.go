@@ -7,6 +7,7 @@ import (
 
 	"github.com/golang/glog"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 )
 
@@ -73,4 +74,23 @@ func runController(ctx context.Context, q workqueue.TypedRateLimitingInterface[s
 // noRequeue adapts a sync that never asks to be looked at again by time.
 func noRequeue(sync func(context.Context, string) error) func(context.Context, string) (time.Duration, error) {
 	return func(ctx context.Context, key string) (time.Duration, error) { return 0, sync(ctx, key) }
+}
+
+// keyWorker is the worker loop of a controller: processNextKey until q shuts down.
+func keyWorker(q workqueue.TypedRateLimitingInterface[string], what string,
+	sync func(context.Context, string) (time.Duration, error), quiet ...error) func(context.Context) {
+	return func(ctx context.Context) {
+		for processNextKey(ctx, q, what, sync, quiet...) {
+		}
+	}
+}
+
+// enqueueKey queues obj (or a deletion tombstone's object) by its namespace/name key.
+func enqueueKey(q workqueue.TypedRateLimitingInterface[string], what string, obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		glog.Errorf("%s: cannot queue %T: %v", what, obj, err)
+		return
+	}
+	q.Add(key)
 }
