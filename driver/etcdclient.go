@@ -7,13 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -30,9 +28,6 @@ const (
 	reasonRefused  = "connection refused"
 	reasonTimeout  = "timed out waiting for an answer"
 )
-
-// Credentials are the PEM-encoded CA bundle, client certificate and client key used for etcd mTLS.
-type Credentials struct{ CA, Cert, Key []byte }
 
 // checkEndpoints refuses empty, malformed and (without opt-in) plaintext endpoints. A client URL is
 // scheme://host[:port][/] and nothing else: the etcd client ignores a path, query or fragment, and
@@ -64,139 +59,6 @@ func redactUserInfo(u *url.URL) string {
 	c := *u
 	c.User = url.User("REDACTED")
 	return c.String()
-}
-
-// tlsConfig builds the client TLS configuration; server certificates are always verified, against the
-// CA bundle when given, else against the system roots. A client certificate etcd would refuse for its
-// dates or its usage is refused here, by name, rather than as a handshake alert from every member.
-func (c Credentials) tlsConfig() (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if len(c.CA) > 0 {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(c.CA) {
-			return nil, healthFailure(failTLS, false, status.Error(codes.InvalidArgument, "etcd CA bundle (ca.crt) holds no PEM certificate"))
-		}
-		cfg.RootCAs = pool
-	}
-	switch {
-	case len(c.Cert) > 0 && len(c.Key) > 0:
-		pair, err := tls.X509KeyPair(c.Cert, c.Key)
-		if err != nil {
-			// The tls package's messages describe the problem without quoting key material.
-			return nil, healthFailure(failTLS, false, status.Errorf(codes.InvalidArgument, "etcd client certificate (tls.crt) and key (tls.key) do not load: %v", err))
-		}
-		if err := checkClientCert(pair.Leaf, time.Now()); err != nil {
-			return nil, err
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	case len(c.Cert) > 0 || len(c.Key) > 0:
-		return nil, healthFailure(failTLS, false, status.Error(codes.InvalidArgument, "etcd client certificate (tls.crt) and key (tls.key) must be given together"))
-	}
-	return cfg, nil
-}
-
-// checkClientCert refuses a client certificate that any etcd server refuses (crypto/tls verifies a
-// client's chain at the current time and for ExtKeyUsageClientAuth): expired, not yet valid, or meant
-// for another use. The message names the certificate by subject, issuer and dates, never its key.
-func checkClientCert(leaf *x509.Certificate, now time.Time) error {
-	refuse := func(format string, args ...any) error {
-		return healthFailure(failTLS, false, status.Errorf(codes.FailedPrecondition, "etcd client certificate (tls.crt) "+format, args...))
-	}
-	switch {
-	case now.After(leaf.NotAfter):
-		return refuse("expired %s ago: %s; issue a new one and update the Secret", now.Sub(leaf.NotAfter).Round(time.Second), describeCert(leaf))
-	case now.Before(leaf.NotBefore):
-		return refuse("is not valid yet (in %s; is a clock wrong?): %s", leaf.NotBefore.Sub(now).Round(time.Second), describeCert(leaf))
-	case !forClientAuth(leaf):
-		return refuse("is not for client authentication (extended key usage %s; etcd requires clientAuth): %s", extKeyUsages(leaf), describeCert(leaf))
-	}
-	return nil
-}
-
-// forClientAuth reports whether the certificate may authenticate a TLS client; no extended key usage
-// at all means any use, as x509.Certificate.Verify reads it.
-func forClientAuth(c *x509.Certificate) bool {
-	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
-		return true
-	}
-	return slices.ContainsFunc(c.ExtKeyUsage, func(u x509.ExtKeyUsage) bool {
-		return u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny
-	})
-}
-
-// extKeyUsageNames are the names RFC 5280 gives the usages a TLS certificate is likely to carry.
-var extKeyUsageNames = map[x509.ExtKeyUsage]string{
-	x509.ExtKeyUsageServerAuth:      "serverAuth",
-	x509.ExtKeyUsageClientAuth:      "clientAuth",
-	x509.ExtKeyUsageCodeSigning:     "codeSigning",
-	x509.ExtKeyUsageEmailProtection: "emailProtection",
-	x509.ExtKeyUsageTimeStamping:    "timeStamping",
-	x509.ExtKeyUsageOCSPSigning:     "OCSPSigning",
-}
-
-// extKeyUsages lists a certificate's extended key usages by name, unknown ones by OID.
-func extKeyUsages(c *x509.Certificate) string {
-	var names []string
-	for _, u := range c.ExtKeyUsage {
-		if n, ok := extKeyUsageNames[u]; ok {
-			names = append(names, n)
-		} else {
-			names = append(names, fmt.Sprintf("#%d", u))
-		}
-	}
-	for _, oid := range c.UnknownExtKeyUsage {
-		names = append(names, oid.String())
-	}
-	return strings.Join(names, ", ")
-}
-
-// describeCert names a certificate for a message: subject, issuer and validity, all public.
-func describeCert(c *x509.Certificate) string {
-	return fmt.Sprintf("subject %q, issuer %q, valid from %s to %s", c.Subject.String(), c.Issuer.String(),
-		c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
-}
-
-// describeRefusedClientCert explains a handshake the server ended with an alert about the client's
-// certificate: which certificate it was and, when a CA bundle is given, whether it chains to it (a
-// client certificate from another CA than the server's is the usual cause).
-func describeRefusedClientCert(cfg *tls.Config, required bool) string {
-	if len(cfg.Certificates) == 0 || cfg.Certificates[0].Leaf == nil {
-		return "the server requires a client certificate and none is configured (tls.crt, tls.key)"
-	}
-	pair := cfg.Certificates[0]
-	msg := "the server refused the client certificate, " + describeCert(pair.Leaf)
-	if required {
-		// crypto/tls sends a client certificate only if its issuer is among the CAs the server
-		// names in its request; otherwise it sends none and the server says a certificate is required.
-		msg = "the server accepts client certificates only from CAs it trusts, and the configured one is not signed by any of them, " +
-			"so none was sent: " + describeCert(pair.Leaf)
-	}
-	if cfg.RootCAs == nil {
-		return msg
-	}
-	intermediates := x509.NewCertPool()
-	for _, der := range pair.Certificate[1:] {
-		if c, err := x509.ParseCertificate(der); err == nil {
-			intermediates.AddCert(c)
-		}
-	}
-	opts := x509.VerifyOptions{Roots: cfg.RootCAs, Intermediates: intermediates, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	if _, err := pair.Leaf.Verify(opts); err != nil {
-		msg += fmt.Sprintf("; it does not chain to the CA bundle ca.crt either (%v)", err)
-	}
-	return msg
-}
-
-// isRemoteCertRefusal reports a TLS alert the server sent about the client's certificate (alert texts
-// as crypto/tls prints them).
-func isRemoteCertRefusal(reason string) bool {
-	for _, alert := range []string{"bad certificate", "unknown certificate authority", "expired certificate",
-		"unsupported certificate", "certificate required", "revoked certificate", "unknown certificate"} {
-		if strings.Contains(reason, "remote error: tls: "+alert) {
-			return true
-		}
-	}
-	return false
 }
 
 // checker holds the client shared by the calls of one CheckCluster.
@@ -397,70 +259,6 @@ func (c *checker) alarms(ctx context.Context, h *ClusterHealth) ([]string, error
 	return nil, healthFailure(class, false, status.Errorf(codes.Unavailable, "etcd alarm list unreadable: %s", strings.Join(failures, "; ")))
 }
 
-// etcdRootRole is the role etcd requires for Maintenance.Snapshot (`etcdctl snapshot save`) once auth
-// is enabled (go.etcd.io/etcd/server/v3, etcdserver/api/v3rpc/maintenance.go: isPermitted, admin only).
-const etcdRootRole = "root"
-
-// snapshotPermitted checks, on the member the snapshot will come from, that etcd will let the client
-// save a snapshot: with auth enabled, the client certificate's common name must be a user holding the
-// root role. Without this check the health check passes and the Job fails three times on "permission
-// denied". A user may read its own entry (go.etcd.io/etcd/server/v3, etcdserver/apply/auth.go UserGet),
-// so no extra right is needed.
-func (c *checker) snapshotPermitted(ctx context.Context, m *MemberStatus) error {
-	urls := c.usableURLs(m.ClientURLs)
-	if len(urls) == 0 {
-		return nil // clientURL reports this with the member's name
-	}
-	var enabled bool
-	err := c.call(ctx, urls[0], func(ctx context.Context, conn *grpc.ClientConn) error {
-		resp, err := pb.NewAuthClient(conn).AuthStatus(ctx, &pb.AuthStatusRequest{}, grpc.WaitForReady(false))
-		enabled = err == nil && resp.Enabled
-		return err
-	})
-	if status.Code(err) == codes.Unimplemented {
-		return nil // etcd before 3.5 has no AuthStatus; the Job reports a refusal itself
-	}
-	if err != nil {
-		reason, class := c.reason(ctx, urls[0], err)
-		if class == "" {
-			class = failUnreachable
-		}
-		return healthFailure(class, false, status.Errorf(codes.Unavailable, "etcd member %s: auth status unreadable: %s", m.label(), reason))
-	}
-	if !enabled {
-		return nil
-	}
-	refuse := func(format string, args ...any) error {
-		return healthFailure(failAuth, false, status.Errorf(codes.FailedPrecondition, "etcd auth is enabled and "+format+
-			"; `etcdctl snapshot save` needs the %s role: grant it (etcdctl user grant-role <user> %s)", append(args, etcdRootRole, etcdRootRole)...))
-	}
-	if len(c.tls.Certificates) == 0 || c.tls.Certificates[0].Leaf == nil || c.tls.Certificates[0].Leaf.Subject.CommonName == "" {
-		return refuse("the client certificate names no user (empty common name)")
-	}
-	user := c.tls.Certificates[0].Leaf.Subject.CommonName
-	var roles []string
-	err = c.call(ctx, urls[0], func(ctx context.Context, conn *grpc.ClientConn) error {
-		resp, err := pb.NewAuthClient(conn).UserGet(ctx, &pb.AuthUserGetRequest{Name: user}, grpc.WaitForReady(false))
-		if err == nil {
-			roles = resp.Roles
-		}
-		return err
-	})
-	switch {
-	case err != nil && status.Convert(err).Message() == status.Convert(rpctypes.ErrGRPCUserNotFound).Message():
-		return refuse("etcd has no user %q (the client certificate's common name)", user)
-	case err != nil:
-		reason, class := c.reason(ctx, urls[0], err)
-		if class == "" {
-			class = failUnreachable
-		}
-		return healthFailure(class, false, status.Errorf(codes.Unavailable, "etcd member %s: user %q unreadable: %s", m.label(), user, reason))
-	case !slices.Contains(roles, etcdRootRole):
-		return refuse("user %q (the client certificate's common name) has roles %v", user, roles)
-	}
-	return nil
-}
-
 // reason describes why a call to u failed and classifies a refusal of the credentials (failTLS,
 // failAuth; "" for anything else). A server that rejects the client certificate only says so after a
 // TLS 1.3 handshake the client already counted as done, so gRPC reports a broken pipe or an EOF; a
@@ -538,29 +336,4 @@ func describeCallError(err error) (reason, class string) {
 		return reasonTimeout, ""
 	}
 	return msg, ""
-}
-
-// etcdAuthErrors are etcd's answers to a client whose identity it does not accept (go.etcd.io/etcd/api/v3
-// v3rpc/rpctypes).
-var etcdAuthErrors = []error{
-	rpctypes.ErrGRPCUserEmpty, rpctypes.ErrGRPCAuthFailed, rpctypes.ErrGRPCPermissionDenied,
-	rpctypes.ErrGRPCInvalidAuthToken, rpctypes.ErrGRPCUserNotFound, rpctypes.ErrGRPCAuthOldRevision,
-}
-
-// isEtcdAuthError reports an etcd auth refusal; etcd sends some as InvalidArgument, so the message
-// decides, and any PermissionDenied or Unauthenticated counts too.
-func isEtcdAuthError(err error) bool {
-	s, ok := status.FromError(err)
-	if !ok {
-		return false
-	}
-	if s.Code() == codes.PermissionDenied || s.Code() == codes.Unauthenticated {
-		return true
-	}
-	for _, authErr := range etcdAuthErrors {
-		if want := status.Convert(authErr); s.Code() == want.Code() && s.Message() == want.Message() {
-			return true
-		}
-	}
-	return false
 }
