@@ -345,11 +345,12 @@ func exitCode(pod *v1.Pod, container string) int32 { return terminated(pod, cont
 // checkNoChildren fails t if any process started by this test binary outlives the rig.
 func checkNoChildren(t *testing.T) {
 	var left []int
-	for i := 0; i < 50; i++ {
-		if left = rig.Descendants(os.Getpid()); len(left) == 0 {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		left = rig.Descendants(os.Getpid())
+		return len(left) == 0, nil
+	})
+	if err == nil {
+		return
 	}
 	var desc []string
 	for _, pid := range left {
