@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	kubefake "k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 )
 
@@ -145,29 +146,36 @@ func (f *dgtFixture) contents(t *testing.T) []groupsnapshotv1.VolumeGroupSnapsho
 	return list.Items
 }
 
-// events returns the reasons of every event recorded so far. A sentinel event is
-// recorded last and awaited: the recorder delivers in order, so all earlier events
-// are in the fake API by then.
+// events returns every event recorded so far (recordedEvents).
 func (f *dgtFixture) events(t *testing.T) []corev1.Event {
 	t.Helper()
-	sentinel := dgtVGS()
-	f.ctrl.recorder.Event(sentinel, corev1.EventTypeNormal, "TestSentinel", "end of test")
+	return recordedEvents(t, f.kube, f.ctrl.recorder)
+}
+
+// recordedEvents returns every event the recorders have sent to kube so far. A sentinel event is
+// recorded last through each and awaited: a recorder delivers in order, so all its earlier events
+// are in the fake API by then.
+func recordedEvents(t *testing.T, kube *kubefake.Clientset, recorders ...record.EventRecorder) []corev1.Event {
+	t.Helper()
+	for i, r := range recorders {
+		r.Event(dgtVGS(), corev1.EventTypeNormal, "TestSentinel", fmt.Sprintf("end of test %d", i))
+	}
 	var got []corev1.Event
 	err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		list, err := f.kube.CoreV1().Events("").List(ctx, metav1.ListOptions{})
+		list, err := kube.CoreV1().Events("").List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
 		}
 		got = got[:0]
-		done := false
+		sentinels := 0
 		for _, e := range list.Items {
 			if e.Reason == "TestSentinel" {
-				done = true
+				sentinels++
 				continue
 			}
 			got = append(got, e)
 		}
-		return done, nil
+		return sentinels == len(recorders), nil
 	})
 	if err != nil {
 		t.Fatalf("waiting for events: %v", err)
@@ -492,7 +500,8 @@ func dgtSpecString(s groupsnapshotv1.VolumeGroupSnapshotContentSpec) string {
 }
 
 // TestDynamicGroupRunConcurrent runs two controllers at once, as a restarted
-// driver overlapping its predecessor would: one content, no failure events.
+// driver overlapping its predecessor would: one content, at most one Create call
+// per controller, and no failure events.
 func TestDynamicGroupRunConcurrent(t *testing.T) {
 	kube := kubefake.NewClientset(dgtCluster()...)
 	snap := snapfake.NewSimpleClientset(dgtVGS(), dgtEtcdClass())
@@ -500,25 +509,38 @@ func TestDynamicGroupRunConcurrent(t *testing.T) {
 	defer cancel()
 
 	errs := make(chan error, 2)
-	for i := 0; i < 2; i++ {
+	ctrls := make([]*DynamicGroupController, 2)
+	for i := range ctrls {
 		c := NewDynamicGroupController(kube, snap, dgtDriver, time.Minute)
+		ctrls[i] = c
 		go func() { errs <- c.Run(ctx) }()
 	}
 
-	var contents []groupsnapshotv1.VolumeGroupSnapshotContent
-	err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
-		list, err := snap.GroupsnapshotV1().VolumeGroupSnapshotContents().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, err
+	// Once both caches hold the content, no sync that starts later creates it; draining the queues
+	// then waits for the syncs already under way, so every Create the two will ever send is sent.
+	err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		for _, c := range ctrls {
+			if _, err := c.contentLister.Get(dgtContent); err != nil {
+				return false, nil
+			}
 		}
-		contents = list.Items
-		return len(contents) > 0, nil
+		return true, nil
 	})
 	if err != nil {
-		t.Fatalf("no content created: %v", err)
+		t.Fatalf("content %s not in both controllers' caches: %v", dgtContent, err)
 	}
-	// Let both controllers see it and settle before counting.
-	time.Sleep(300 * time.Millisecond)
+	for _, c := range ctrls {
+		c.queue.ShutDownWithDrain()
+	}
+	creates := 0
+	for _, a := range snap.Actions() {
+		if a.GetVerb() == "create" && a.GetResource().Resource == "volumegroupsnapshotcontents" {
+			creates++
+		}
+	}
+	if creates < 1 || creates > len(ctrls) {
+		t.Errorf("%d Create calls for VolumeGroupSnapshotContents, want 1 to %d (one per controller at most)", creates, len(ctrls))
+	}
 	list, err := snap.GroupsnapshotV1().VolumeGroupSnapshotContents().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -529,18 +551,14 @@ func TestDynamicGroupRunConcurrent(t *testing.T) {
 	if got := list.Items[0].Spec.Source.VolumeHandles; !reflect.DeepEqual(got, dgtHandles) {
 		t.Errorf("volumeHandles = %v, want %v", got, dgtHandles)
 	}
-	events, err := kube.CoreV1().Events(dgtNamespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range events.Items {
+	for _, e := range recordedEvents(t, kube, ctrls[0].recorder, ctrls[1].recorder) {
 		if e.Type == corev1.EventTypeWarning {
 			t.Errorf("warning event %s: %s", e.Reason, e.Message)
 		}
 	}
 
 	cancel()
-	for i := 0; i < 2; i++ {
+	for range ctrls {
 		select {
 		case err := <-errs:
 			if err != nil {
