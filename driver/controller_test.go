@@ -60,7 +60,7 @@ func TestSingleSnapshot(t *testing.T) {
 	t.Run("member of a group is INVALID_ARGUMENT", func(t *testing.T) {
 		_, err := e.ctrl.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: member})
 		wantCode(t, err, codes.InvalidArgument, member, "member of group snapshot "+groupID, "delete the group")
-		if got := e.objectsOf(groupID); got != all {
+		if got := e.objectsOf(groupID).String(); got != all {
 			t.Fatalf("group after refused member delete: %s", got)
 		}
 	})
@@ -68,7 +68,7 @@ func TestSingleSnapshot(t *testing.T) {
 	t.Run("group id is INVALID_ARGUMENT", func(t *testing.T) {
 		_, err := e.ctrl.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: groupID})
 		wantCode(t, err, codes.InvalidArgument, groupID, "DeleteVolumeGroupSnapshot")
-		if got := e.objectsOf(groupID); got != all {
+		if got := e.objectsOf(groupID).String(); got != all {
 			t.Fatalf("group after refused delete: %s", got)
 		}
 	})
@@ -79,7 +79,7 @@ func TestSingleSnapshot(t *testing.T) {
 		if _, err := e.group.DeleteVolumeGroupSnapshot(ctx, &csi.DeleteVolumeGroupSnapshotRequest{GroupSnapshotId: id}); err != nil {
 			t.Fatal(err)
 		}
-		if got := e.objectsOf(id); got != all {
+		if got := e.objectsOf(id).String(); got != all {
 			t.Fatalf("single snapshot after a group delete of its id: %s", got)
 		}
 	})
@@ -88,10 +88,10 @@ func TestSingleSnapshot(t *testing.T) {
 		if _, err := e.ctrl.DeleteSnapshot(ctx, &csi.DeleteSnapshotRequest{SnapshotId: id}); err != nil {
 			t.Fatal(err)
 		}
-		if got := e.objectsOf(id); got != "Job=false Secret=false PersistentVolumeClaim=false ConfigMap=false" {
+		if got := e.objectsOf(id).String(); got != "Job=false Secret=false PersistentVolumeClaim=false ConfigMap=false" {
 			t.Fatalf("after delete: %s", got)
 		}
-		if got := e.objectsOf(groupID); got != all {
+		if got := e.objectsOf(groupID).String(); got != all {
 			t.Fatalf("group after deleting the single snapshot: %s", got)
 		}
 	})
@@ -428,13 +428,13 @@ func TestListSnapshotsFollowsTheJob(t *testing.T) {
 	}
 
 	// The kubelet reports the save container done; verify runs.
-	job, err := e.kube.BatchV1().Jobs(fxNS).Get(ctx, g.GetGroupSnapshotId(), metav1.GetOptions{})
+	job, err := e.admin.BatchV1().Jobs(fxNS).Get(ctx, g.GetGroupSnapshotId(), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: job.Name + "-saved", Namespace: fxNS, Labels: job.Spec.Template.Labels},
 		Spec: job.Spec.Template.Spec, Status: savedStatus()}
-	if _, err := e.kube.CoreV1().Pods(fxNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+	if _, err := e.admin.CoreV1().Pods(fxNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range g.GetSnapshots() {

@@ -131,7 +131,7 @@ func TestCreateIdempotent(t *testing.T) {
 	}
 	// The Secret is created owned by the suspended Job, which is resumed after: no Secret is ever
 	// patched or read.
-	order := f.writeActions()
+	order := f.writes()
 	jobCreate, secretCreate, resume := slices.Index(order, "create jobs"), slices.Index(order, "create secrets"), slices.Index(order, "patch jobs")
 	if jobCreate < 0 || secretCreate < jobCreate || resume < secretCreate || slices.Contains(order, "patch secrets") {
 		t.Errorf("writes %v; want create jobs, then create secrets, then patch jobs, and no Secret patch", order)
@@ -184,7 +184,7 @@ func TestCreateUnhealthyClusterCreatesNothing(t *testing.T) {
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(strings.ToLower(err.Error()), "quorum") {
 		t.Fatalf("error = %v; want FailedPrecondition about quorum", err)
 	}
-	if w := f.writeActions(); len(w) != 0 {
+	if w := f.writes(); len(w) != 0 {
 		t.Fatalf("unhealthy cluster, yet the engine wrote %v", w)
 	}
 	if got := testutil.ToFloat64(clusterQuorum.WithLabelValues(fxNS, fxCluster)); got != 0 {
@@ -324,9 +324,9 @@ func TestRestartResumesMonitoring(t *testing.T) {
 	result := takeVerifiedSnapshot(t, tc)
 
 	// Stop the first engine (the driver process goes away), then start another one.
-	stopEngine(f)
+	f.stop()
 	f = startFixtureEngine(t, f.kube)
-	f.finishJob(rec, rec.ID+"-x1", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
+	f.finishJob(rec.ID, rec.ID+"-x1", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
 	ready := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase == PhaseReady })
 	if ready.Revision != result.Revision || ready.SHA256 != result.SHA256 {
 		t.Errorf("resumed record %+v does not carry the verify result %+v", ready, result)
@@ -403,7 +403,7 @@ func TestEngineNeverReadsSecrets(t *testing.T) {
 			t.Error("the Job was not created suspended")
 		}
 
-		f.finishJob(rec, rec.ID+"-ok", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
+		f.finishJob(rec.ID, rec.ID+"-ok", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
 		ready := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase != PhaseRunning })
 		if ready.Phase != PhaseReady {
 			t.Fatalf("record %+v; want Ready", ready)
@@ -428,7 +428,7 @@ func TestEngineNeverReadsSecrets(t *testing.T) {
 		}
 		pod := corev1.PodStatus{Phase: corev1.PodFailed, InitContainerStatuses: []corev1.ContainerStatus{{Name: saveContainer,
 			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error", Message: "context deadline exceeded"}}}}}
-		f.finishJob(rec, rec.ID+"-bad", pod, batchv1.JobCondition{Type: batchv1.JobFailed, Reason: batchv1.JobReasonBackoffLimitExceeded})
+		f.finishJob(rec.ID, rec.ID+"-bad", pod, batchv1.JobCondition{Type: batchv1.JobFailed, Reason: batchv1.JobReasonBackoffLimitExceeded})
 		failed := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase == PhaseFailed && r.CleanedUp })
 		if !strings.Contains(failed.Error, "context deadline exceeded") {
 			t.Errorf("failure reason %q", failed.Error)
@@ -477,7 +477,7 @@ func TestCreateReplacesSecretOfInterruptedAttempt(t *testing.T) {
 	}
 	// The driver process dies mid-provision: the record is still Pending, the Job suspended, and the
 	// Secret holds the credentials of the earlier attempt.
-	stopEngine(f)
+	f.stop()
 	cms := f.admin.CoreV1().ConfigMaps(fxMetaNS)
 	cm, err := cms.Get(f.ctx, rec.ID, metav1.GetOptions{})
 	if err != nil {
@@ -507,11 +507,11 @@ func TestCreateReplacesSecretOfInterruptedAttempt(t *testing.T) {
 	}
 
 	f = startFixtureEngine(t, f.kube)
-	before := len(f.writeActions())
+	before := len(f.writes())
 	if err := f.engine.reconcile(f.ctx, rec.ID); err != nil {
 		t.Fatal(err)
 	}
-	if w := f.writeActions()[before:]; len(w) != 0 {
+	if w := f.writes()[before:]; len(w) != 0 {
 		t.Errorf("the monitor wrote %v for a Pending record; want nothing until the retry", w)
 	}
 	if j, err := f.admin.BatchV1().Jobs(fxNS).Get(f.ctx, rec.ID, metav1.GetOptions{}); err != nil {

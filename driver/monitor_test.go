@@ -90,7 +90,7 @@ func TestJobCompleteMakesReady(t *testing.T) {
 	result := takeVerifiedSnapshot(t, tc)
 	successes := testutil.ToFloat64(snapshotOperations.WithLabelValues("create", "success"))
 
-	f.finishJob(rec, rec.ID+"-abcde", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
+	f.finishJob(rec.ID, rec.ID+"-abcde", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
 	ready := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase != PhaseRunning })
 	if ready.Phase != PhaseReady {
 		t.Fatalf("record %+v; want Ready", ready)
@@ -139,7 +139,7 @@ func TestJobFailureMarksFailedAndCleansUp(t *testing.T) {
 			Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}},
 	}
 	failures := testutil.ToFloat64(snapshotOperations.WithLabelValues("create", "failure"))
-	f.finishJob(rec, rec.ID+"-zzzzz", pod, batchv1.JobCondition{
+	f.finishJob(rec.ID, rec.ID+"-zzzzz", pod, batchv1.JobCondition{
 		Type: batchv1.JobFailed, Reason: batchv1.JobReasonBackoffLimitExceeded, Message: "Job has reached the specified backoff limit"})
 
 	failed := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase == PhaseFailed && r.CleanedUp })
@@ -167,7 +167,7 @@ func TestJobFailureMarksFailedAndCleansUp(t *testing.T) {
 
 // suspendJob puts the Job of id back in the state provision leaves it in before resuming it:
 // spec.suspend=true and the Suspended condition the Job controller sets.
-func (f *engineFixture) suspendJob(id string) *batchv1.Job {
+func (f *fixture) suspendJob(id string) *batchv1.Job {
 	f.t.Helper()
 	jobs := f.admin.BatchV1().Jobs(fxNS)
 	job, err := jobs.Get(f.ctx, id, metav1.GetOptions{})
@@ -187,7 +187,7 @@ func (f *engineFixture) suspendJob(id string) *batchv1.Job {
 }
 
 // waitJob waits until the Job of id satisfies ok and returns it.
-func (f *engineFixture) waitJob(id string, ok func(*batchv1.Job) bool) *batchv1.Job {
+func (f *fixture) waitJob(id string, ok func(*batchv1.Job) bool) *batchv1.Job {
 	f.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -266,7 +266,7 @@ func TestRestartResumesSuspendedJob(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			stopEngine(f)
+			f.stop()
 			job := f.suspendJob(rec.ID)
 			if c.loseSecret {
 				if err := f.admin.CoreV1().Secrets(fxNS).Delete(f.ctx, tlsSecretName(rec.ID), metav1.DeleteOptions{}); err != nil {
@@ -312,7 +312,7 @@ func TestRestartResumesSuspendedJob(t *testing.T) {
 				t.Errorf("%d Secret deletes while resuming; want none", n)
 			}
 
-			f.finishJob(rec, rec.ID+"-r1", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
+			f.finishJob(rec.ID, rec.ID+"-r1", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
 			ready := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase != PhaseRunning })
 			if ready.Phase != PhaseReady || ready.SHA256 != result.SHA256 {
 				t.Fatalf("record %+v; want Ready with the verify result", ready)
@@ -347,7 +347,7 @@ func TestGroupReadyCallsOnGroupReady(t *testing.T) {
 		t.Fatalf("OnGroupReady(%s) before the Job finished", c.id)
 	default:
 	}
-	f.finishJob(rec, rec.ID+"-abcde", succeededPod(t, takeVerifiedSnapshot(t, tc)), batchv1.JobCondition{Type: batchv1.JobComplete})
+	f.finishJob(rec.ID, rec.ID+"-abcde", succeededPod(t, takeVerifiedSnapshot(t, tc)), batchv1.JobCondition{Type: batchv1.JobComplete})
 	ready := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase != PhaseRunning })
 	if ready.Phase != PhaseReady || ready.ReadyAt == nil {
 		t.Fatalf("record %+v; want Ready", ready)

@@ -73,7 +73,7 @@ func TestResumeRecordsTheJobThatRuns(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			stopEngine(f)
+			f.stop()
 
 			// What the interrupted attempt had planned, and left behind.
 			cms := f.admin.CoreV1().ConfigMaps(fxMetaNS)

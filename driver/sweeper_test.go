@@ -33,7 +33,7 @@ var swNow = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 // informers over a fake snapshot API, and a sweeper on a fake clock. Its worker runs only when a test
 // calls run; otherwise the test drives sweepRecord and sweepContent itself.
 type sweeperFixture struct {
-	*engineFixture
+	*fixture
 	snap  *snapfake.Clientset
 	clock *testingclock.FakeClock
 	sw    *Sweeper
@@ -41,7 +41,7 @@ type sweeperFixture struct {
 
 func newSweeperFixture(t *testing.T, kubeObjs, snapObjs []runtime.Object) *sweeperFixture {
 	t.Helper()
-	f := &sweeperFixture{engineFixture: newEngineFixture(t, kubeObjs...), snap: snapfake.NewSimpleClientset(snapObjs...),
+	f := &sweeperFixture{fixture: newEngineFixture(t, kubeObjs...), snap: snapfake.NewSimpleClientset(snapObjs...),
 		clock: testingclock.NewFakeClock(swNow)}
 	dg := newDynamicGroupController(f.kube, f.snap, dgtDriver, 0,
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Millisecond, 10*time.Millisecond))

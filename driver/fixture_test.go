@@ -1,0 +1,407 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	snapfake "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned/fake"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+const csiTestDriverName = "etcd-snapshot.csi.io"
+
+// fixture is the engine under a test, over a fake API server that refuses what the driver's RBAC
+// refuses: either the Engine alone (newEngineFixture, startFixtureEngine), or the Driver that holds
+// it, running its real Run (gRPC on a unix socket, HTTP on a loopback port) with gRPC clients
+// connected through the socket (startCSI).
+type fixture struct {
+	t *testing.T
+	// kube is the driver's client: its Actions() are the driver's calls alone.
+	kube *fake.Clientset
+	// admin is the rest of the cluster (the test, controllers, users) on the same objects, unrestricted.
+	admin  *fake.Clientset
+	engine *Engine
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// The rest is set by startCSI only.
+	driver   *Driver
+	socket   string
+	httpURL  string
+	conn     *grpc.ClientConn
+	identity csi.IdentityClient
+	group    csi.GroupControllerClient
+	ctrl     csi.ControllerClient
+	runErr   chan error
+	stopped  sync.Once
+}
+
+// fixtureOption adjusts a fixture's fake API server before its driver runs.
+type fixtureOption func(*fixture)
+
+// withKubeReactor prepends a reactor to the fake clientset before the driver starts.
+func withKubeReactor(verb, resource string, fn k8stesting.ReactionFunc) fixtureOption {
+	return func(f *fixture) { f.kube.PrependReactor(verb, resource, fn) }
+}
+
+// fixtureEngineConfig is the engine configuration of every fixture, over kube.
+func fixtureEngineConfig(kube *fake.Clientset) EngineConfig {
+	return EngineConfig{
+		Kube: kube, MetadataNamespace: fxMetaNS, ClusterLabel: fxClusterLabel,
+		EtcdImage: fxEtcdImage, DriverImage: fxDriverImage, HealthTimeout: 15 * time.Second,
+	}
+}
+
+// newFakeAPI is a fake API server holding objs that refuses what the driver's RBAC refuses
+// (fakeapi_test.go); starting a fixture on it adds resourceVersions, after the test's own reactors.
+func newFakeAPI(t *testing.T, objs ...runtime.Object) *fake.Clientset {
+	kube := fake.NewClientset(objs...)
+	enforceDriverRBAC(t, kube)
+	return kube
+}
+
+// newEngineFixture starts an Engine over a fake clientset holding objs, limited to the driver's RBAC.
+func newEngineFixture(t *testing.T, objs ...runtime.Object) *fixture {
+	t.Helper()
+	return startFixtureEngine(t, newFakeAPI(t, objs...))
+}
+
+// startFixtureEngine starts a (new) Engine over an existing fake clientset, as a restarted driver would.
+func startFixtureEngine(t *testing.T, kube *fake.Clientset) *fixture {
+	t.Helper()
+	return startFixtureEngineWith(t, kube, nil)
+}
+
+// startFixtureEngineWith is startFixtureEngine with the engine configuration adjusted by tweak.
+func startFixtureEngineWith(t *testing.T, kube *fake.Clientset, tweak func(*EngineConfig)) *fixture {
+	t.Helper()
+	cfg := fixtureEngineConfig(kube)
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	e, err := NewEngine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enforceResourceVersions(kube, kube.Tracker())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, kube: kube, admin: adminClient(kube), engine: e, ctx: ctx, cancel: cancel}
+}
+
+// csiConfig is a valid Config for a driver serving on socket over kube.
+func csiConfig(socket string, kube *fake.Clientset) Config {
+	engine := fixtureEngineConfig(kube)
+	// The records these tests store are dated long ago (listRecord): the sweeper, tested on its own
+	// (sweeper_test.go), must not take their Pending ones away mid-test.
+	engine.SweepGrace = 100 * 365 * 24 * time.Hour
+	return Config{
+		DriverName:  csiTestDriverName,
+		Version:     "v0.0.0-test",
+		Endpoint:    "unix://" + socket,
+		HTTPAddress: "127.0.0.1:0",
+		Snapshots:   snapfake.NewSimpleClientset(),
+		Engine:      engine,
+	}
+}
+
+// shortTempDir is a temporary directory with a short path: unix socket paths are limited to 108
+// bytes, and t.TempDir() embeds the (sub)test name.
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "csi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// startCSI runs a driver over a fake clientset holding objs and waits until it is ready.
+func startCSI(t *testing.T, objs []runtime.Object, opts ...fixtureOption) *fixture {
+	t.Helper()
+	f := startCSIUnready(t, objs, opts...)
+	f.waitReady()
+	return f
+}
+
+// startCSIUnready runs a driver and connects to it without waiting for the engine to sync.
+func startCSIUnready(t *testing.T, objs []runtime.Object, opts ...fixtureOption) *fixture {
+	t.Helper()
+	kube := newFakeAPI(t, objs...)
+	f := &fixture{t: t, kube: kube, admin: adminClient(kube), socket: filepath.Join(shortTempDir(t), "csi.sock"), runErr: make(chan error, 1)}
+	for _, o := range opts {
+		o(f)
+	}
+	enforceResourceVersions(kube, kube.Tracker())
+	d, err := New(csiConfig(f.socket, f.kube))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.driver, f.engine = d, d.engine
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	go func() { f.runErr <- d.Run(f.ctx) }()
+	t.Cleanup(f.stop)
+
+	waitCtx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
+	defer cancel()
+	addr := d.HTTPAddr(waitCtx)
+	if addr == "" {
+		t.Fatal("driver did not bind its listeners within 10s")
+	}
+	f.httpURL = "http://" + addr
+	f.conn, err = grpc.NewClient("unix://"+f.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.identity = csi.NewIdentityClient(f.conn)
+	f.group = csi.NewGroupControllerClient(f.conn)
+	f.ctrl = csi.NewControllerClient(f.conn)
+	return f
+}
+
+// stop ends the fixture as a driver exit would. An Engine alone: once its workers have stopped. A
+// Driver: Run must return nil and remove its socket.
+func (f *fixture) stop() {
+	f.stopped.Do(func() {
+		if f.driver == nil {
+			f.cancel()
+			err := wait.PollUntilContextTimeout(context.Background(), 5*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+				return !f.engine.ready.Load() && f.engine.queue.ShuttingDown(), nil
+			})
+			if err != nil {
+				f.t.Errorf("engine workers did not stop within 30s of cancellation: %v", err)
+			}
+			return
+		}
+		if f.conn != nil {
+			f.conn.Close()
+		}
+		f.cancel()
+		select {
+		case err := <-f.runErr:
+			if err != nil {
+				f.t.Errorf("Run returned %v after cancellation, want nil", err)
+			}
+		case <-time.After(30 * time.Second):
+			f.t.Error("Run did not return within 30s of cancellation")
+			return
+		}
+		if _, err := os.Lstat(f.socket); !errors.Is(err, os.ErrNotExist) {
+			f.t.Errorf("socket %s still exists after Run returned (stat: %v)", f.socket, err)
+		}
+	})
+}
+
+// waitReady waits until Probe reports ready.
+func (f *fixture) waitReady() {
+	f.t.Helper()
+	err := wait.PollUntilContextTimeout(f.ctx, 20*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		resp, err := f.identity.Probe(ctx, &csi.ProbeRequest{})
+		return err == nil && resp.GetReady().GetValue(), nil
+	})
+	if err != nil {
+		f.t.Fatalf("driver not ready within 20s: %v", err)
+	}
+}
+
+// get fetches an HTTP path of the driver and returns status and body.
+func (f *fixture) get(path string) (int, string) {
+	f.t.Helper()
+	resp, err := http.Get(f.httpURL + path)
+	if err != nil {
+		f.t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// exists reports whether an object of kind (Job, Secret, PersistentVolumeClaim, ConfigMap) exists.
+func (f *fixture) exists(kind, ns, name string) bool {
+	f.t.Helper()
+	var err error
+	ctx := context.Background()
+	switch kind {
+	case "Job":
+		_, err = f.admin.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
+	case "Secret":
+		_, err = f.admin.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	case "PersistentVolumeClaim":
+		_, err = f.admin.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
+	case "ConfigMap":
+		_, err = f.admin.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	default:
+		f.t.Fatalf("unknown kind %s", kind)
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		f.t.Fatal(err)
+	}
+	return err == nil
+}
+
+// objectSet tells, by kind, which of the Job, Secret, PVC and metadata ConfigMap of a snapshot exist.
+type objectSet map[string]bool
+
+// String is "Kind=true|false" in a fixed order, for readable comparisons.
+func (o objectSet) String() string {
+	return fmt.Sprintf("Job=%t Secret=%t PersistentVolumeClaim=%t ConfigMap=%t",
+		o["Job"], o["Secret"], o["PersistentVolumeClaim"], o["ConfigMap"])
+}
+
+// objectsOf reports which of the Job, Secret, PVC and metadata ConfigMap of snapshot id exist.
+func (f *fixture) objectsOf(id string) objectSet {
+	return objectSet{
+		"Job":                   f.exists("Job", fxNS, id),
+		"Secret":                f.exists("Secret", fxNS, tlsSecretName(id)),
+		"PersistentVolumeClaim": f.exists("PersistentVolumeClaim", fxNS, id),
+		"ConfigMap":             f.exists("ConfigMap", fxMetaNS, id),
+	}
+}
+
+// countActions counts the driver's actions of verb on resource.
+func (f *fixture) countActions(verb, resource string) int {
+	n := 0
+	for _, a := range f.kube.Actions() {
+		if a.GetVerb() == verb && a.GetResource().Resource == resource {
+			n++
+		}
+	}
+	return n
+}
+
+// jobCreates counts Job create calls the driver made for name (every name when name is "").
+func (f *fixture) jobCreates(name string) int {
+	if name == "" {
+		return f.countActions("create", "jobs")
+	}
+	n := 0
+	for _, a := range f.kube.Actions() {
+		c, ok := a.(k8stesting.CreateAction)
+		if !ok || a.GetVerb() != "create" || a.GetResource().Resource != "jobs" {
+			continue
+		}
+		if j, ok := c.GetObject().(*batchv1.Job); ok && j.Name == name {
+			n++
+		}
+	}
+	return n
+}
+
+// writes lists every create, update, patch and delete the driver sent, for "nothing created".
+func (f *fixture) writes() []string {
+	var out []string
+	for _, a := range f.kube.Actions() {
+		switch a.GetVerb() {
+		case "create", "update", "patch", "delete":
+			out = append(out, a.GetVerb()+" "+a.GetResource().Resource)
+		}
+	}
+	return out
+}
+
+// waitRecord waits until the record of id satisfies ok, both in the API server and in the engine's
+// metadata cache (which Create and Get read, and which trails the API server), and returns it.
+func (f *fixture) waitRecord(id string, ok func(*Record) bool) *Record {
+	f.t.Helper()
+	var last, lastCached *Record
+	err := wait.PollUntilContextTimeout(f.ctx, 20*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
+		rec, err := f.engine.meta.getLive(ctx, id)
+		if err != nil {
+			return false, err
+		}
+		last = rec
+		if rec == nil || !ok(rec) {
+			return false, nil
+		}
+		cached, err := f.engine.meta.get(ctx, id)
+		if err != nil {
+			return false, err
+		}
+		lastCached = cached
+		return cached != nil && ok(cached), nil
+	})
+	if err != nil {
+		f.t.Fatalf("record %s never reached the expected state (%v); last: %+v; last cached: %+v", id, err, last, lastCached)
+	}
+	return last
+}
+
+// waitCounter waits until the counter read by value has grown from before by at least want (the
+// engine bumps its metrics after the write that waitRecord sees), then returns its value; the caller
+// checks it for exactly before+want.
+func waitCounter(t *testing.T, value func() float64, before, want float64) float64 {
+	t.Helper()
+	got := value()
+	_ = wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		got = value()
+		return got >= before+want, nil
+	})
+	return got
+}
+
+// eventually retries check every 20ms for up to 20s and fails with its last complaint.
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		last = check()
+		return last == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", what, last)
+	}
+}
+
+// finishJob plays the Job controller and kubelet for snapshot id: a pod of the Job with the given
+// status, then the Job's terminal condition.
+func (f *fixture) finishJob(id, podName string, podStatus corev1.PodStatus, cond batchv1.JobCondition) {
+	f.t.Helper()
+	ctx := context.Background()
+	job, err := f.admin.BatchV1().Jobs(fxNS).Get(ctx, id, metav1.GetOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: fxNS, Labels: job.Spec.Template.Labels, CreationTimestamp: metav1.Now()},
+		Spec:       job.Spec.Template.Spec,
+		Status:     podStatus,
+	}
+	if _, err := f.admin.CoreV1().Pods(fxNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+	cond.Status = corev1.ConditionTrue
+	job.Status.Conditions = append(job.Status.Conditions, cond)
+	if cond.Type == batchv1.JobComplete {
+		job.Status.Succeeded = 1
+	} else {
+		job.Status.Failed = *job.Spec.BackoffLimit + 1
+	}
+	if _, err := f.admin.BatchV1().Jobs(fxNS).UpdateStatus(ctx, job, metav1.UpdateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+}
