@@ -364,6 +364,17 @@ func waitCounter(t *testing.T, value func() float64, before, want float64) float
 	return got
 }
 
+// waitFor polls ok every 10ms for up to 20s.
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		return ok(), nil
+	})
+	if err != nil {
+		t.Fatalf("timed out waiting for %s: %v", what, err)
+	}
+}
+
 // eventually retries check every 20ms for up to 20s and fails with its last complaint.
 func eventually(t *testing.T, what string, check func() error) {
 	t.Helper()

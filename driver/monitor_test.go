@@ -21,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
@@ -189,20 +190,19 @@ func (f *fixture) suspendJob(id string) *batchv1.Job {
 // waitJob waits until the Job of id satisfies ok and returns it.
 func (f *fixture) waitJob(id string, ok func(*batchv1.Job) bool) *batchv1.Job {
 	f.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		job, err := f.admin.BatchV1().Jobs(fxNS).Get(f.ctx, id, metav1.GetOptions{})
-		if err != nil {
-			f.t.Fatal(err)
+	var job *batchv1.Job
+	err := wait.PollUntilContextTimeout(f.ctx, 20*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		var err error
+		job, err = f.admin.BatchV1().Jobs(fxNS).Get(ctx, id, metav1.GetOptions{})
+		return err == nil && ok(job), err
+	})
+	if err != nil {
+		if job == nil {
+			f.t.Fatalf("Job %s: %v", id, err)
 		}
-		if ok(job) {
-			return job
-		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("Job %s never reached the expected state; last: suspended=%t conditions %+v", id, isSuspended(job), job.Status.Conditions)
-		}
-		time.Sleep(20 * time.Millisecond)
+		f.t.Fatalf("Job %s never reached the expected state (%v); last: suspended=%t conditions %+v", id, err, isSuspended(job), job.Status.Conditions)
 	}
+	return job
 }
 
 // A suspended Job is not a failed one: jobOutcome reads it as running, pods it removed or not.

@@ -2,7 +2,6 @@ package driver
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -314,17 +313,4 @@ func TestSweeperRetriesFailedRollback(t *testing.T) {
 	if got := swRemoved(sweptRollback) - before; got != 1 {
 		t.Errorf("sweeper_removed_total{kind=rollback} grew by %v, want 1", got)
 	}
-}
-
-// waitFor polls ok for up to 20 seconds.
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if ok() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal(fmt.Sprintf("timed out waiting for %s", what))
 }
