@@ -19,6 +19,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"k8s.io/apimachinery/pkg/util/sets"
 )
 
 // etcdutlEnv names an etcdutl binary to run instead of building the pinned one: where tools/upstream
@@ -378,14 +379,12 @@ func (v *restoreVolume) checkRestored(t *testing.T, etcdutl, id string, deleted 
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
+	got := sets.New[string]()
 	for _, e := range entries {
-		got = append(got, e.Name())
+		got.Insert(e.Name())
 	}
-	slices.Sort(got)
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("beside the data dir: %q, want %q", got, want)
+	if !got.Equal(sets.New(want...)) {
+		t.Errorf("beside the data dir: %q, want %q", sets.List(got), sets.List(sets.New(want...)))
 	}
 	if wantKept != "" {
 		sameTree(t, "kept copy", filepath.Join(v.vol, wantKept), v.old)
