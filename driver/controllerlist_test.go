@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	k8stesting "k8s.io/client-go/testing"
 )
 
 // listRecord builds the metadata of a snapshot named name over volumes, in phase.
@@ -271,18 +269,8 @@ func nextTokenAfter(ids []string, token string) string {
 // code rather than a list that misses snapshots.
 func TestListSnapshotsBeforeSync(t *testing.T) {
 	rec := listRecord("g", true, PhaseReady, fxNS+"/data-main-0")
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(unblock)
-	// The metadata informer's first list hangs, as against an unreachable API server.
-	e := startCSIUnready(t, listWorld(t, rec), withKubeReactor("list", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
-		select {
-		case <-release:
-		case <-time.After(30 * time.Second):
-		}
-		return false, nil, nil
-	}))
+	hang, unblock := hangMetadataList(t)
+	e := startCSIUnready(t, listWorld(t, rec), hang)
 	ctx := context.Background()
 	_, err := e.ctrl.ListSnapshots(ctx, &csi.ListSnapshotsRequest{})
 	wantCode(t, err, codes.Unavailable, "retry")

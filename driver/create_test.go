@@ -19,21 +19,14 @@ import (
 // Create twice with one name: the same record and exactly one Job, Secret and PVC; the objects carry
 // the contract's labels; the Secret is owned by the Job; the record holds the cluster's members.
 func TestCreateIdempotent(t *testing.T) {
-	tc := startTestCluster(t, 3)
-	f := newEngineFixture(t, etcdWorld(t, tc)...)
+	f, tc := startEngineWithEtcd(t)
 	req := groupRequest(tc, "groupsnapshot-1")
 
-	first, err := f.engine.Create(f.ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := f.create(req)
 	// A retry as the sidecar sends it: same name, sources in another order, other credentials content.
 	retry := req
 	retry.SourceVolumeIDs = []string{req.SourceVolumeIDs[2], req.SourceVolumeIDs[0], req.SourceVolumeIDs[1]}
-	second, err := f.engine.Create(f.ctx, retry)
-	if err != nil {
-		t.Fatal(err)
-	}
+	second := f.create(retry)
 	if first.ID != second.ID || first.Phase != PhaseRunning || second.Phase != PhaseRunning || !first.CreatedAt.Equal(second.CreatedAt) {
 		t.Fatalf("records differ or are not Running:\n%+v\n%+v", first, second)
 	}
@@ -127,8 +120,7 @@ func TestCreateIdempotent(t *testing.T) {
 
 // The same name with other sources, or other parameters, is AlreadyExists naming the name.
 func TestCreateSameNameOtherRequest(t *testing.T) {
-	tc := startTestCluster(t, 3)
-	f := newEngineFixture(t, etcdWorld(t, tc)...)
+	f, tc := startEngineWithEtcd(t)
 	req := groupRequest(tc, "groupsnapshot-2")
 	if _, err := f.engine.Create(f.ctx, req); err != nil {
 		t.Fatal(err)
@@ -157,8 +149,7 @@ func TestCreateSameNameOtherRequest(t *testing.T) {
 // Two of three members stopped: FailedPrecondition from the health check, and not a single object
 // written to Kubernetes.
 func TestCreateUnhealthyClusterCreatesNothing(t *testing.T) {
-	tc := startTestCluster(t, 3)
-	f := newEngineFixture(t, etcdWorld(t, tc)...)
+	f, tc := startEngineWithEtcd(t)
 	tc.Stop(1)
 	tc.Stop(2)
 	_, err := f.engine.Create(f.ctx, groupRequest(tc, "groupsnapshot-unhealthy"))

@@ -8,16 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 )
 
 // wantCode fails unless err is a gRPC status with code and a message containing every fragment.
@@ -35,6 +32,22 @@ func wantCode(t *testing.T, err error, code codes.Code, fragments ...string) {
 			t.Fatalf("message %q does not mention %q", st.Message(), f)
 		}
 	}
+}
+
+// checkErr fails t unless err is nil when want is "", or else an error containing want. It reports
+// whether an error was wanted, for a table test to end the case there.
+func checkErr(t *testing.T, err error, want string) bool {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want it to contain %q", err, want)
+	}
+	return true
 }
 
 func TestNewConfigErrors(t *testing.T) {
@@ -159,18 +172,8 @@ func TestDriverRunServesCSIAndHTTP(t *testing.T) {
 }
 
 func TestDriverNotReadyUntilSynced(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(unblock)
-	// The metadata informer's first list hangs, as against an unreachable API server.
-	e := startCSIUnready(t, nil, withKubeReactor("list", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
-		select {
-		case <-release:
-		case <-time.After(30 * time.Second):
-		}
-		return false, nil, nil
-	}))
+	hang, unblock := hangMetadataList(t)
+	e := startCSIUnready(t, nil, hang)
 	ctx := context.Background()
 	resp, err := e.identity.Probe(ctx, &csi.ProbeRequest{})
 	if err != nil || resp.GetReady() == nil || resp.GetReady().GetValue() {

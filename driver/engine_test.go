@@ -27,8 +27,7 @@ func TestNewEngineRequiresConfig(t *testing.T) {
 // Delete removes this snapshot's Job (background propagation), Secret, PVC and metadata, and nothing
 // of another snapshot, not even an object that took one of its names.
 func TestDeleteOnlyThisSnapshot(t *testing.T) {
-	tc := startTestCluster(t, 3)
-	f := newEngineFixture(t, etcdWorld(t, tc)...)
+	f, tc := startEngineWithEtcd(t)
 	a, err := f.engine.Create(f.ctx, groupRequest(tc, "groupsnapshot-a"))
 	if err != nil {
 		t.Fatal(err)
@@ -104,13 +103,9 @@ func TestDeleteOnlyThisSnapshot(t *testing.T) {
 // A Running record is found again after a restart; a new engine on the same API follows the existing
 // Job to Ready and creates nothing twice.
 func TestRestartResumesMonitoring(t *testing.T) {
-	tc := startTestCluster(t, 3)
-	f := newEngineFixture(t, etcdWorld(t, tc)...)
+	f, tc := startEngineWithEtcd(t)
 	req := groupRequest(tc, "groupsnapshot-restart")
-	rec, err := f.engine.Create(f.ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := f.create(req)
 	result := takeVerifiedSnapshot(t, tc)
 
 	// Stop the first engine (the driver process goes away), then start another one.

@@ -57,6 +57,22 @@ func withKubeReactor(verb, resource string, fn k8stesting.ReactionFunc) fixtureO
 	return func(f *fixture) { f.kube.PrependReactor(verb, resource, fn) }
 }
 
+// hangMetadataList makes the metadata informer's first list hang, as against an unreachable API
+// server, until unblock is called (or 30s pass, or t ends).
+func hangMetadataList(t *testing.T) (hang fixtureOption, unblock func()) {
+	release := make(chan struct{})
+	var once sync.Once
+	unblock = func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	return withKubeReactor("list", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		select {
+		case <-release:
+		case <-time.After(30 * time.Second):
+		}
+		return false, nil, nil
+	}), unblock
+}
+
 // fixtureEngineConfig is the engine configuration of every fixture, over kube.
 func fixtureEngineConfig(kube *fake.Clientset) EngineConfig {
 	return EngineConfig{
@@ -103,6 +119,24 @@ func startFixtureEngineWith(t *testing.T, kube *fake.Clientset, tweak func(*Engi
 		t.Fatal(err)
 	}
 	return &fixture{t: t, kube: kube, admin: adminClient(kube), engine: e, ctx: ctx, cancel: cancel}
+}
+
+// startEngineWithEtcd runs a 3-member TLS etcd cluster and an Engine whose fake Kubernetes holds the
+// cluster's world (etcdWorld).
+func startEngineWithEtcd(t *testing.T) (*fixture, *testCluster) {
+	t.Helper()
+	tc := startTestCluster(t, 3)
+	return newEngineFixture(t, etcdWorld(t, tc)...), tc
+}
+
+// create is Engine.Create that fails the test on an error.
+func (f *fixture) create(req SnapshotRequest) *Record {
+	f.t.Helper()
+	rec, err := f.engine.Create(f.ctx, req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return rec
 }
 
 // csiConfig is a valid Config for a driver serving on socket over kube.
@@ -298,4 +332,12 @@ func eventually(t *testing.T, what string, check func() error) {
 	if err != nil {
 		t.Fatalf("%s: %v", what, last)
 	}
+}
+
+// startCSIWithEtcd runs a 3-member TLS etcd cluster and a driver whose fake Kubernetes holds the
+// cluster's labelled PVCs (bound to PVs of another CSI driver) and its ExternalName client Service.
+func startCSIWithEtcd(t *testing.T, extra ...runtime.Object) (*fixture, *testCluster) {
+	t.Helper()
+	tc := startTestCluster(t, 3)
+	return startCSI(t, append(etcdWorld(t, tc), extra...)), tc
 }

@@ -124,3 +124,30 @@ func (f *fixture) finishJob(id, podName string, podStatus corev1.PodStatus, cond
 		f.t.Fatal(err)
 	}
 }
+
+// storedRecord reads the record of id as the API server holds it, and the resourceVersion read.
+func (f *fixture) storedRecord(id string) (*Record, string) {
+	f.t.Helper()
+	cm, err := f.admin.CoreV1().ConfigMaps(fxMetaNS).Get(context.Background(), id, metav1.GetOptions{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	rec, err := decodeRecord(cm)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return rec, cm.ResourceVersion
+}
+
+// storeRecord writes rec over the stored record read at resourceVersion rv, as another writer would.
+func (f *fixture) storeRecord(rec *Record, rv string) {
+	f.t.Helper()
+	cm, err := encodeRecord(fxMetaNS, rec)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cm.ResourceVersion = rv
+	if _, err := f.admin.CoreV1().ConfigMaps(fxMetaNS).Update(context.Background(), cm, metav1.UpdateOptions{}); err != nil {
+		f.t.Fatal(err)
+	}
+}

@@ -14,16 +14,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 )
-
-// startCSIWithEtcd runs a 3-member TLS etcd cluster and a driver whose fake Kubernetes holds the
-// cluster's labelled PVCs (bound to PVs of another CSI driver) and its ExternalName client Service.
-func startCSIWithEtcd(t *testing.T, extra ...runtime.Object) (*fixture, *testCluster) {
-	t.Helper()
-	tc := startTestCluster(t, 3)
-	return startCSI(t, append(etcdWorld(t, tc), extra...)), tc
-}
 
 // memberIDs lists the snapshot ids of a group snapshot.
 func memberIDs(g *csi.VolumeGroupSnapshot) []string {

@@ -81,13 +81,9 @@ func succeededPod(t *testing.T, res *VerifyResult) corev1.PodStatus {
 // A Job that completes, with the verify result in the pod status, makes the record Ready with the
 // verified values; the credentials Secret goes, the Job and PVC stay; Create then answers Ready.
 func TestJobCompleteMakesReady(t *testing.T) {
-	tc := startTestCluster(t, 3)
-	f := newEngineFixture(t, etcdWorld(t, tc)...)
+	f, tc := startEngineWithEtcd(t)
 	req := groupRequest(tc, "groupsnapshot-ready")
-	rec, err := f.engine.Create(f.ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := f.create(req)
 	result := takeVerifiedSnapshot(t, tc)
 	successes := testutil.ToFloat64(snapshotOperations.WithLabelValues("create", "success"))
 
@@ -124,13 +120,9 @@ func TestJobCompleteMakesReady(t *testing.T) {
 // A Job whose pods fail makes the record Failed with the failing container's termination message;
 // the Job, Secret and PVC are deleted; Create answers with a final error carrying that reason.
 func TestJobFailureMarksFailedAndCleansUp(t *testing.T) {
-	tc := startTestCluster(t, 3)
-	f := newEngineFixture(t, etcdWorld(t, tc)...)
+	f, tc := startEngineWithEtcd(t)
 	req := groupRequest(tc, "groupsnapshot-fail")
-	rec, err := f.engine.Create(f.ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := f.create(req)
 	const etcdctlErr = "Error: rpc error: code = Unavailable desc = connection error: dial tcp 127.0.0.1:1: connect: connection refused"
 	pod := corev1.PodStatus{
 		Phase: corev1.PodFailed,
@@ -154,7 +146,7 @@ func TestJobFailureMarksFailedAndCleansUp(t *testing.T) {
 	if got := testutil.ToFloat64(snapshotOperations.WithLabelValues("create", "failure")); got != failures+1 {
 		t.Errorf("snapshot_operations_total{create,failure} went from %v to %v; want +1", failures, got)
 	}
-	_, err = f.engine.Create(f.ctx, req)
+	_, err := f.engine.Create(f.ctx, req)
 	if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), etcdctlErr) {
 		t.Fatalf("Create after failure = %v; want a final Internal error with the reason", err)
 	}
@@ -262,10 +254,7 @@ func TestRestartResumesSuspendedJob(t *testing.T) {
 				return false, nil, nil
 			})
 			f := startFixtureEngine(t, kube)
-			rec, err := f.engine.Create(f.ctx, req)
-			if err != nil {
-				t.Fatal(err)
-			}
+			rec := f.create(req)
 			f.stop()
 			job := f.suspendJob(rec.ID)
 			if c.loseSecret {

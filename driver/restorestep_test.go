@@ -95,11 +95,7 @@ func TestRestoreStepRestoresRealSnapshot(t *testing.T) {
 // success: each run ends in the same state with exactly one kept copy of the old data.
 func TestRestoreStepFinishesAfterCrash(t *testing.T) {
 	etcdutl := etcdutlBinary(t)
-	snap := snapshotFixture(t)
-	record, err := VerifySnapshot(snap)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap, record := verifiedSnapshotFixture(t)
 	const id = "r1"
 	cases := []struct {
 		name      string

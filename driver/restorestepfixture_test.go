@@ -269,3 +269,14 @@ func writeMarkerFile(t *testing.T, path string, m restoreMarker) {
 		t.Fatal(err)
 	}
 }
+
+// verifiedSnapshotFixture is snapshotFixture and what VerifySnapshot reads from it.
+func verifiedSnapshotFixture(t *testing.T) (string, *VerifyResult) {
+	t.Helper()
+	snap := snapshotFixture(t)
+	record, err := VerifySnapshot(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap, record
+}

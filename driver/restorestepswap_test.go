@@ -126,11 +126,7 @@ func TestRestoreStepSwapRefuses(t *testing.T) {
 // data: only this restore's kept copy goes, and the result says so.
 func TestRestoreStepDeleteOldAfterSwap(t *testing.T) {
 	etcdutl := etcdutlBinary(t)
-	snap := snapshotFixture(t)
-	record, err := VerifySnapshot(snap)
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap, record := verifiedSnapshotFixture(t)
 	const id = "r1"
 	v := newRestoreVolume(t, "data", id, false)
 	first, err := runPod(t, etcdutl, snap, v.vol, v.rel, id, false, nil)

@@ -147,34 +147,15 @@ func TestEngineNeverReadsSecrets(t *testing.T) {
 // again owned by the Job with this request's credentials, then the Job is resumed. Until that retry
 // the monitor leaves a Pending record's suspended Job alone.
 func TestCreateReplacesSecretOfInterruptedAttempt(t *testing.T) {
-	tc := startTestCluster(t, 3)
-	f := newEngineFixture(t, etcdWorld(t, tc)...)
+	f, tc := startEngineWithEtcd(t)
 	req := groupRequest(tc, "groupsnapshot-interrupted")
-	rec, err := f.engine.Create(f.ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := f.create(req)
 	// The driver process dies mid-provision: the record is still Pending, the Job suspended, and the
 	// Secret holds the credentials of the earlier attempt.
 	f.stop()
-	cms := f.admin.CoreV1().ConfigMaps(fxMetaNS)
-	cm, err := cms.Get(f.ctx, rec.ID, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pending, err := decodeRecord(cm)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pending, rv := f.storedRecord(rec.ID)
 	pending.Phase = PhasePending
-	next, err := encodeRecord(fxMetaNS, pending)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next.ResourceVersion = cm.ResourceVersion
-	if _, err := cms.Update(f.ctx, next, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	f.storeRecord(pending, rv)
 	job := f.suspendJob(rec.ID)
 	secrets := f.admin.CoreV1().Secrets(fxNS)
 	if err := secrets.Delete(f.ctx, tlsSecretName(rec.ID), metav1.DeleteOptions{}); err != nil {
