@@ -151,3 +151,15 @@ func (f *fixture) storeRecord(rec *Record, rv string) {
 		f.t.Fatal(err)
 	}
 }
+
+// interruptedCreate is a Create whose driver stopped mid-provision: it creates req and stops the
+// engine, and returns the record Create answered, the stored one set back to Pending (as it is until
+// Create's last write), and the resourceVersion it was read at, for the test to store (storeRecord).
+func (f *fixture) interruptedCreate(req SnapshotRequest) (rec, pending *Record, rv string) {
+	f.t.Helper()
+	rec = f.create(req)
+	f.stop()
+	pending, rv = f.storedRecord(rec.ID)
+	pending.Phase = PhasePending
+	return rec, pending, rv
+}

@@ -68,12 +68,8 @@ func TestResumeRecordsTheJobThatRuns(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f, cluster := startEngineWithEtcd(t)
 			req := groupRequest(cluster, "groupsnapshot-resume")
-			first := f.create(req)
-			f.stop()
-
 			// What the interrupted attempt had planned, and left behind.
-			earlier, rv := f.storedRecord(first.ID)
-			earlier.Phase = PhasePending
+			first, earlier, rv := f.interruptedCreate(req)
 			jobs := f.admin.BatchV1().Jobs(fxNS)
 			job, err := jobs.Get(f.ctx, first.ID, metav1.GetOptions{})
 			if err != nil {

@@ -149,12 +149,9 @@ func TestEngineNeverReadsSecrets(t *testing.T) {
 func TestCreateReplacesSecretOfInterruptedAttempt(t *testing.T) {
 	f, tc := startEngineWithEtcd(t)
 	req := groupRequest(tc, "groupsnapshot-interrupted")
-	rec := f.create(req)
 	// The driver process dies mid-provision: the record is still Pending, the Job suspended, and the
 	// Secret holds the credentials of the earlier attempt.
-	f.stop()
-	pending, rv := f.storedRecord(rec.ID)
-	pending.Phase = PhasePending
+	rec, pending, rv := f.interruptedCreate(req)
 	f.storeRecord(pending, rv)
 	job := f.suspendJob(rec.ID)
 	secrets := f.admin.CoreV1().Secrets(fxNS)
