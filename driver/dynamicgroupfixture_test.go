@@ -20,10 +20,11 @@ import (
 	"k8s.io/client-go/util/workqueue"
 )
 
+// The dynamic group tests' world is the fixtures' (world_test.go), without an etcd cluster.
 const (
-	dgtDriver    = "etcd-snapshot.csi.io"
-	dgtPVDriver  = "hostpath.csi.k8s.io"
-	dgtNamespace = "etcd-test"
+	dgtDriver    = csiTestDriverName
+	dgtPVDriver  = fxOtherDriver
+	dgtNamespace = fxNS
 	dgtUID       = types.UID("0b7f2c1e-9a43-4d5e-8f10-1c2d3e4f5a6b")
 	dgtContent   = "groupsnapcontent-0b7f2c1e-9a43-4d5e-8f10-1c2d3e4f5a6b"
 )

@@ -22,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 )
@@ -241,8 +240,7 @@ func TestRestartResumesSuspendedJob(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			kube := fake.NewClientset(etcdWorld(t, tc)...)
-			enforceDriverRBAC(t, kube)
+			kube := newFakeAPI(t, etcdWorld(t, tc)...)
 			req := groupRequest(tc, fmt.Sprintf("groupsnapshot-suspended-%d", i))
 			// Armed once the first engine has stopped: then the first Job patch fails. (Reactors are
 			// installed before any engine runs: adding one races with the engine's calls.)
@@ -317,8 +315,7 @@ func TestRestartResumesSuspendedJob(t *testing.T) {
 // can tell the csi-snapshotter at once instead of waiting for its next backed-off call.
 func TestGroupReadyCallsOnGroupReady(t *testing.T) {
 	tc := startTestCluster(t, 3)
-	kube := fake.NewClientset(etcdWorld(t, tc)...)
-	enforceDriverRBAC(t, kube)
+	kube := newFakeAPI(t, etcdWorld(t, tc)...)
 	type call struct {
 		id      string
 		readyAt time.Time

@@ -26,7 +26,7 @@ import (
 )
 
 const (
-	stNS    = "etcd-test"
+	stNS    = fxNS
 	stClass = "etcd-snapshot"
 )
 
