@@ -3,283 +3,19 @@ package driver
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	snapfake "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned/fake"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	batchv1 "k8s.io/api/batch/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 )
-
-const csiTestDriverName = "etcd-snapshot.csi.io"
-
-// csiEnv is a Driver running its real Run (gRPC on a unix socket, HTTP on a loopback port) over a
-// fake clientset, with gRPC clients connected through the socket.
-type csiEnv struct {
-	t        *testing.T
-	kube     *fake.Clientset
-	driver   *Driver
-	socket   string
-	httpURL  string
-	conn     *grpc.ClientConn
-	identity csi.IdentityClient
-	group    csi.GroupControllerClient
-	ctrl     csi.ControllerClient
-	ctx      context.Context
-
-	cancel  context.CancelFunc
-	runErr  chan error
-	stopped sync.Once
-}
-
-// csiEnvOption adjusts an environment before its driver runs.
-type csiEnvOption func(*csiEnv)
-
-// withKubeReactor prepends a reactor to the fake clientset before the driver starts.
-func withKubeReactor(verb, resource string, fn k8stesting.ReactionFunc) csiEnvOption {
-	return func(e *csiEnv) { e.kube.PrependReactor(verb, resource, fn) }
-}
-
-// csiConfig is a valid Config for a driver serving on socket over kube.
-func csiConfig(socket string, kube *fake.Clientset) Config {
-	return Config{
-		DriverName:  csiTestDriverName,
-		Version:     "v0.0.0-test",
-		Endpoint:    "unix://" + socket,
-		HTTPAddress: "127.0.0.1:0",
-		Snapshots:   snapfake.NewSimpleClientset(),
-		Engine: EngineConfig{
-			Kube: kube, MetadataNamespace: fxMetaNS, ClusterLabel: fxClusterLabel,
-			EtcdImage: fxEtcdImage, DriverImage: fxDriverImage, HealthTimeout: 15 * time.Second,
-			// The records these tests store are dated long ago (listRecord): the sweeper, tested on its
-			// own (sweeper_test.go), must not take their Pending ones away mid-test.
-			SweepGrace: 100 * 365 * 24 * time.Hour,
-		},
-	}
-}
-
-// shortTempDir is a temporary directory with a short path: unix socket paths are limited to 108
-// bytes, and t.TempDir() embeds the (sub)test name.
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "csi")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-// startCSI runs a driver over a fake clientset holding objs and waits until it is ready.
-func startCSI(t *testing.T, objs []runtime.Object, opts ...csiEnvOption) *csiEnv {
-	t.Helper()
-	e := startCSIUnready(t, objs, opts...)
-	e.waitReady()
-	return e
-}
-
-// startCSIUnready runs a driver and connects to it without waiting for the engine to sync.
-func startCSIUnready(t *testing.T, objs []runtime.Object, opts ...csiEnvOption) *csiEnv {
-	t.Helper()
-	e := &csiEnv{t: t, kube: fake.NewClientset(objs...), socket: filepath.Join(shortTempDir(t), "csi.sock"), runErr: make(chan error, 1)}
-	for _, o := range opts {
-		o(e)
-	}
-	d, err := New(csiConfig(e.socket, e.kube))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.driver = d
-	e.ctx, e.cancel = context.WithCancel(context.Background())
-	go func() { e.runErr <- d.Run(e.ctx) }()
-	t.Cleanup(e.stop)
-
-	waitCtx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
-	defer cancel()
-	addr := d.HTTPAddr(waitCtx)
-	if addr == "" {
-		t.Fatal("driver did not bind its listeners within 10s")
-	}
-	e.httpURL = "http://" + addr
-	e.conn, err = grpc.NewClient("unix://"+e.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.identity = csi.NewIdentityClient(e.conn)
-	e.group = csi.NewGroupControllerClient(e.conn)
-	e.ctrl = csi.NewControllerClient(e.conn)
-	return e
-}
-
-// stop ends Run and checks it stopped cleanly and removed its socket.
-func (e *csiEnv) stop() {
-	e.stopped.Do(func() {
-		if e.conn != nil {
-			e.conn.Close()
-		}
-		e.cancel()
-		select {
-		case err := <-e.runErr:
-			if err != nil {
-				e.t.Errorf("Run returned %v after cancellation, want nil", err)
-			}
-		case <-time.After(30 * time.Second):
-			e.t.Error("Run did not return within 30s of cancellation")
-			return
-		}
-		if _, err := os.Lstat(e.socket); !errors.Is(err, os.ErrNotExist) {
-			e.t.Errorf("socket %s still exists after Run returned (stat: %v)", e.socket, err)
-		}
-	})
-}
-
-// waitReady waits until Probe reports ready.
-func (e *csiEnv) waitReady() {
-	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := e.identity.Probe(e.ctx, &csi.ProbeRequest{})
-		if err == nil && resp.GetReady().GetValue() {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	e.t.Fatal("driver not ready within 20s")
-}
-
-// get fetches an HTTP path of the driver and returns status and body.
-func (e *csiEnv) get(path string) (int, string) {
-	e.t.Helper()
-	resp, err := http.Get(e.httpURL + path)
-	if err != nil {
-		e.t.Fatalf("GET %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
-}
-
-// exists reports whether an object of kind (Job, Secret, PersistentVolumeClaim, ConfigMap) exists.
-func (e *csiEnv) exists(kind, ns, name string) bool {
-	e.t.Helper()
-	var err error
-	ctx := context.Background()
-	switch kind {
-	case "Job":
-		_, err = e.kube.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
-	case "Secret":
-		_, err = e.kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
-	case "PersistentVolumeClaim":
-		_, err = e.kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, name, metav1.GetOptions{})
-	case "ConfigMap":
-		_, err = e.kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
-	default:
-		e.t.Fatalf("unknown kind %s", kind)
-	}
-	if err != nil && !apierrors.IsNotFound(err) {
-		e.t.Fatal(err)
-	}
-	return err == nil
-}
-
-// objectsOf lists which of the Job, Secret, PVC and metadata ConfigMap of snapshot id exist, as
-// "Kind=true|false" in a fixed order, for readable comparisons.
-func (e *csiEnv) objectsOf(id string) string {
-	return fmt.Sprintf("Job=%t Secret=%t PersistentVolumeClaim=%t ConfigMap=%t",
-		e.exists("Job", fxNS, id), e.exists("Secret", fxNS, tlsSecretName(id)),
-		e.exists("PersistentVolumeClaim", fxNS, id), e.exists("ConfigMap", fxMetaNS, id))
-}
-
-// jobCreates counts Job create calls the driver made for name (every name when name is "").
-func (e *csiEnv) jobCreates(name string) int {
-	n := 0
-	for _, a := range e.kube.Actions() {
-		c, ok := a.(k8stesting.CreateAction)
-		if !ok || a.GetVerb() != "create" || a.GetResource().Resource != "jobs" {
-			continue
-		}
-		if j, ok := c.GetObject().(*batchv1.Job); ok && (name == "" || j.Name == name) {
-			n++
-		}
-	}
-	return n
-}
-
-// writes lists the create, update, patch and delete calls the driver sent to the fake API.
-func (e *csiEnv) writes() []string {
-	var out []string
-	for _, a := range e.kube.Actions() {
-		switch a.GetVerb() {
-		case "create", "update", "patch", "delete":
-			out = append(out, a.GetVerb()+" "+a.GetResource().Resource)
-		}
-	}
-	return out
-}
-
-// finishJob plays the Job controller and kubelet for snapshot id: a pod with the given status, then
-// the Job's terminal condition.
-func (e *csiEnv) finishJob(id, podName string, podStatus corev1.PodStatus, cond batchv1.JobCondition) {
-	e.t.Helper()
-	ctx := context.Background()
-	job, err := e.kube.BatchV1().Jobs(fxNS).Get(ctx, id, metav1.GetOptions{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: fxNS, Labels: job.Spec.Template.Labels, CreationTimestamp: metav1.Now()},
-		Spec:       job.Spec.Template.Spec,
-		Status:     podStatus,
-	}
-	if _, err := e.kube.CoreV1().Pods(fxNS).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		e.t.Fatal(err)
-	}
-	cond.Status = corev1.ConditionTrue
-	job.Status.Conditions = append(job.Status.Conditions, cond)
-	if cond.Type == batchv1.JobComplete {
-		job.Status.Succeeded = 1
-	} else {
-		job.Status.Failed = *job.Spec.BackoffLimit + 1
-	}
-	if _, err := e.kube.BatchV1().Jobs(fxNS).UpdateStatus(ctx, job, metav1.UpdateOptions{}); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-// eventually retries check every 20ms for up to 20s and fails with its last complaint.
-func eventually(t *testing.T, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = check(); err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s: %v", what, err)
-}
 
 // wantCode fails unless err is a gRPC status with code and a message containing every fragment.
 func wantCode(t *testing.T, err error, code codes.Code, fragments ...string) {
@@ -296,6 +32,22 @@ func wantCode(t *testing.T, err error, code codes.Code, fragments ...string) {
 			t.Fatalf("message %q does not mention %q", st.Message(), f)
 		}
 	}
+}
+
+// checkErr fails t unless err is nil when want is "", or else an error containing want. It reports
+// whether an error was wanted, for a table test to end the case there.
+func checkErr(t *testing.T, err error, want string) bool {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want it to contain %q", err, want)
+	}
+	return true
 }
 
 func TestNewConfigErrors(t *testing.T) {
@@ -420,18 +172,8 @@ func TestDriverRunServesCSIAndHTTP(t *testing.T) {
 }
 
 func TestDriverNotReadyUntilSynced(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
-	unblock := func() { once.Do(func() { close(release) }) }
-	t.Cleanup(unblock)
-	// The metadata informer's first list hangs, as against an unreachable API server.
-	e := startCSIUnready(t, nil, withKubeReactor("list", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
-		select {
-		case <-release:
-		case <-time.After(30 * time.Second):
-		}
-		return false, nil, nil
-	}))
+	hang, unblock := hangMetadataList(t)
+	e := startCSIUnready(t, nil, hang)
 	ctx := context.Background()
 	resp, err := e.identity.Probe(ctx, &csi.ProbeRequest{})
 	if err != nil || resp.GetReady() == nil || resp.GetReady().GetValue() {

@@ -278,3 +278,29 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// target is a ClusterTarget for c through all of its client URLs.
+func (c *testCluster) target() ClusterTarget {
+	return ClusterTarget{Endpoints: c.ClientURLs, Creds: c.Creds(), Timeout: checkTimeout}
+}
+
+// memberID returns the etcd member id of member i.
+func (c *testCluster) memberID(i int) uint64 { return uint64(c.Members[i].Server.MemberID()) }
+
+// leaderIndex returns the index of the member the cluster reports as leader.
+func (c *testCluster) leaderIndex(t *testing.T) int {
+	t.Helper()
+	for i, e := range c.Members {
+		if c.stopped[i] {
+			continue
+		}
+		lead := uint64(e.Server.Leader())
+		for j := range c.Members {
+			if c.memberID(j) == lead {
+				return j
+			}
+		}
+	}
+	t.Fatal("no member knows a leader")
+	return -1
+}

@@ -26,8 +26,7 @@ func TestCreateFallsBackToRecordedMembers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cluster := startTestCluster(t, 3)
-			f := newEngineFixture(t, etcdWorld(t, cluster)...)
+			f, cluster := startEngineWithEtcd(t)
 			if tc.earlier {
 				rec, err := f.engine.Create(f.ctx, groupRequest(cluster, "groupsnapshot-earlier"))
 				if err != nil {

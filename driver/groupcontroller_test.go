@@ -14,16 +14,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 )
-
-// startCSIWithEtcd runs a 3-member TLS etcd cluster and a driver whose fake Kubernetes holds the
-// cluster's labelled PVCs (bound to PVs of another CSI driver) and its ExternalName client Service.
-func startCSIWithEtcd(t *testing.T, extra ...runtime.Object) (*csiEnv, *testCluster) {
-	t.Helper()
-	tc := startTestCluster(t, 3)
-	return startCSI(t, append(etcdWorld(t, tc), extra...)), tc
-}
 
 // memberIDs lists the snapshot ids of a group snapshot.
 func memberIDs(g *csi.VolumeGroupSnapshot) []string {
@@ -174,22 +165,22 @@ func TestGroupSnapshotLifecycle(t *testing.T) {
 	t.Run("delete with wrong snapshot_ids is INVALID_ARGUMENT and deletes nothing", func(t *testing.T) {
 		_, err := e.group.DeleteVolumeGroupSnapshot(ctx, &csi.DeleteVolumeGroupSnapshotRequest{GroupSnapshotId: id1, SnapshotIds: memberIDs(second.GetGroupSnapshot())})
 		wantCode(t, err, codes.InvalidArgument, "snapshot_ids")
-		if got := e.objectsOf(id1); got != all {
+		if got := e.objectsOf(id1).String(); got != all {
 			t.Fatalf("after refused delete: %s", got)
 		}
 	})
 
 	t.Run("delete removes this group's objects and nothing of another group", func(t *testing.T) {
-		if got := e.objectsOf(id2); got != all {
+		if got := e.objectsOf(id2).String(); got != all {
 			t.Fatalf("second group before delete: %s", got)
 		}
 		if _, err := e.group.DeleteVolumeGroupSnapshot(ctx, &csi.DeleteVolumeGroupSnapshotRequest{GroupSnapshotId: id1, SnapshotIds: memberIDs(g1)}); err != nil {
 			t.Fatal(err)
 		}
-		if got := e.objectsOf(id1); got != none {
+		if got := e.objectsOf(id1).String(); got != none {
 			t.Fatalf("deleted group: %s", got)
 		}
-		if got := e.objectsOf(id2); got != all {
+		if got := e.objectsOf(id2).String(); got != all {
 			t.Fatalf("other group after delete: %s", got)
 		}
 		// Records are read from an informer cache, which learns of the deletion shortly after.
@@ -208,7 +199,7 @@ func TestGroupSnapshotLifecycle(t *testing.T) {
 				t.Errorf("Delete %q: %v", id, err)
 			}
 		}
-		if got := e.objectsOf(id2); got != all {
+		if got := e.objectsOf(id2).String(); got != all {
 			t.Fatalf("other group after deleting unknown ids: %s", got)
 		}
 	})
@@ -272,7 +263,7 @@ func TestGroupSnapshotLifecycle(t *testing.T) {
 		}
 		wantCode(t, final, code, reason, `"save"`, id3)
 		eventually(t, "cleanup", func() error {
-			if got := e.objectsOf(id3); got != "Job=false Secret=false PersistentVolumeClaim=false ConfigMap=true" {
+			if got := e.objectsOf(id3).String(); got != "Job=false Secret=false PersistentVolumeClaim=false ConfigMap=true" {
 				return fmt.Errorf("objects: %s", got)
 			}
 			return nil
@@ -287,7 +278,7 @@ func TestGroupSnapshotLifecycle(t *testing.T) {
 		if _, err := e.group.DeleteVolumeGroupSnapshot(ctx, &csi.DeleteVolumeGroupSnapshotRequest{GroupSnapshotId: id3}); err != nil {
 			t.Fatal(err)
 		}
-		if got := e.objectsOf(id3); got != none {
+		if got := e.objectsOf(id3).String(); got != none {
 			t.Fatalf("after delete: %s", got)
 		}
 	})

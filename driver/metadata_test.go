@@ -165,15 +165,22 @@ func TestDecodeRecordRejectsGarbage(t *testing.T) {
 // ns/op across the sizes (go test -bench Metadata -run '^$' ./driver/). The benchmarks use the simple
 // fake clientset: the field-managed one rebuilds a REST mapper on every write (~1.5 ms), which would
 // drown the store's own cost.
+// benchStore is a started store holding n records, and their ids.
+func benchStore(b *testing.B, n int) (*metadataStore, []string) {
+	b.Helper()
+	store := startStore(b, fake.NewSimpleClientset(recordObjects(b, n)...))
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = testRecord(i).ID
+	}
+	return store, ids
+}
+
 func BenchmarkMetadataGet(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
-			store := startStore(b, fake.NewSimpleClientset(recordObjects(b, n)...))
+			store, ids := benchStore(b, n)
 			ctx := context.Background()
-			ids := make([]string, n)
-			for i := range ids {
-				ids[i] = testRecord(i).ID
-			}
 			for i := 0; b.Loop(); i++ {
 				rec, err := store.get(ctx, ids[i%n])
 				if err != nil || rec == nil {
@@ -187,12 +194,8 @@ func BenchmarkMetadataGet(b *testing.B) {
 func BenchmarkMetadataPut(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("records=%d", n), func(b *testing.B) {
-			store := startStore(b, fake.NewSimpleClientset(recordObjects(b, n)...))
+			store, ids := benchStore(b, n)
 			ctx := context.Background()
-			ids := make([]string, n)
-			for i := range ids {
-				ids[i] = testRecord(i).ID
-			}
 			for i := 0; b.Loop(); i++ {
 				id := ids[i%n]
 				before, err := store.cache.Get(id)

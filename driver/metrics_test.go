@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/testpki"
 )
@@ -218,16 +219,12 @@ func TestHealthMetricsOnlyFromCompletedChecks(t *testing.T) {
 	if err := f.engine.Delete(f.ctx, ok.ID); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	err = wait.PollUntilContextTimeout(f.ctx, 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
 		v = viewHealth(t, cluster)
-		if len(v.gauges) == 0 && len(v.errors) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("series of a cluster with no snapshot left are still exported: %+v", v)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return len(v.gauges) == 0 && len(v.errors) == 0, nil
+	})
+	if err != nil {
+		t.Fatalf("series of a cluster with no snapshot left are still exported (%v): %+v", err, v)
 	}
 }
 

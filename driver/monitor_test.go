@@ -21,7 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/apimachinery/pkg/util/wait"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 )
@@ -80,17 +80,13 @@ func succeededPod(t *testing.T, res *VerifyResult) corev1.PodStatus {
 // A Job that completes, with the verify result in the pod status, makes the record Ready with the
 // verified values; the credentials Secret goes, the Job and PVC stay; Create then answers Ready.
 func TestJobCompleteMakesReady(t *testing.T) {
-	tc := startTestCluster(t, 3)
-	f := newEngineFixture(t, etcdWorld(t, tc)...)
+	f, tc := startEngineWithEtcd(t)
 	req := groupRequest(tc, "groupsnapshot-ready")
-	rec, err := f.engine.Create(f.ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := f.create(req)
 	result := takeVerifiedSnapshot(t, tc)
 	successes := testutil.ToFloat64(snapshotOperations.WithLabelValues("create", "success"))
 
-	f.finishJob(rec, rec.ID+"-abcde", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
+	f.finishJob(rec.ID, rec.ID+"-abcde", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
 	ready := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase != PhaseRunning })
 	if ready.Phase != PhaseReady {
 		t.Fatalf("record %+v; want Ready", ready)
@@ -123,13 +119,9 @@ func TestJobCompleteMakesReady(t *testing.T) {
 // A Job whose pods fail makes the record Failed with the failing container's termination message;
 // the Job, Secret and PVC are deleted; Create answers with a final error carrying that reason.
 func TestJobFailureMarksFailedAndCleansUp(t *testing.T) {
-	tc := startTestCluster(t, 3)
-	f := newEngineFixture(t, etcdWorld(t, tc)...)
+	f, tc := startEngineWithEtcd(t)
 	req := groupRequest(tc, "groupsnapshot-fail")
-	rec, err := f.engine.Create(f.ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rec := f.create(req)
 	const etcdctlErr = "Error: rpc error: code = Unavailable desc = connection error: dial tcp 127.0.0.1:1: connect: connection refused"
 	pod := corev1.PodStatus{
 		Phase: corev1.PodFailed,
@@ -139,7 +131,7 @@ func TestJobFailureMarksFailedAndCleansUp(t *testing.T) {
 			Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}},
 	}
 	failures := testutil.ToFloat64(snapshotOperations.WithLabelValues("create", "failure"))
-	f.finishJob(rec, rec.ID+"-zzzzz", pod, batchv1.JobCondition{
+	f.finishJob(rec.ID, rec.ID+"-zzzzz", pod, batchv1.JobCondition{
 		Type: batchv1.JobFailed, Reason: batchv1.JobReasonBackoffLimitExceeded, Message: "Job has reached the specified backoff limit"})
 
 	failed := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase == PhaseFailed && r.CleanedUp })
@@ -153,7 +145,7 @@ func TestJobFailureMarksFailedAndCleansUp(t *testing.T) {
 	if got := testutil.ToFloat64(snapshotOperations.WithLabelValues("create", "failure")); got != failures+1 {
 		t.Errorf("snapshot_operations_total{create,failure} went from %v to %v; want +1", failures, got)
 	}
-	_, err = f.engine.Create(f.ctx, req)
+	_, err := f.engine.Create(f.ctx, req)
 	if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), etcdctlErr) {
 		t.Fatalf("Create after failure = %v; want a final Internal error with the reason", err)
 	}
@@ -167,7 +159,7 @@ func TestJobFailureMarksFailedAndCleansUp(t *testing.T) {
 
 // suspendJob puts the Job of id back in the state provision leaves it in before resuming it:
 // spec.suspend=true and the Suspended condition the Job controller sets.
-func (f *engineFixture) suspendJob(id string) *batchv1.Job {
+func (f *fixture) suspendJob(id string) *batchv1.Job {
 	f.t.Helper()
 	jobs := f.admin.BatchV1().Jobs(fxNS)
 	job, err := jobs.Get(f.ctx, id, metav1.GetOptions{})
@@ -187,22 +179,21 @@ func (f *engineFixture) suspendJob(id string) *batchv1.Job {
 }
 
 // waitJob waits until the Job of id satisfies ok and returns it.
-func (f *engineFixture) waitJob(id string, ok func(*batchv1.Job) bool) *batchv1.Job {
+func (f *fixture) waitJob(id string, ok func(*batchv1.Job) bool) *batchv1.Job {
 	f.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		job, err := f.admin.BatchV1().Jobs(fxNS).Get(f.ctx, id, metav1.GetOptions{})
-		if err != nil {
-			f.t.Fatal(err)
+	var job *batchv1.Job
+	err := wait.PollUntilContextTimeout(f.ctx, 20*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		var err error
+		job, err = f.admin.BatchV1().Jobs(fxNS).Get(ctx, id, metav1.GetOptions{})
+		return err == nil && ok(job), err
+	})
+	if err != nil {
+		if job == nil {
+			f.t.Fatalf("Job %s: %v", id, err)
 		}
-		if ok(job) {
-			return job
-		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("Job %s never reached the expected state; last: suspended=%t conditions %+v", id, isSuspended(job), job.Status.Conditions)
-		}
-		time.Sleep(20 * time.Millisecond)
+		f.t.Fatalf("Job %s never reached the expected state (%v); last: suspended=%t conditions %+v", id, err, isSuspended(job), job.Status.Conditions)
 	}
+	return job
 }
 
 // A suspended Job is not a failed one: jobOutcome reads it as running, pods it removed or not.
@@ -249,8 +240,7 @@ func TestRestartResumesSuspendedJob(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			kube := fake.NewClientset(etcdWorld(t, tc)...)
-			enforceDriverRBAC(t, kube)
+			kube := newFakeAPI(t, etcdWorld(t, tc)...)
 			req := groupRequest(tc, fmt.Sprintf("groupsnapshot-suspended-%d", i))
 			// Armed once the first engine has stopped: then the first Job patch fails. (Reactors are
 			// installed before any engine runs: adding one races with the engine's calls.)
@@ -262,11 +252,8 @@ func TestRestartResumesSuspendedJob(t *testing.T) {
 				return false, nil, nil
 			})
 			f := startFixtureEngine(t, kube)
-			rec, err := f.engine.Create(f.ctx, req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stopEngine(f)
+			rec := f.create(req)
+			f.stop()
 			job := f.suspendJob(rec.ID)
 			if c.loseSecret {
 				if err := f.admin.CoreV1().Secrets(fxNS).Delete(f.ctx, tlsSecretName(rec.ID), metav1.DeleteOptions{}); err != nil {
@@ -312,7 +299,7 @@ func TestRestartResumesSuspendedJob(t *testing.T) {
 				t.Errorf("%d Secret deletes while resuming; want none", n)
 			}
 
-			f.finishJob(rec, rec.ID+"-r1", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
+			f.finishJob(rec.ID, rec.ID+"-r1", succeededPod(t, result), batchv1.JobCondition{Type: batchv1.JobComplete})
 			ready := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase != PhaseRunning })
 			if ready.Phase != PhaseReady || ready.SHA256 != result.SHA256 {
 				t.Fatalf("record %+v; want Ready with the verify result", ready)
@@ -328,8 +315,7 @@ func TestRestartResumesSuspendedJob(t *testing.T) {
 // can tell the csi-snapshotter at once instead of waiting for its next backed-off call.
 func TestGroupReadyCallsOnGroupReady(t *testing.T) {
 	tc := startTestCluster(t, 3)
-	kube := fake.NewClientset(etcdWorld(t, tc)...)
-	enforceDriverRBAC(t, kube)
+	kube := newFakeAPI(t, etcdWorld(t, tc)...)
 	type call struct {
 		id      string
 		readyAt time.Time
@@ -347,7 +333,7 @@ func TestGroupReadyCallsOnGroupReady(t *testing.T) {
 		t.Fatalf("OnGroupReady(%s) before the Job finished", c.id)
 	default:
 	}
-	f.finishJob(rec, rec.ID+"-abcde", succeededPod(t, takeVerifiedSnapshot(t, tc)), batchv1.JobCondition{Type: batchv1.JobComplete})
+	f.finishJob(rec.ID, rec.ID+"-abcde", succeededPod(t, takeVerifiedSnapshot(t, tc)), batchv1.JobCondition{Type: batchv1.JobComplete})
 	ready := f.waitRecord(rec.ID, func(r *Record) bool { return r.Phase != PhaseRunning })
 	if ready.Phase != PhaseReady || ready.ReadyAt == nil {
 		t.Fatalf("record %+v; want Ready", ready)

@@ -47,14 +47,8 @@ func TestPlanInPlace(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ms, err := planInPlace(tc.rec, tc.explicit)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
-				}
+			if checkErr(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			var got []string
 			for _, m := range ms {
@@ -92,14 +86,8 @@ func TestPlanNewCluster(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ms, err := planNewCluster(tc.spec)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
-				}
+			if checkErr(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			var got []string
 			for _, m := range ms {
@@ -150,14 +138,8 @@ func TestLayoutFromStatefulSet(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := layoutFromStatefulSet(etcdStatefulSet(tc.c, tc.psc), "data")
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
-				}
+			if checkErr(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if l.DataDir != tc.want.DataDir || l.UID != tc.want.UID || l.GID != tc.want.GID || ptr.Deref(l.FSGroup, -1) != ptr.Deref(tc.want.FSGroup, -1) {
 				t.Fatalf("layout %+v (fsGroup %v), want %+v", l, ptr.Deref(l.FSGroup, -1), tc.want)

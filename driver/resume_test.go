@@ -66,26 +66,10 @@ func TestResumeRecordsTheJobThatRuns(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cluster := startTestCluster(t, 3)
-			f := newEngineFixture(t, etcdWorld(t, cluster)...)
+			f, cluster := startEngineWithEtcd(t)
 			req := groupRequest(cluster, "groupsnapshot-resume")
-			first, err := f.engine.Create(f.ctx, req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			stopEngine(f)
-
 			// What the interrupted attempt had planned, and left behind.
-			cms := f.admin.CoreV1().ConfigMaps(fxMetaNS)
-			cm, err := cms.Get(f.ctx, first.ID, metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			earlier, err := decodeRecord(cm)
-			if err != nil {
-				t.Fatal(err)
-			}
-			earlier.Phase = PhasePending
+			first, earlier, rv := f.interruptedCreate(req)
 			jobs := f.admin.BatchV1().Jobs(fxNS)
 			job, err := jobs.Get(f.ctx, first.ID, metav1.GetOptions{})
 			if err != nil {
@@ -122,14 +106,7 @@ func TestResumeRecordsTheJobThatRuns(t *testing.T) {
 				}
 				earlier.PVCSize = tc.pvcSize
 			}
-			next, err := encodeRecord(fxMetaNS, earlier)
-			if err != nil {
-				t.Fatal(err)
-			}
-			next.ResourceVersion = cm.ResourceVersion
-			if _, err := cms.Update(f.ctx, next, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			f.storeRecord(earlier, rv)
 
 			f = startFixtureEngine(t, f.kube)
 			jobDeletes := f.countActions("delete", "jobs")

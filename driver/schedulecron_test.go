@@ -1,7 +1,6 @@
 package driver
 
 import (
-	"strings"
 	"testing"
 	"time"
 )
@@ -29,14 +28,8 @@ func TestParseSchedule(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			sched, err := parseSchedule(tc.spec, tc.tz)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("parseSchedule(%q, %q) = %v, want an error with %q", tc.spec, tc.tz, err, tc.wantErr)
-				}
+			if checkErr(t, err, tc.wantErr) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got := sched.Next(base); !got.Equal(tc.wantNext) {
 				t.Errorf("Next(%s) = %s, want %s", base, got.UTC(), tc.wantNext)

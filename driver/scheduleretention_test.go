@@ -6,9 +6,16 @@ import (
 	"testing"
 	"time"
 
+	"context"
+	"sort"
+	"strings"
+
 	groupsnapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumegroupsnapshot/v1"
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // rtRuns builds runs named r0, r1, ... one hour apart from states written as "RRFx" (R ready, F failed,
@@ -96,3 +103,104 @@ func TestClassifyRun(t *testing.T) {
 }
 
 type snapshotErr = snapshotv1.VolumeSnapshotError
+
+// TestSchedulePrunes: keep 2 and keepFailed 1 leave the two newest Ready and the newest failed run;
+// other schedules' and unlabelled VolumeGroupSnapshots are never touched.
+func TestSchedulePrunes(t *testing.T) {
+	foreign := &groupsnapshotv1.VolumeGroupSnapshot{ObjectMeta: metav1.ObjectMeta{
+		Name: "other-20260310100010", Namespace: stNS, Labels: map[string]string{labelSchedule: "other"},
+		Annotations: map[string]string{annScheduledTime: "2026-03-10T10:00:10Z"}}}
+	manual := &groupsnapshotv1.VolumeGroupSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "by-hand", Namespace: stNS}}
+	f := newSTFixture(t, stT0, []*unstructured.Unstructured{stSchedule("k", "@every 10s", stT0, stRetention(2, 1, ""))},
+		stClassObj(stClass, dgtDriver), foreign, manual)
+	outcomes := []string{"", "failed: no quorum", "", "failed: no quorum", "", ""}
+	var created []string
+	for i, outcome := range outcomes {
+		at := stT0.Add(time.Duration(i+1) * 10 * time.Second)
+		f.mustSyncAt(t, "k", at)
+		name := runName("k", at)
+		created = append(created, name)
+		f.finish(t, name, at.Add(2*time.Second), outcome)
+		f.mustSyncAt(t, "k", at.Add(3*time.Second))
+	}
+	// Ready: runs 0, 2, 4, 5; failed: 1, 3.
+	want := []string{"by-hand", created[3], created[4], created[5], "other-20260310100010"}
+	sort.Strings(want)
+	if got := f.vgsNames(t); !reflect.DeepEqual(got, want) {
+		t.Fatalf("left %v, want %v", got, want)
+	}
+	var pruned []string
+	for _, e := range f.events(t, f.ctrl) {
+		if strings.HasPrefix(e, evSnapshotPruned) {
+			pruned = append(pruned, e)
+		}
+	}
+	// Oldest first: the first failed one goes when the second fails, the Ready ones as newer ones arrive.
+	wantOrder := []string{created[1], created[0], created[2]}
+	if len(pruned) != len(wantOrder) {
+		t.Fatalf("pruned events %v", pruned)
+	}
+	for i, name := range wantOrder {
+		if !strings.Contains(pruned[i], name) {
+			t.Errorf("prune %d: %q, want %s", i, pruned[i], name)
+		}
+	}
+	st := f.status(t, "k")
+	if st.ReadySnapshots != 2 {
+		t.Errorf("readySnapshots %d", st.ReadySnapshots)
+	}
+	for state, want := range map[string]float64{"ready": 2, "failed": 1, "running": 0} {
+		if got := testutil.ToFloat64(scheduleSnapshots.WithLabelValues(stNS, "k", state)); got != want {
+			t.Errorf("schedule_snapshots{state=%s} = %v, want %v", state, got, want)
+		}
+	}
+}
+
+// TestScheduleKeepsNewestReady: with maxAge passed and only failures since, the newest Ready snapshot
+// stays.
+func TestScheduleKeepsNewestReady(t *testing.T) {
+	f := newSTFixture(t, stT0, []*unstructured.Unstructured{stSchedule("m", "0 * * * *", stT0, stRetention(3, 1, "90m"))}, stClassObj(stClass, dgtDriver))
+	var created []string
+	for i := 1; i <= 4; i++ {
+		at := stT0.Add(time.Duration(i) * time.Hour)
+		f.mustSyncAt(t, "m", at)
+		created = append(created, runName("m", at))
+		outcome := "failed"
+		if i <= 2 {
+			outcome = ""
+		}
+		f.finish(t, runName("m", at), at.Add(time.Minute), outcome)
+		f.mustSyncAt(t, "m", at.Add(2*time.Minute))
+	}
+	want := []string{created[1], created[3]}
+	if got := f.vgsNames(t); !reflect.DeepEqual(got, want) {
+		t.Errorf("left %v, want %v (the newest Ready, whatever its age, and the newest failed)", got, want)
+	}
+}
+
+// TestScheduleDeletedKeepsSnapshots: deleting a schedule leaves its snapshots and drops its series.
+func TestScheduleDeletedKeepsSnapshots(t *testing.T) {
+	f := newSTFixture(t, stT0, []*unstructured.Unstructured{stSchedule("g", "@every 10s", stT0)}, stClassObj(stClass, dgtDriver))
+	f.mustSyncAt(t, "g", stT0.Add(10*time.Second))
+	if err := f.dyn.Resource(ScheduleGVR).Namespace(stNS).Delete(context.Background(), "g", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err := wait.PollUntilContextTimeout(context.Background(), 2*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		_, err := f.ctrl.schedules.ByNamespace(stNS).Get("g")
+		return err != nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ctrl.sync(context.Background(), stNS+"/g"); err != nil {
+		t.Fatal(err)
+	}
+	if names := f.vgsNames(t); !reflect.DeepEqual(names, []string{"g-20260310100010"}) {
+		t.Errorf("snapshots after deleting the schedule: %v", names)
+	}
+	if n := testutil.CollectAndCount(scheduleNextRun); n != 0 {
+		if _, ok := scheduleNextRunValue(stNS, "g"); ok {
+			t.Error("next-run series of a deleted schedule still exported")
+		}
+	}
+}

@@ -2,7 +2,6 @@ package driver
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +32,7 @@ var swNow = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 // informers over a fake snapshot API, and a sweeper on a fake clock. Its worker runs only when a test
 // calls run; otherwise the test drives sweepRecord and sweepContent itself.
 type sweeperFixture struct {
-	*engineFixture
+	*fixture
 	snap  *snapfake.Clientset
 	clock *testingclock.FakeClock
 	sw    *Sweeper
@@ -41,7 +40,7 @@ type sweeperFixture struct {
 
 func newSweeperFixture(t *testing.T, kubeObjs, snapObjs []runtime.Object) *sweeperFixture {
 	t.Helper()
-	f := &sweeperFixture{engineFixture: newEngineFixture(t, kubeObjs...), snap: snapfake.NewSimpleClientset(snapObjs...),
+	f := &sweeperFixture{fixture: newEngineFixture(t, kubeObjs...), snap: snapfake.NewSimpleClientset(snapObjs...),
 		clock: testingclock.NewFakeClock(swNow)}
 	dg := newDynamicGroupController(f.kube, f.snap, dgtDriver, 0,
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Millisecond, 10*time.Millisecond))
@@ -314,17 +313,4 @@ func TestSweeperRetriesFailedRollback(t *testing.T) {
 	if got := swRemoved(sweptRollback) - before; got != 1 {
 		t.Errorf("sweeper_removed_total{kind=rollback} grew by %v, want 1", got)
 	}
-}
-
-// waitFor polls ok for up to 20 seconds.
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if ok() {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal(fmt.Sprintf("timed out waiting for %s", what))
 }

@@ -56,9 +56,7 @@ func TestResolveSources(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := f.engine.resolveSources(f.ctx, tc.ids)
 			if tc.code != codes.OK {
-				if status.Code(err) != tc.code || !hasAll(status.Convert(err).Message(), tc.msg...) {
-					t.Fatalf("error = %v; want code %v mentioning %q", err, tc.code, tc.msg)
-				}
+				wantCode(t, err, tc.code, tc.msg...)
 				return
 			}
 			if err != nil {

@@ -1,15 +1,21 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -17,14 +23,16 @@ import (
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
 )
 
-// sample is one line of the Prometheus text format.
+// sample is one series of the Prometheus text format, as a line of it reads: a histogram or summary
+// becomes its _bucket (or quantile), _sum and _count series.
 type sample struct {
 	name   string
 	labels map[string]string
 	value  float64
 }
 
-// scrape reads the driver's /metrics.
+// scrape reads the driver's /metrics with the Prometheus text parser, so that the exposition is
+// checked as Prometheus itself would read it.
 func scrape(ctx context.Context, r *rig.Rig) ([]sample, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.DriverHTTPAddress+"/metrics", nil)
 	if err != nil {
@@ -39,62 +47,54 @@ func scrape(ctx context.Context, r *rig.Rig) ([]sample, error) {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("GET /metrics: %s: %s", resp.Status, body)
 	}
-	var out []sample
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		s, err := parseSample(line)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, sc.Err()
+	return parseMetrics(resp.Body)
 }
 
-// parseSample parses `name{k="v",...} value` (label values without escaped quotes or commas, as the
-// driver's are).
-func parseSample(line string) (sample, error) {
-	s := sample{labels: map[string]string{}}
-	rest := line
-	if i := strings.IndexByte(line, '{'); i >= 0 {
-		j := strings.LastIndexByte(line, '}')
-		if j < i {
-			return s, fmt.Errorf("metrics line %q: unbalanced braces", line)
-		}
-		s.name = line[:i]
-		for _, kv := range strings.Split(line[i+1:j], ",") {
-			if kv == "" {
-				continue
-			}
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok {
-				return s, fmt.Errorf("metrics line %q: bad label %q", line, kv)
-			}
-			s.labels[k] = strings.Trim(v, `"`)
-		}
-		rest = strings.TrimSpace(line[j+1:])
-	} else {
-		var ok bool
-		s.name, rest, ok = strings.Cut(line, " ")
-		if !ok {
-			return s, fmt.Errorf("metrics line %q: no value", line)
-		}
-	}
-	fields := strings.Fields(rest)
-	if len(fields) == 0 {
-		return s, fmt.Errorf("metrics line %q: no value", line)
-	}
-	v, err := strconv.ParseFloat(fields[0], 64)
+// parseMetrics flattens the text exposition in into samples.
+func parseMetrics(in io.Reader) ([]sample, error) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(in)
 	if err != nil {
-		return s, fmt.Errorf("metrics line %q: %w", line, err)
+		return nil, fmt.Errorf("parsing /metrics: %w", err)
 	}
-	s.value = v
-	return s, nil
+	var out []sample
+	for name, mf := range families {
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			with := func(k, v string) map[string]string {
+				l := maps.Clone(labels)
+				l[k] = v
+				return l
+			}
+			switch mf.GetType() {
+			case dto.MetricType_COUNTER:
+				out = append(out, sample{name, labels, m.GetCounter().GetValue()})
+			case dto.MetricType_GAUGE:
+				out = append(out, sample{name, labels, m.GetGauge().GetValue()})
+			case dto.MetricType_UNTYPED:
+				out = append(out, sample{name, labels, m.GetUntyped().GetValue()})
+			case dto.MetricType_HISTOGRAM:
+				h := m.GetHistogram()
+				for _, b := range h.GetBucket() {
+					le := strconv.FormatFloat(b.GetUpperBound(), 'g', -1, 64)
+					out = append(out, sample{name + "_bucket", with("le", le), float64(b.GetCumulativeCount())})
+				}
+				out = append(out, sample{name + "_sum", labels, h.GetSampleSum()}, sample{name + "_count", labels, float64(h.GetSampleCount())})
+			case dto.MetricType_SUMMARY:
+				sm := m.GetSummary()
+				for _, q := range sm.GetQuantile() {
+					out = append(out, sample{name, with("quantile", strconv.FormatFloat(q.GetQuantile(), 'g', -1, 64)), q.GetValue()})
+				}
+				out = append(out, sample{name + "_sum", labels, sm.GetSampleSum()}, sample{name + "_count", labels, float64(sm.GetSampleCount())})
+			default:
+				return nil, fmt.Errorf("parsing /metrics: %s has type %s, which the e2e tests do not read", name, mf.GetType())
+			}
+		}
+	}
+	return out, nil
 }
 
 // find returns the samples named name whose labels include want.
@@ -156,5 +156,48 @@ func TestE2EMetrics(t *testing.T) {
 			methods = append(methods, s.labels["method"]+"/"+s.labels["code"])
 		}
 		t.Errorf("no etcd_snapshot_driver_rpc_total for CreateVolumeGroupSnapshot with code OK; have %v", methods)
+	}
+}
+
+// TestParseMetrics reads what client_golang's handler serves, label values with quotes and commas and
+// a histogram included, which a line-by-line reading of the format gets wrong.
+func TestParseMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ops := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ops_total", Help: "Operations."}, []string{"reason"})
+	lat := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "latency_seconds", Help: "Latency.", Buckets: []float64{0.5, 2}})
+	reg.MustRegister(ops, lat)
+	ops.WithLabelValues(`said "no", twice`).Add(3)
+	lat.Observe(1)
+	lat.Observe(4)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	samples, err := parseMetrics(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"ops_total", map[string]string{"reason": `said "no", twice`}, 3},
+		{"latency_seconds_bucket", map[string]string{"le": "0.5"}, 0},
+		{"latency_seconds_bucket", map[string]string{"le": "2"}, 1},
+		{"latency_seconds_bucket", map[string]string{"le": "+Inf"}, 2},
+		{"latency_seconds_sum", nil, 5},
+		{"latency_seconds_count", nil, 2},
+	}
+	for _, c := range cases {
+		if got := find(samples, c.name, c.labels); len(got) != 1 || got[0].value != c.want {
+			t.Errorf("%s%v = %v, want one sample of %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if _, err := parseMetrics(strings.NewReader("ops_total{reason=\"x} 1\n")); err == nil {
+		t.Error("an unterminated label value parsed without an error")
 	}
 }

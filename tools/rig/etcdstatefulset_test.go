@@ -33,10 +33,7 @@ import (
 // is etcd itself, scaling to 0 really stops the members and scaling back brings the same members
 // back with their data, and the driver snapshots the cluster through the upstream controllers.
 func TestE2EEtcdStatefulSet(t *testing.T) {
-	t.Cleanup(func() { checkNoChildren(t) })
-	r := rig.ForTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	r, ctx := startRig(t, 10*time.Minute, rig.ForTest)
 
 	// In a namespace of its own, which StartEtcdStatefulSet creates, so that the snapshot below also
 	// proves the credentials RoleBinding that InstallSnapshotClasses copies there.
@@ -140,19 +137,7 @@ func TestE2EEtcdStatefulSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("scaled back to 3 in %s", time.Since(begin).Round(100*time.Millisecond))
-	resp, err := cli.Get(ctx, "/sts/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Kvs) != n {
-		t.Errorf("%d keys after the restart, want %d", len(resp.Kvs), n)
-	}
-	for i, kv := range resp.Kvs {
-		if k, v := rig.SampleKV("/sts/", i); string(kv.Key) != k || string(kv.Value) != v {
-			t.Errorf("key %d = %s=%s, want %s=%s", i, kv.Key, kv.Value, k, v)
-			break
-		}
-	}
+	checkSampleKeys(ctx, t, cli, "/sts/", n, "after the restart")
 	if after := memberNames(ctx, t, cli); after != before {
 		t.Errorf("members after the restart %s, before %s", after, before)
 	}
@@ -391,19 +376,7 @@ func restoreByHand(ctx context.Context, t *testing.T, r *rig.Rig, s *rig.EtcdSta
 		t.Fatal(err)
 	}
 
-	resp, err := cli.Get(ctx, "/sts/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Kvs) != keys {
-		t.Errorf("%d keys under /sts/ after the restore, want the snapshot's %d", len(resp.Kvs), keys)
-	}
-	for i, kv := range resp.Kvs {
-		if k, v := rig.SampleKV("/sts/", i); string(kv.Key) != k || string(kv.Value) != v {
-			t.Errorf("key %d = %s=%s, want %s=%s", i, kv.Key, kv.Value, k, v)
-			break
-		}
-	}
+	resp := checkSampleKeys(ctx, t, cli, "/sts/", keys, "after the restore")
 	if resp.Header.Revision < status.Header.Revision+bump {
 		t.Errorf("revision %d after the restore, want at least the snapshot's %d + %d", resp.Header.Revision, status.Header.Revision, bump)
 	}
@@ -773,4 +746,24 @@ func envValue(env []v1.EnvVar, name string) string {
 		}
 	}
 	return ""
+}
+
+// checkSampleKeys fails t unless the keys under prefix are the first n sample keys (rig.SampleKV) in
+// order, and returns what the read answered; when names the moment, for the messages.
+func checkSampleKeys(ctx context.Context, t *testing.T, cli *clientv3.Client, prefix string, n int, when string) *clientv3.GetResponse {
+	t.Helper()
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != n {
+		t.Errorf("%d keys under %s %s, want %d", len(resp.Kvs), prefix, when, n)
+	}
+	for i, kv := range resp.Kvs {
+		if k, v := rig.SampleKV(prefix, i); string(kv.Key) != k || string(kv.Value) != v {
+			t.Errorf("%s: key %d = %s=%s, want %s=%s", when, i, kv.Key, kv.Value, k, v)
+			break
+		}
+	}
+	return resp
 }

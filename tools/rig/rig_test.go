@@ -26,11 +26,7 @@ import (
 // CRDs served, the etcd cluster under test registered, the driver restartable with the sidecar
 // following it, and nothing left running after Stop.
 func TestE2ERigUp(t *testing.T) {
-	// Registered before ForTest so that it runs after the rig's own cleanup has stopped it.
-	t.Cleanup(func() { checkNoChildren(t) })
-	r := rig.ForTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	r, ctx := startRig(t, 5*time.Minute, rig.ForTest)
 
 	t.Run("NodeReady", func(t *testing.T) {
 		nodes, err := r.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
@@ -126,14 +122,7 @@ func TestE2ERigUp(t *testing.T) {
 	})
 
 	t.Run("JobCompletes", func(t *testing.T) {
-		job := runJob(ctx, t, r, ns, "etcdctl-version", "version")
-		if !jobCondition(job, batchv1.JobComplete) {
-			t.Fatalf("job did not complete: %+v", job.Status)
-		}
-		pod := jobPod(ctx, t, r, ns, job.Name)
-		if pod.Status.Phase != v1.PodSucceeded {
-			t.Fatalf("pod %s phase %s, want Succeeded", pod.Name, pod.Status.Phase)
-		}
+		pod := runJobPod(ctx, t, r, ns, "etcdctl-version", batchv1.JobComplete, v1.PodSucceeded, "version")
 		if code := exitCode(pod, "etcdctl"); code != 0 {
 			t.Fatalf("etcdctl exit code %d", code)
 		}
@@ -143,14 +132,7 @@ func TestE2ERigUp(t *testing.T) {
 	})
 
 	t.Run("JobFailureReported", func(t *testing.T) {
-		job := runJob(ctx, t, r, ns, "etcdctl-bad-flag", "--no-such-flag")
-		if !jobCondition(job, batchv1.JobFailed) {
-			t.Fatalf("job did not fail: %+v", job.Status)
-		}
-		pod := jobPod(ctx, t, r, ns, job.Name)
-		if pod.Status.Phase != v1.PodFailed {
-			t.Fatalf("pod %s phase %s, want Failed", pod.Name, pod.Status.Phase)
-		}
+		pod := runJobPod(ctx, t, r, ns, "etcdctl-bad-flag", batchv1.JobFailed, v1.PodFailed, "--no-such-flag")
 		if code := exitCode(pod, "etcdctl"); code == 0 {
 			t.Fatalf("etcdctl exit code 0 for an unknown flag")
 		}
@@ -342,14 +324,43 @@ func terminated(pod *v1.Pod, container string) v1.ContainerStateTerminated {
 
 func exitCode(pod *v1.Pod, container string) int32 { return terminated(pod, container).ExitCode }
 
+// runJobPod runs a Job of etcdctl args (runJob) and returns its pod; the Job must end with condition
+// cond and the pod in phase.
+func runJobPod(ctx context.Context, t *testing.T, r *rig.Rig, ns, name string, cond batchv1.JobConditionType, phase v1.PodPhase, args ...string) *v1.Pod {
+	t.Helper()
+	job := runJob(ctx, t, r, ns, name, args...)
+	if !jobCondition(job, cond) {
+		t.Fatalf("job %s did not end %s: %+v", job.Name, cond, job.Status)
+	}
+	pod := jobPod(ctx, t, r, ns, job.Name)
+	if pod.Status.Phase != phase {
+		t.Fatalf("pod %s phase %s, want %s", pod.Name, pod.Status.Phase, phase)
+	}
+	return pod
+}
+
+// startRig returns the rig start gives t (rig.ForTest or rig.ForTestWithOptions) and a context that
+// ends after timeout or with t. Once the rig's own cleanup has stopped it, it checks that nothing
+// this test binary started is left running.
+func startRig(t *testing.T, timeout time.Duration, start func(testing.TB) *rig.Rig) (*rig.Rig, context.Context) {
+	t.Helper()
+	// Registered before start so that it runs after the rig's own cleanup.
+	t.Cleanup(func() { checkNoChildren(t) })
+	r := start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	return r, ctx
+}
+
 // checkNoChildren fails t if any process started by this test binary outlives the rig.
 func checkNoChildren(t *testing.T) {
 	var left []int
-	for i := 0; i < 50; i++ {
-		if left = rig.Descendants(os.Getpid()); len(left) == 0 {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+		left = rig.Descendants(os.Getpid())
+		return len(left) == 0, nil
+	})
+	if err == nil {
+		return
 	}
 	var desc []string
 	for _, pid := range left {

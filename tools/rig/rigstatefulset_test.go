@@ -15,10 +15,9 @@ import (
 // (Options.EtcdStatefulSet) and takes a group snapshot of it with the unchanged example classes, as
 // the user workflow and the playground do.
 func TestE2ERigEtcdStatefulSet(t *testing.T) {
-	t.Cleanup(func() { checkNoChildren(t) })
-	r := rig.ForTestWithOptions(t, rig.Options{EtcdStatefulSet: true})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	r, ctx := startRig(t, 5*time.Minute, func(t testing.TB) *rig.Rig {
+		return rig.ForTestWithOptions(t, rig.Options{EtcdStatefulSet: true})
+	})
 	if r.Etcd != nil || r.EtcdSet == nil {
 		t.Fatalf("Etcd %v, EtcdSet %v: want only the StatefulSet", r.Etcd, r.EtcdSet)
 	}

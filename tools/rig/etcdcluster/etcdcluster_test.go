@@ -19,6 +19,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -253,12 +254,11 @@ func TestClusterStopsWithContext(t *testing.T) {
 	pid := c.members[0].proc.cmd.Process.Pid
 	c.mu.Unlock()
 	cancel()
-	deadline := time.Now().Add(15 * time.Second)
-	for running(pid) && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if running(pid) {
-		t.Fatalf("etcd %d still runs after its context ended", pid)
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
+		return !running(pid), nil
+	})
+	if err != nil {
+		t.Fatalf("etcd %d still runs after its context ended: %v", pid, err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
@@ -99,17 +100,17 @@ func (tr *testRunner) stop(t *testing.T) {
 
 func waitPod(t *testing.T, kube kubernetes.Interface, name string, what string, ok func(*v1.Pod) bool) *v1.Pod {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
 	var last *v1.Pod
-	for time.Now().Before(deadline) {
-		p, err := kube.CoreV1().Pods(testNS).Get(context.Background(), name, metav1.GetOptions{})
-		if err == nil {
-			last = p
-			if ok(p) {
-				return p
-			}
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		p, err := kube.CoreV1().Pods(testNS).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, nil
 		}
-		time.Sleep(50 * time.Millisecond)
+		last = p
+		return ok(p), nil
+	})
+	if err == nil {
+		return last
 	}
 	if last == nil {
 		t.Fatalf("pod %s never became %s; it was never found", name, what)
@@ -315,16 +316,10 @@ func TestRunFailures(t *testing.T) {
 // container without an init that reaps, killed orphans stay zombies. A kill takes a moment to land, so
 // the group gets up to two seconds to disappear.
 func alive(pid int) bool {
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		if !groupRunning(pid) {
-			return false
-		}
-		if time.Now().After(deadline) {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	gone := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 2*time.Second, true, func(context.Context) (bool, error) {
+		return !groupRunning(pid), nil
+	})
+	return gone != nil
 }
 
 func groupRunning(pgid int) bool {
