@@ -26,15 +26,34 @@ const (
 	etcdctlPath        = "/usr/local/bin/etcdctl"
 	driverBinaryPath   = "/etcd-snapshot-driver"
 
+	// prepareContainer runs before the save on every attempt of the pod: it removes what a failed
+	// attempt left on the volume (RunPrepareSave).
+	prepareContainer = "prepare"
+
 	// jobBackoffLimit retries a failed save or verify twice: a member restart or a torn read is worth
 	// another attempt, a persistent fault is not worth more.
 	jobBackoffLimit = 2
-	// Deadline budget: a base for scheduling, volume attach and image pull, plus time per 256 MiB of
-	// database. 120 s per 256 MiB is ~2 MiB/s for save and verify together, so an 8 GiB database gets
-	// 69 minutes, enough for all three attempts on a slow but healthy cluster.
+	// The deadline covers every attempt at a throughput far below what is measured: the rig saves and
+	// verifies a 1.24 GiB database in about 11 s (README "Performance"), ~110 MiB/s; the budget assumes
+	// jobSlowThroughput, a disk or network some 14 times slower, for each of the 1+jobBackoffLimit
+	// attempts, plus jobDeadlineBase once (scheduling, volume attach, image pulls) and
+	// jobAttemptSeconds per attempt (the pod's start and the Job controller's backoff before a retry,
+	// 10 s then 20 s). An 8 GiB database gets 3732 s; jobDeadlineMax bounds the arithmetic.
 	jobDeadlineBase    = 300
-	jobDeadlinePerUnit = 120
-	jobDeadlineUnit    = 256 * mi
+	jobAttemptSeconds  = 120
+	jobSlowThroughput  = 8 * mi
+	jobDeadlineMax     = 24 * 3600
+	jobDeadlineMinimum = 60
+
+	// The verify container's memory: the Go runtime and the page bitmap (jobVerifyMemoryBase) plus
+	// the live-key set, about 60 bytes a live key (verifyscan.go); a live key per KiB of database
+	// (Kubernetes objects average a few KiB) makes a sixteenth of the database size. The file is
+	// mapped, and its pages are page cache the kernel reclaims at the limit, not memory verify
+	// holds. An 8 GiB database gets 768Mi.
+	jobVerifyMemoryBase    = 256 * mi
+	jobVerifyMemoryDivisor = 16
+	jobVerifyMemoryMax     = 16 << 30
+	jobVerifyMemoryMinimum = 64 * mi
 
 	// nonRootUID is the conventional "nonroot" user of distroless images (the etcd image is one).
 	nonRootUID = 65532
@@ -43,13 +62,22 @@ const (
 // jobDeadline returns activeDeadlineSeconds for a database of dbSize bytes.
 func jobDeadline(dbSize int64) int64 {
 	dbSize = min(max(dbSize, 0), maxSizedDB)
-	units := (dbSize + jobDeadlineUnit - 1) / jobDeadlineUnit
-	return jobDeadlineBase + jobDeadlinePerUnit*units
+	attempt := jobAttemptSeconds + (dbSize+jobSlowThroughput-1)/jobSlowThroughput
+	return min(jobDeadlineBase+(jobBackoffLimit+1)*attempt, jobDeadlineMax)
 }
 
-// newSnapshotJob builds the Job that saves a snapshot from endpoint and verifies it. withTLS=false
+// verifyMemoryLimit returns the verify container's memory limit for a database of dbSize bytes,
+// rounded up to a whole MiB.
+func verifyMemoryLimit(dbSize int64) resource.Quantity {
+	dbSize = min(max(dbSize, 0), maxSizedDB)
+	want := min(jobVerifyMemoryBase+(dbSize+jobVerifyMemoryDivisor-1)/jobVerifyMemoryDivisor, jobVerifyMemoryMax)
+	return *resource.NewQuantity((want+mi-1)/mi*mi, resource.BinarySI)
+}
+
+// newSnapshotJob builds the Job that saves a snapshot from endpoint and verifies it, its deadline
+// and verify memory sized for dbSize unless the class parameters p set them. withTLS=false
 // (plaintext, allowed by the class) drops the Secret volume and the TLS flags.
-func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSize int64) *batchv1.Job {
+func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSize int64, p snapshotParams) *batchv1.Job {
 	labels := objectLabels(rec.ID, rec.Cluster)
 	saveArgs := []string{"snapshot", "save", snapshotFilePath, "--endpoints=" + endpoint}
 	mounts := []corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath}}
@@ -70,10 +98,23 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 	// No --command-timeout: for snapshot save it would cap the whole transfer; the Job deadline bounds it.
 	saveArgs = append(saveArgs, "--dial-timeout=10s")
 
+	prepare := snapshotContainer(prepareContainer, e.cfg.DriverImage, driverBinaryPath,
+		[]string{"prepare-save", "-file=" + snapshotFilePath},
+		[]corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath}})
 	save := snapshotContainer(saveContainer, e.cfg.EtcdImage, etcdctlPath, saveArgs, mounts)
 	verify := snapshotContainer(verifyContainer, e.cfg.DriverImage, driverBinaryPath,
 		[]string{"verify", "-file=" + snapshotFilePath, "-termination-log=" + terminationLogPath},
 		[]corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath, ReadOnly: true}})
+	memory := verifyMemoryLimit(dbSize)
+	if p.VerifyMemory != nil {
+		memory = p.VerifyMemory.DeepCopy()
+	}
+	// Two CPUs let the sha256 pass and the page walk run at once; the request stays small.
+	verify.Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: memory}
+	deadline := jobDeadline(dbSize)
+	if p.JobDeadline > 0 {
+		deadline = p.JobDeadline
+	}
 
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: rec.ID, Namespace: rec.Namespace, Labels: labels},
@@ -82,7 +123,7 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 			// the pod must not start before the Secret exists (provision resumes the Job).
 			Suspend:               ptr.To(withTLS),
 			BackoffLimit:          ptr.To[int32](jobBackoffLimit),
-			ActiveDeadlineSeconds: ptr.To(jobDeadline(dbSize)),
+			ActiveDeadlineSeconds: ptr.To(deadline),
 			// ttlSecondsAfterFinished stays unset: the Job is removed with the snapshot (Delete).
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
@@ -90,7 +131,7 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 					RestartPolicy:                corev1.RestartPolicyNever,
 					AutomountServiceAccountToken: ptr.To(false),
 					SecurityContext:              podSecurity(nonRootUID, nonRootUID, nonRootUID),
-					InitContainers:               []corev1.Container{save},
+					InitContainers:               []corev1.Container{prepare, save},
 					Containers:                   []corev1.Container{verify},
 					Volumes:                      volumes,
 				},
@@ -124,7 +165,7 @@ func snapshotContainer(name, image, binary string, args []string, mounts []corev
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
-			// bbolt maps the whole file; its pages are reclaimable page cache, so 1Gi suffices for large dbs.
+			// The snapshot Job's verify container gets a limit scaled to the database (newSnapshotJob).
 			Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("1Gi")},
 		},
 		SecurityContext: &corev1.SecurityContext{

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // The Job's pod layout is a contract with the rig's kubelet stand-in (CONTRACTS.md): names, images,
@@ -13,7 +14,7 @@ func TestSnapshotJobLayout(t *testing.T) {
 	e := &Engine{cfg: EngineConfig{EtcdImage: fxEtcdImage, DriverImage: fxDriverImage}}
 	rec := &Record{ID: snapshotID("n", true), Namespace: fxNS, Cluster: fxCluster}
 	const endpoint = "https://127.0.0.1:23790"
-	job := e.newSnapshotJob(rec, endpoint, true, 100*mi)
+	job := e.newSnapshotJob(rec, endpoint, true, 100*mi, snapshotParams{})
 
 	if job.Name != rec.ID || job.Namespace != fxNS || *job.Spec.BackoffLimit != 2 || job.Spec.TTLSecondsAfterFinished != nil {
 		t.Errorf("job meta/spec: %s/%s backoff %d ttl %v", job.Namespace, job.Name, *job.Spec.BackoffLimit, job.Spec.TTLSecondsAfterFinished)
@@ -33,10 +34,16 @@ func TestSnapshotJobLayout(t *testing.T) {
 	if pod.RestartPolicy != corev1.RestartPolicyNever || pod.SecurityContext == nil || !*pod.SecurityContext.RunAsNonRoot {
 		t.Errorf("pod restartPolicy %s securityContext %+v", pod.RestartPolicy, pod.SecurityContext)
 	}
-	if len(pod.InitContainers) != 1 || len(pod.Containers) != 1 {
+	if len(pod.InitContainers) != 2 || len(pod.Containers) != 1 {
 		t.Fatalf("containers: %d init, %d main", len(pod.InitContainers), len(pod.Containers))
 	}
-	save, verify := pod.InitContainers[0], pod.Containers[0]
+	prepare, save, verify := pod.InitContainers[0], pod.InitContainers[1], pod.Containers[0]
+	// Every attempt first clears what a failed one left, on the volume the save writes to.
+	if prepare.Name != "prepare" || prepare.Image != fxDriverImage || !slices.Equal(prepare.Command, []string{"/etcd-snapshot-driver"}) ||
+		!slices.Equal(prepare.Args, []string{"prepare-save", "-file=/var/lib/etcd-snapshot/snapshot.db"}) ||
+		len(prepare.VolumeMounts) != 1 || prepare.VolumeMounts[0].Name != "snapshot" || prepare.VolumeMounts[0].ReadOnly {
+		t.Errorf("prepare container: %s %s %v %v %+v", prepare.Name, prepare.Image, prepare.Command, prepare.Args, prepare.VolumeMounts)
+	}
 	wantSave := []string{"snapshot", "save", "/var/lib/etcd-snapshot/snapshot.db", "--endpoints=" + endpoint,
 		"--cacert=/etc/etcd-snapshot/tls/ca.crt", "--cert=/etc/etcd-snapshot/tls/tls.crt", "--key=/etc/etcd-snapshot/tls/tls.key"}
 	if save.Name != "save" || save.Image != fxEtcdImage || !slices.Equal(save.Command, []string{"/usr/local/bin/etcdctl"}) ||
@@ -48,7 +55,7 @@ func TestSnapshotJobLayout(t *testing.T) {
 		!slices.Equal(verify.Args, wantVerify) {
 		t.Errorf("verify container: %s %s %v %v", verify.Name, verify.Image, verify.Command, verify.Args)
 	}
-	for _, c := range []corev1.Container{save, verify} {
+	for _, c := range []corev1.Container{prepare, save, verify} {
 		sc := c.SecurityContext
 		if c.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError || sc == nil || !*sc.ReadOnlyRootFilesystem ||
 			*sc.AllowPrivilegeEscalation || c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
@@ -74,27 +81,80 @@ func TestSnapshotJobLayout(t *testing.T) {
 	}
 
 	// Plaintext (allowed by the class): no Secret volume, no TLS flags.
-	plainJob := e.newSnapshotJob(rec, "http://127.0.0.1:2379", false, 0)
+	plainJob := e.newSnapshotJob(rec, "http://127.0.0.1:2379", false, 0, snapshotParams{})
 	plain := plainJob.Spec.Template.Spec
-	if len(plain.Volumes) != 1 || slices.ContainsFunc(plain.InitContainers[0].Args, func(a string) bool { return a == "--cacert=/etc/etcd-snapshot/tls/ca.crt" }) {
-		t.Errorf("plaintext job still uses TLS: volumes %+v args %v", plain.Volumes, plain.InitContainers[0].Args)
+	if len(plain.Volumes) != 1 || slices.ContainsFunc(plain.InitContainers[1].Args, func(a string) bool { return a == "--cacert=/etc/etcd-snapshot/tls/ca.crt" }) {
+		t.Errorf("plaintext job still uses TLS: volumes %+v args %v", plain.Volumes, plain.InitContainers[1].Args)
 	}
 	if isSuspended(plainJob) || mountsTLSSecret(plainJob) || !mountsTLSSecret(job) {
 		t.Errorf("plaintext job: suspended %v, mounts the Secret %v; TLS job mounts it %v", isSuspended(plainJob), mountsTLSSecret(plainJob), mountsTLSSecret(job))
 	}
 }
 
-// The deadline grows with the database and leaves an 8 GiB database over an hour.
+// The deadline grows with the database and leaves room for every attempt of the Job at 8 MiB/s,
+// some 14 times below what the rig measures for save and verify together (README "Performance").
 func TestJobDeadline(t *testing.T) {
+	const slow = 8 << 20 // bytes a second
 	prev := int64(0)
-	for _, size := range []int64{-1, 0, 1, 256 * mi, 256*mi + 1, 1 << 30, 8 << 30} {
+	for _, size := range []int64{-1, 0, 1, 256 << 20, 256<<20 + 1, 1 << 30, 8 << 30, 1 << 50} {
 		d := jobDeadline(size)
-		if d < prev || d < jobDeadlineBase {
-			t.Errorf("jobDeadline(%d) = %d, previous %d", size, d, prev)
+		if d < prev || d < 300 || d > 24*3600 {
+			t.Errorf("jobDeadline(%d) = %d, previous %d; want growing, from 300 s to a day", size, d, prev)
 		}
 		prev = d
 	}
+	for _, size := range []int64{0, 1 << 30, 8 << 30} {
+		// Three attempts (backoffLimit 2), each its transfer at the slow rate plus a minute to start.
+		if d, need := jobDeadline(size), 3*(size/slow+60); d < need {
+			t.Errorf("jobDeadline(%d) = %d s; three attempts at 8 MiB/s need %d s", size, d, need)
+		}
+	}
 	if d := jobDeadline(8 << 30); d < 3600 {
 		t.Errorf("jobDeadline(8 GiB) = %ds; an 8 GiB save and verify on a healthy cluster needs more", d)
+	}
+}
+
+// The verify container's memory limit grows with the database, bounded, and a class parameter
+// replaces it; the deadline likewise.
+func TestSnapshotJobSizing(t *testing.T) {
+	e := &Engine{cfg: EngineConfig{EtcdImage: fxEtcdImage, DriverImage: fxDriverImage}}
+	rec := &Record{ID: snapshotID("n", true), Namespace: fxNS, Cluster: fxCluster}
+	override := resource.MustParse("3Gi")
+	cases := []struct {
+		name         string
+		dbSize       int64
+		params       snapshotParams
+		wantMemory   string
+		wantDeadline int64
+	}{
+		{name: "empty database", dbSize: 0, wantMemory: "256Mi", wantDeadline: jobDeadline(0)},
+		{name: "1 GiB", dbSize: 1 << 30, wantMemory: "320Mi", wantDeadline: jobDeadline(1 << 30)},
+		{name: "8 GiB", dbSize: 8 << 30, wantMemory: "768Mi", wantDeadline: jobDeadline(8 << 30)},
+		{name: "1 PiB reported", dbSize: 1 << 50, wantMemory: "16Gi", wantDeadline: 24 * 3600},
+		{name: "class overrides", dbSize: 8 << 30, params: snapshotParams{VerifyMemory: &override, JobDeadline: 7200}, wantMemory: "3Gi", wantDeadline: 7200},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			job := e.newSnapshotJob(rec, "https://127.0.0.1:2379", true, tc.dbSize, tc.params)
+			verify := job.Spec.Template.Spec.Containers[0]
+			if got := verify.Resources.Limits[corev1.ResourceMemory]; got.Cmp(resource.MustParse(tc.wantMemory)) != 0 {
+				t.Errorf("verify memory limit %s, want %s", got.String(), tc.wantMemory)
+			}
+			if got := verify.Resources.Requests[corev1.ResourceMemory]; got.Cmp(verify.Resources.Limits[corev1.ResourceMemory]) > 0 {
+				t.Errorf("verify memory request %s above its limit", got.String())
+			}
+			if got := *job.Spec.ActiveDeadlineSeconds; got != tc.wantDeadline {
+				t.Errorf("activeDeadlineSeconds %d, want %d", got, tc.wantDeadline)
+			}
+		})
+	}
+}
+
+// The snapshot duration histogram resolves every duration a Job can take to succeed: its last
+// finite bucket is at or above the deadline of an 8 GiB database.
+func TestSnapshotDurationBucketsCoverTheDeadline(t *testing.T) {
+	last := snapshotDurationBuckets[len(snapshotDurationBuckets)-1]
+	if d := jobDeadline(8 << 30); last < float64(d) {
+		t.Errorf("snapshot_duration_seconds buckets end at %g s; an 8 GiB database's Job may succeed up to %d s", last, d)
 	}
 }
