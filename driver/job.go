@@ -26,13 +26,12 @@ const (
 	etcdctlPath        = "/usr/local/bin/etcdctl"
 	driverBinaryPath   = "/etcd-snapshot-driver"
 
-	// prepareContainer runs before the save on every attempt of the pod: it removes what a failed
-	// attempt left on the volume (RunPrepareSave).
-	prepareContainer = "prepare"
-
-	// jobBackoffLimit retries a failed save or verify twice: a member restart or a torn read is worth
-	// another attempt, a persistent fault is not worth more.
+	// jobBackoffLimit retries a failed save twice: a member restart or a broken stream is worth another
+	// attempt, a persistent fault is not worth more. A file that verify rejects fails the Job at once
+	// (jobFailurePolicy).
 	jobBackoffLimit = 2
+	// verifyRejectedExitCode is verify's exit code for a file that fails verification (RunVerify).
+	verifyRejectedExitCode = 1
 	// The deadline covers every attempt at a throughput far below what is measured: the rig saves and
 	// verifies a 1.24 GiB database in about 11 s (README "Performance"), ~110 MiB/s; the budget assumes
 	// jobSlowThroughput, a disk or network some 14 times slower, for each of the 1+jobBackoffLimit
@@ -98,9 +97,6 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 	// No --command-timeout: for snapshot save it would cap the whole transfer; the Job deadline bounds it.
 	saveArgs = append(saveArgs, "--dial-timeout=10s")
 
-	prepare := snapshotContainer(prepareContainer, e.cfg.DriverImage, driverBinaryPath,
-		[]string{"prepare-save", "-file=" + snapshotFilePath},
-		[]corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath}})
 	save := snapshotContainer(saveContainer, e.cfg.EtcdImage, etcdctlPath, saveArgs, mounts)
 	verify := snapshotContainer(verifyContainer, e.cfg.DriverImage, driverBinaryPath,
 		[]string{"verify", "-file=" + snapshotFilePath, "-termination-log=" + terminationLogPath},
@@ -124,6 +120,7 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 			Suspend:               ptr.To(withTLS),
 			BackoffLimit:          ptr.To[int32](jobBackoffLimit),
 			ActiveDeadlineSeconds: ptr.To(deadline),
+			PodFailurePolicy:      jobFailurePolicy(),
 			// ttlSecondsAfterFinished stays unset: the Job is removed with the snapshot (Delete).
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
@@ -131,13 +128,30 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 					RestartPolicy:                corev1.RestartPolicyNever,
 					AutomountServiceAccountToken: ptr.To(false),
 					SecurityContext:              podSecurity(nonRootUID, nonRootUID, nonRootUID),
-					InitContainers:               []corev1.Container{prepare, save},
+					InitContainers:               []corev1.Container{save},
 					Containers:                   []corev1.Container{verify},
 					Volumes:                      volumes,
 				},
 			},
 		},
 	}
+}
+
+// jobFailurePolicy fails the Job as soon as verify rejects the saved file. A retry would gain
+// nothing: the file came complete from etcd (a broken stream fails the save, which is retried), so a
+// member whose data is damaged sends it damaged again. And the volume is sized for one copy of the
+// database: a retried save would write etcdctl's "<file>.part" beside the rejected file and run out
+// of space, reporting that instead of the real reason. A save killed midway leaves only the ".part",
+// which the next attempt's etcdctl truncates and reuses (client/v3/snapshot: SaveWithVersion).
+func jobFailurePolicy() *batchv1.PodFailurePolicy {
+	return &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+		Action: batchv1.PodFailurePolicyActionFailJob,
+		OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+			ContainerName: ptr.To(verifyContainer),
+			Operator:      batchv1.PodFailurePolicyOnExitCodesOpIn,
+			Values:        []int32{verifyRejectedExitCode},
+		},
+	}}}
 }
 
 // podSecurity is the pod security context of the driver's Jobs: the given user and groups, non-root

@@ -1,9 +1,16 @@
 package driver
 
 import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 )
@@ -34,16 +41,10 @@ func TestSnapshotJobLayout(t *testing.T) {
 	if pod.RestartPolicy != corev1.RestartPolicyNever || pod.SecurityContext == nil || !*pod.SecurityContext.RunAsNonRoot {
 		t.Errorf("pod restartPolicy %s securityContext %+v", pod.RestartPolicy, pod.SecurityContext)
 	}
-	if len(pod.InitContainers) != 2 || len(pod.Containers) != 1 {
+	if len(pod.InitContainers) != 1 || len(pod.Containers) != 1 {
 		t.Fatalf("containers: %d init, %d main", len(pod.InitContainers), len(pod.Containers))
 	}
-	prepare, save, verify := pod.InitContainers[0], pod.InitContainers[1], pod.Containers[0]
-	// Every attempt first clears what a failed one left, on the volume the save writes to.
-	if prepare.Name != "prepare" || prepare.Image != fxDriverImage || !slices.Equal(prepare.Command, []string{"/etcd-snapshot-driver"}) ||
-		!slices.Equal(prepare.Args, []string{"prepare-save", "-file=/var/lib/etcd-snapshot/snapshot.db"}) ||
-		len(prepare.VolumeMounts) != 1 || prepare.VolumeMounts[0].Name != "snapshot" || prepare.VolumeMounts[0].ReadOnly {
-		t.Errorf("prepare container: %s %s %v %v %+v", prepare.Name, prepare.Image, prepare.Command, prepare.Args, prepare.VolumeMounts)
-	}
+	save, verify := pod.InitContainers[0], pod.Containers[0]
 	wantSave := []string{"snapshot", "save", "/var/lib/etcd-snapshot/snapshot.db", "--endpoints=" + endpoint,
 		"--cacert=/etc/etcd-snapshot/tls/ca.crt", "--cert=/etc/etcd-snapshot/tls/tls.crt", "--key=/etc/etcd-snapshot/tls/tls.key"}
 	if save.Name != "save" || save.Image != fxEtcdImage || !slices.Equal(save.Command, []string{"/usr/local/bin/etcdctl"}) ||
@@ -55,7 +56,7 @@ func TestSnapshotJobLayout(t *testing.T) {
 		!slices.Equal(verify.Args, wantVerify) {
 		t.Errorf("verify container: %s %s %v %v", verify.Name, verify.Image, verify.Command, verify.Args)
 	}
-	for _, c := range []corev1.Container{prepare, save, verify} {
+	for _, c := range []corev1.Container{save, verify} {
 		sc := c.SecurityContext
 		if c.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError || sc == nil || !*sc.ReadOnlyRootFilesystem ||
 			*sc.AllowPrivilegeEscalation || c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
@@ -83,8 +84,8 @@ func TestSnapshotJobLayout(t *testing.T) {
 	// Plaintext (allowed by the class): no Secret volume, no TLS flags.
 	plainJob := e.newSnapshotJob(rec, "http://127.0.0.1:2379", false, 0, snapshotParams{})
 	plain := plainJob.Spec.Template.Spec
-	if len(plain.Volumes) != 1 || slices.ContainsFunc(plain.InitContainers[1].Args, func(a string) bool { return a == "--cacert=/etc/etcd-snapshot/tls/ca.crt" }) {
-		t.Errorf("plaintext job still uses TLS: volumes %+v args %v", plain.Volumes, plain.InitContainers[1].Args)
+	if len(plain.Volumes) != 1 || slices.ContainsFunc(plain.InitContainers[0].Args, func(a string) bool { return a == "--cacert=/etc/etcd-snapshot/tls/ca.crt" }) {
+		t.Errorf("plaintext job still uses TLS: volumes %+v args %v", plain.Volumes, plain.InitContainers[0].Args)
 	}
 	if isSuspended(plainJob) || mountsTLSSecret(plainJob) || !mountsTLSSecret(job) {
 		t.Errorf("plaintext job: suspended %v, mounts the Secret %v; TLS job mounts it %v", isSuspended(plainJob), mountsTLSSecret(plainJob), mountsTLSSecret(job))
@@ -156,5 +157,61 @@ func TestSnapshotDurationBucketsCoverTheDeadline(t *testing.T) {
 	last := snapshotDurationBuckets[len(snapshotDurationBuckets)-1]
 	if d := jobDeadline(8 << 30); last < float64(d) {
 		t.Errorf("snapshot_duration_seconds buckets end at %g s; an 8 GiB database's Job may succeed up to %d s", last, d)
+	}
+}
+
+// A file verify rejects fails the Job at once: the Job's pod failure policy matches the exit code
+// RunVerify gives a damaged snapshot, for the verify container only (a failed save is retried).
+func TestSnapshotJobFailsAtOnceWhenVerifyRejects(t *testing.T) {
+	good := snapshotFixture(t)
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "damaged.db")
+	if err := os.WriteFile(bad, flipBit(data, len(data)/2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code := RunVerify([]string{"-file=" + bad, "-termination-log="}, io.Discard, io.Discard)
+
+	e := &Engine{cfg: EngineConfig{EtcdImage: fxEtcdImage, DriverImage: fxDriverImage}}
+	job := e.newSnapshotJob(&Record{ID: snapshotID("n", true), Namespace: fxNS, Cluster: fxCluster}, "https://127.0.0.1:2379", true, 1<<30, snapshotParams{})
+	// action returns what the Job's pod failure policy does when container exits with exit.
+	action := func(container string, exit int32) batchv1.PodFailurePolicyAction {
+		if job.Spec.PodFailurePolicy == nil {
+			return "count against backoffLimit"
+		}
+		for _, r := range job.Spec.PodFailurePolicy.Rules {
+			req := r.OnExitCodes
+			if req != nil && (req.ContainerName == nil || *req.ContainerName == container) &&
+				slices.Contains(req.Values, exit) == (req.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn) {
+				return r.Action
+			}
+		}
+		return "count against backoffLimit"
+	}
+	if got := action("verify", int32(code)); got != batchv1.PodFailurePolicyActionFailJob {
+		t.Errorf("verify rejecting a damaged file (exit %d): the Job would %s; want FailJob", code, got)
+	}
+	if got := action("save", 1); got == batchv1.PodFailurePolicyActionFailJob {
+		t.Error("a failed save fails the Job at once; want it retried")
+	}
+}
+
+// A save killed midway leaves etcdctl's "<file>.part"; the next attempt's save (the library call
+// etcdctl makes) truncates and reuses it rather than failing or needing room for both.
+func TestSaveReusesKilledSavesPartFile(t *testing.T) {
+	c := startTestCluster(t, 1)
+	c.Put(t, 20, "part/")
+	path := filepath.Join(t.TempDir(), "snapshot.db")
+	if err := os.WriteFile(path+".part", bytes.Repeat([]byte("torn"), 4<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.saveSnapshot(t, path)
+	if _, err := os.Stat(path + ".part"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s.part after the save: %v; want it gone", path, err)
+	}
+	if res, err := VerifySnapshot(path); err != nil || res.Keys != 20 {
+		t.Errorf("the retried save's file: %+v, %v; want it to verify with 20 keys", res, err)
 	}
 }

@@ -14,9 +14,10 @@ const (
 	// defaultSnapshotSizeFactor sizes the snapshot PVC at 1.2 times the database: the snapshot file is
 	// at most the database's size (etcd writes the pages in use, the member reports its file), the
 	// database may grow between the health check and the save, and a filesystem keeps some of a
-	// volume for itself (ext4 reserves 5% for root, and the Job does not run as root). Only one copy
-	// of the file is ever on the volume: etcdctl writes "<file>.part" and renames it, and a retried
-	// attempt first removes what the failed one left (RunPrepareSave).
+	// volume for itself (ext4 reserves 5% for root, and the Job does not run as root). One copy of the
+	// file is on the volume at a time: etcdctl writes "<file>.part" and renames it, a retried save
+	// truncates a ".part" a killed one left, and a file verify rejects is never saved over
+	// (jobFailurePolicy).
 	defaultSnapshotSizeFactor = 1.2
 	// pvcHeadroom covers the filesystem's metadata on small volumes and the sha256 trailer.
 	pvcHeadroom = 64 * mi
