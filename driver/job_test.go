@@ -116,7 +116,7 @@ func TestJobDeadline(t *testing.T) {
 }
 
 // The verify container's memory limit grows with the database, bounded, and a class parameter
-// replaces it; the deadline likewise.
+// replaces it; the deadline likewise. The figures are the README's ("Job resources and sizing").
 func TestSnapshotJobSizing(t *testing.T) {
 	e := &Engine{cfg: EngineConfig{EtcdImage: fxEtcdImage, DriverImage: fxDriverImage}}
 	rec := &Record{ID: snapshotID("n", true), Namespace: fxNS, Cluster: fxCluster}
@@ -128,9 +128,9 @@ func TestSnapshotJobSizing(t *testing.T) {
 		wantMemory   string
 		wantDeadline int64
 	}{
-		{name: "empty database", dbSize: 0, wantMemory: "256Mi", wantDeadline: jobDeadline(0)},
-		{name: "1 GiB", dbSize: 1 << 30, wantMemory: "320Mi", wantDeadline: jobDeadline(1 << 30)},
-		{name: "8 GiB", dbSize: 8 << 30, wantMemory: "768Mi", wantDeadline: jobDeadline(8 << 30)},
+		{name: "empty database", dbSize: 0, wantMemory: "256Mi", wantDeadline: 660},
+		{name: "1 GiB", dbSize: 1 << 30, wantMemory: "320Mi", wantDeadline: 1044},
+		{name: "8 GiB", dbSize: 8 << 30, wantMemory: "768Mi", wantDeadline: 3732},
 		{name: "1 PiB reported", dbSize: 1 << 50, wantMemory: "16Gi", wantDeadline: 24 * 3600},
 		{name: "class overrides", dbSize: 8 << 30, params: snapshotParams{VerifyMemory: &override, JobDeadline: 7200}, wantMemory: "3Gi", wantDeadline: 7200},
 	}
