@@ -207,10 +207,10 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// armCrashReport prepares the termination log for a crash: bbolt walks the pages of a database whose
-// freelist is not stored (etcd's) in a goroutine of its own while opening it, and asserts there, so a
-// corrupt page panics beyond any recover. The log gets a reason naming the file and the runtime
-// appends the panic to it. The returned func disarms the report; the result overwrites the log.
+// armCrashReport prepares the termination log for a crash that no recover catches (the runtime's
+// fatal errors, such as running out of memory at the container's limit): the log gets a reason naming
+// the file and the runtime appends the error to it, where the pod's termination message shows it. The
+// returned func disarms the report; the result overwrites the log.
 func armCrashReport(path, file string, stderr io.Writer) (disarm func()) {
 	disarm = func() {}
 	if path == "" {

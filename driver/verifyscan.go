@@ -86,7 +86,9 @@ func scanBackend(db []byte, res *VerifyResult) (err error) {
 	// A fault reading the mapping must not kill the process; it panics here instead (debug.SetPanicOnFault
 	// holds for this goroutine only).
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer recoverFault(&err, "read the database")
+	// A walk that panics on a crafted file rather than refusing it is a fault of the walk, but the
+	// file is still not one to trust.
+	defer recoverFault(&err, "bbolt database unreadable")
 	s := &mvccScan{res: res, crc: crc32.New(crc32.MakeTable(crc32.Castagnoli)), seed: maphash.MakeSeed(), live: map[uint64]struct{}{}}
 	if err := walkBolt(db, s); err != nil {
 		return err
