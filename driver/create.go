@@ -134,7 +134,7 @@ func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, 
 	if err != nil {
 		return nil, e.abandon(ctx, prior, err)
 	}
-	size := snapshotPVCSize(health.Source.DBSize, p.MinSize)
+	size := snapshotPVCSize(health.Source.DBSize, p)
 	rec.PVCSize = size.String()
 
 	// Metadata first: from here on every object can be found, and removed, through the record.
@@ -149,7 +149,7 @@ func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, 
 	// patch Secrets), then the record turns Running, then the Job is resumed. A restart before Running
 	// leaves a Pending record that the CO's retry, which carries the credentials, resumes; a restart
 	// after it leaves a Running record with a suspended Job and its Secret, which the monitor resumes.
-	job, err := e.ensurePlannedJob(ctx, rec, e.newSnapshotJob(rec, endpoint, withTLS, health.Source.DBSize))
+	job, err := e.ensurePlannedJob(ctx, rec, e.newSnapshotJob(rec, endpoint, withTLS, health.Source.DBSize, p))
 	if err != nil {
 		return nil, e.fail(ctx, rec, err)
 	}

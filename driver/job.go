@@ -4,11 +4,8 @@ import (
 	"context"
 
 	"github.com/golang/glog"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -29,15 +26,33 @@ const (
 	etcdctlPath        = "/usr/local/bin/etcdctl"
 	driverBinaryPath   = "/etcd-snapshot-driver"
 
-	// jobBackoffLimit retries a failed save or verify twice: a member restart or a torn read is worth
-	// another attempt, a persistent fault is not worth more.
+	// jobBackoffLimit retries a failed save twice: a member restart or a broken stream is worth another
+	// attempt, a persistent fault is not worth more. A file that verify rejects fails the Job at once
+	// (jobFailurePolicy).
 	jobBackoffLimit = 2
-	// Deadline budget: a base for scheduling, volume attach and image pull, plus time per 256 MiB of
-	// database. 120 s per 256 MiB is ~2 MiB/s for save and verify together, so an 8 GiB database gets
-	// 69 minutes, enough for all three attempts on a slow but healthy cluster.
+	// verifyRejectedExitCode is verify's exit code for a file that fails verification (RunVerify).
+	verifyRejectedExitCode = 1
+	// The deadline covers every attempt at a throughput far below what is measured: the rig saves and
+	// verifies a 1.24 GiB database in about 11 s (README "Performance"), ~110 MiB/s; the budget assumes
+	// jobSlowThroughput, a disk or network some 14 times slower, for each of the 1+jobBackoffLimit
+	// attempts, plus jobDeadlineBase once (scheduling, volume attach, image pulls) and
+	// jobAttemptSeconds per attempt (the pod's start and the Job controller's backoff before a retry,
+	// 10 s then 20 s). An 8 GiB database gets 3732 s; jobDeadlineMax bounds the arithmetic.
 	jobDeadlineBase    = 300
-	jobDeadlinePerUnit = 120
-	jobDeadlineUnit    = 256 * mi
+	jobAttemptSeconds  = 120
+	jobSlowThroughput  = 8 * mi
+	jobDeadlineMax     = 24 * 3600
+	jobDeadlineMinimum = 60
+
+	// The verify container's memory: the Go runtime and the page bitmap (jobVerifyMemoryBase) plus
+	// the live-key set, about 60 bytes a live key (verifyscan.go); a live key per KiB of database
+	// (Kubernetes objects average a few KiB) makes a sixteenth of the database size. The file is
+	// mapped, and its pages are page cache the kernel reclaims at the limit, not memory verify
+	// holds. An 8 GiB database gets 768Mi.
+	jobVerifyMemoryBase    = 256 * mi
+	jobVerifyMemoryDivisor = 16
+	jobVerifyMemoryMax     = 16 << 30
+	jobVerifyMemoryMinimum = 64 * mi
 
 	// nonRootUID is the conventional "nonroot" user of distroless images (the etcd image is one).
 	nonRootUID = 65532
@@ -46,27 +61,22 @@ const (
 // jobDeadline returns activeDeadlineSeconds for a database of dbSize bytes.
 func jobDeadline(dbSize int64) int64 {
 	dbSize = min(max(dbSize, 0), maxSizedDB)
-	units := (dbSize + jobDeadlineUnit - 1) / jobDeadlineUnit
-	return jobDeadlineBase + jobDeadlinePerUnit*units
+	attempt := jobAttemptSeconds + (dbSize+jobSlowThroughput-1)/jobSlowThroughput
+	return min(jobDeadlineBase+(jobBackoffLimit+1)*attempt, jobDeadlineMax)
 }
 
-// tlsSecretName is the name of the Secret holding the Job's etcd client credentials.
-func tlsSecretName(id string) string { return id + "-tls" }
-
-// newTLSSecret carries the client credentials into the Job's namespace; the CSI secret may live
-// elsewhere and the pod can only mount Secrets of its own namespace.
-func newTLSSecret(rec *Record, creds Credentials) *corev1.Secret {
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: tlsSecretName(rec.ID), Namespace: rec.Namespace, Labels: objectLabels(rec.ID, rec.Cluster)},
-		Type:       corev1.SecretTypeOpaque,
-		Immutable:  ptr.To(true),
-		Data:       map[string][]byte{secretKeyCA: creds.CA, secretKeyCert: creds.Cert, secretKeyKey: creds.Key},
-	}
+// verifyMemoryLimit returns the verify container's memory limit for a database of dbSize bytes,
+// rounded up to a whole MiB.
+func verifyMemoryLimit(dbSize int64) resource.Quantity {
+	dbSize = min(max(dbSize, 0), maxSizedDB)
+	want := min(jobVerifyMemoryBase+(dbSize+jobVerifyMemoryDivisor-1)/jobVerifyMemoryDivisor, jobVerifyMemoryMax)
+	return *resource.NewQuantity((want+mi-1)/mi*mi, resource.BinarySI)
 }
 
-// newSnapshotJob builds the Job that saves a snapshot from endpoint and verifies it. withTLS=false
+// newSnapshotJob builds the Job that saves a snapshot from endpoint and verifies it, its deadline
+// and verify memory sized for dbSize unless the class parameters p set them. withTLS=false
 // (plaintext, allowed by the class) drops the Secret volume and the TLS flags.
-func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSize int64) *batchv1.Job {
+func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSize int64, p snapshotParams) *batchv1.Job {
 	labels := objectLabels(rec.ID, rec.Cluster)
 	saveArgs := []string{"snapshot", "save", snapshotFilePath, "--endpoints=" + endpoint}
 	mounts := []corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath}}
@@ -91,6 +101,16 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 	verify := snapshotContainer(verifyContainer, e.cfg.DriverImage, driverBinaryPath,
 		[]string{"verify", "-file=" + snapshotFilePath, "-termination-log=" + terminationLogPath},
 		[]corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath, ReadOnly: true}})
+	memory := verifyMemoryLimit(dbSize)
+	if p.VerifyMemory != nil {
+		memory = p.VerifyMemory.DeepCopy()
+	}
+	// Two CPUs let the sha256 pass and the page walk run at once; the request stays small.
+	verify.Resources.Limits = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: memory}
+	deadline := jobDeadline(dbSize)
+	if p.JobDeadline > 0 {
+		deadline = p.JobDeadline
+	}
 
 	return &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: rec.ID, Namespace: rec.Namespace, Labels: labels},
@@ -99,7 +119,8 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 			// the pod must not start before the Secret exists (provision resumes the Job).
 			Suspend:               ptr.To(withTLS),
 			BackoffLimit:          ptr.To[int32](jobBackoffLimit),
-			ActiveDeadlineSeconds: ptr.To(jobDeadline(dbSize)),
+			ActiveDeadlineSeconds: ptr.To(deadline),
+			PodFailurePolicy:      jobFailurePolicy(),
 			// ttlSecondsAfterFinished stays unset: the Job is removed with the snapshot (Delete).
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
@@ -114,6 +135,23 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 			},
 		},
 	}
+}
+
+// jobFailurePolicy fails the Job as soon as verify rejects the saved file. A retry would gain
+// nothing: the file came complete from etcd (a broken stream fails the save, which is retried), so a
+// member whose data is damaged sends it damaged again. And the volume is sized for one copy of the
+// database: a retried save would write etcdctl's "<file>.part" beside the rejected file and run out
+// of space, reporting that instead of the real reason. A save killed midway leaves only the ".part",
+// which the next attempt's etcdctl truncates and reuses (client/v3/snapshot: SaveWithVersion).
+func jobFailurePolicy() *batchv1.PodFailurePolicy {
+	return &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+		Action: batchv1.PodFailurePolicyActionFailJob,
+		OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+			ContainerName: ptr.To(verifyContainer),
+			Operator:      batchv1.PodFailurePolicyOnExitCodesOpIn,
+			Values:        []int32{verifyRejectedExitCode},
+		},
+	}}}
 }
 
 // podSecurity is the pod security context of the driver's Jobs: the given user and groups, non-root
@@ -141,7 +179,7 @@ func snapshotContainer(name, image, binary string, args []string, mounts []corev
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
-			// bbolt maps the whole file; its pages are reclaimable page cache, so 1Gi suffices for large dbs.
+			// The snapshot Job's verify container gets a limit scaled to the database (newSnapshotJob).
 			Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("1Gi")},
 		},
 		SecurityContext: &corev1.SecurityContext{
@@ -167,61 +205,6 @@ func (e *Engine) ensureJob(ctx context.Context, rec *Record, job *batchv1.Job) (
 		return j, gerr
 	})
 	return existing, err
-}
-
-// jobOwnerReference makes job the owner of the credentials Secret, so the garbage collector removes
-// the credentials with the Job even if the driver never gets to. Not a controller reference: nothing
-// reconciles it, and blockOwnerDeletion would need finalizer rights on Jobs.
-func jobOwnerReference(job *batchv1.Job) metav1.OwnerReference {
-	return metav1.OwnerReference{
-		APIVersion:         batchv1.SchemeGroupVersion.String(),
-		Kind:               "Job",
-		Name:               job.Name,
-		UID:                job.UID,
-		Controller:         ptr.To(false),
-		BlockOwnerDeletion: ptr.To(false),
-	}
-}
-
-// createTLSSecret creates the credentials Secret owned by job. The owner reference is in the create
-// body because the driver may not patch Secrets (manifests/README.md): every verb but create and
-// delete returns Secret contents. For the same reason a Secret an interrupted attempt left is never
-// read: it is deleted and created again, owned by this Job and holding this request's credentials.
-func (e *Engine) createTLSSecret(ctx context.Context, rec *Record, creds Credentials, job *batchv1.Job) error {
-	client := e.cfg.Kube.CoreV1().Secrets(rec.Namespace)
-	name := tlsSecretName(rec.ID)
-	secret := newTLSSecret(rec, creds)
-	secret.OwnerReferences = []metav1.OwnerReference{jobOwnerReference(job)}
-	_, err := client.Create(ctx, secret, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		return kubeStatus(err, "creating Secret %s/%s", rec.Namespace, name)
-	}
-	glog.V(2).Infof("Replacing Secret %s/%s left by an earlier attempt of snapshot %s", rec.Namespace, name, rec.ID)
-	if err := e.deleteTLSSecret(ctx, rec.Namespace, rec.ID); err != nil {
-		// The admission policy refuses deleting a Secret the driver did not label as its own.
-		return status.Errorf(status.Code(err), "Secret %s/%s already exists and cannot be replaced (if it is not part of snapshot %s, remove it): %v",
-			rec.Namespace, name, rec.ID, err)
-	}
-	_, err = client.Create(ctx, secret, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		return status.Errorf(codes.Aborted, "Secret %s/%s was created again by someone else while being replaced; retry", rec.Namespace, name)
-	}
-	return kubeStatus(err, "creating Secret %s/%s", rec.Namespace, name)
-}
-
-// deleteTLSSecret deletes the credentials Secret of snapshot id by name, without reading it first
-// (the driver may not). The name derives from the id, and the admission policy refuses deleting a
-// Secret without the driver's label. A missing Secret is fine.
-func (e *Engine) deleteTLSSecret(ctx context.Context, ns, id string) error {
-	err := e.cfg.Kube.CoreV1().Secrets(ns).Delete(ctx, tlsSecretName(id), metav1.DeleteOptions{})
-	switch {
-	case err == nil:
-		glog.V(2).Infof("Deleted Secret %s/%s of snapshot %s", ns, tlsSecretName(id), id)
-		return nil
-	case apierrors.IsNotFound(err):
-		return nil
-	}
-	return kubeStatus(err, "deleting Secret %s/%s", ns, tlsSecretName(id))
 }
 
 // isSuspended reports whether job waits for resumeJob.

@@ -12,6 +12,10 @@ const metricsNamespace = "etcd_snapshot_driver"
 // Registry holds every collector the driver exports on /metrics.
 var Registry = prometheus.NewRegistry()
 
+// snapshotDurationBuckets run from 1 s to 8192 s: past the Job deadline of an 8 GiB database
+// (jobDeadline), so that the slowest snapshot that can still succeed lands in a bucket of its own.
+var snapshotDurationBuckets = prometheus.ExponentialBuckets(1, 2, 14)
+
 var (
 	rpcTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
@@ -36,7 +40,7 @@ var (
 		Namespace: metricsNamespace,
 		Name:      "snapshot_duration_seconds",
 		Help:      "Time from accepting a snapshot request to a verified snapshot.",
-		Buckets:   prometheus.ExponentialBuckets(1, 2, 12),
+		Buckets:   snapshotDurationBuckets,
 	})
 
 	snapshotSize = prometheus.NewHistogram(prometheus.HistogramOpts{

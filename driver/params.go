@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -12,12 +13,20 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// Class parameters the driver understands (CONTRACTS.md "Class parameters").
+// Class parameters the driver understands (README "Class parameters" and "Job resources and sizing").
 const (
 	paramEndpoints            = "endpoints"
 	paramSnapshotStorageClass = "snapshotStorageClass"
 	paramSnapshotMinSize      = "snapshotMinSize"
+	paramSnapshotSizeFactor   = "snapshotSizeFactor"
+	paramJobDeadline          = "jobActiveDeadlineSeconds"
+	paramVerifyMemoryLimit    = "verifyMemoryLimit"
 	paramAllowPlaintext       = "allowPlaintext"
+
+	// Bounds of the sizing overrides: below them a Job cannot do its work, above them a value is a
+	// typo rather than a plan.
+	minSnapshotSizeFactor = 0.1
+	maxSnapshotSizeFactor = 10
 
 	// reservedParamPrefix marks parameters the CSI sidecars add themselves (secret references are
 	// stripped before the call; --extra-create-metadata adds object names). They are not ours to
@@ -27,11 +36,22 @@ const (
 
 var defaultSnapshotMinSize = resource.MustParse("1Gi")
 
+// knownParams lists the class parameters for the message refusing an unknown one.
+var knownParams = strings.Join([]string{paramEndpoints, paramSnapshotStorageClass, paramSnapshotMinSize, paramSnapshotSizeFactor,
+	paramJobDeadline, paramVerifyMemoryLimit, paramAllowPlaintext}, ", ")
+
 // snapshotParams are the parsed class parameters of one request.
 type snapshotParams struct {
-	Endpoints      []string
-	StorageClass   string
-	MinSize        resource.Quantity
+	Endpoints    []string
+	StorageClass string
+	MinSize      resource.Quantity
+	// SizeFactor multiplies the database size for the snapshot PVC; 0 means defaultSnapshotSizeFactor.
+	SizeFactor float64
+	// JobDeadline is the Job's activeDeadlineSeconds; 0 means sized from the database (jobDeadline).
+	JobDeadline int64
+	// VerifyMemory is the verify container's memory limit; nil means sized from the database
+	// (verifyMemoryLimit).
+	VerifyMemory   *resource.Quantity
 	AllowPlaintext bool
 }
 
@@ -64,6 +84,28 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is larger than %s", paramSnapshotMinSize, truncate(v, 64), resource.NewQuantity(maxSizedDB, resource.BinarySI))
 			}
 			p.MinSize = q
+		case k == paramSnapshotSizeFactor:
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || !(f >= minSnapshotSizeFactor && f <= maxSnapshotSizeFactor) {
+				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is not a number from %g to %g (the snapshot PVC is the database size times it, plus headroom)",
+					paramSnapshotSizeFactor, truncate(v, 64), minSnapshotSizeFactor, float64(maxSnapshotSizeFactor))
+			}
+			p.SizeFactor = f
+		case k == paramJobDeadline:
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < jobDeadlineMinimum || n > jobDeadlineMax {
+				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is not a whole number of seconds from %d to %d",
+					paramJobDeadline, truncate(v, 64), jobDeadlineMinimum, jobDeadlineMax)
+			}
+			p.JobDeadline = n
+		case k == paramVerifyMemoryLimit:
+			q, err := resource.ParseQuantity(v)
+			lo, hi := resource.NewQuantity(jobVerifyMemoryMinimum, resource.BinarySI), resource.NewQuantity(jobVerifyMemoryMax, resource.BinarySI)
+			if n, ok := q.AsInt64(); err != nil || !ok || n < jobVerifyMemoryMinimum || n > jobVerifyMemoryMax {
+				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is not a memory quantity from %s to %s, such as 1Gi",
+					paramVerifyMemoryLimit, truncate(v, 64), lo, hi)
+			}
+			p.VerifyMemory = &q
 		case k == paramAllowPlaintext:
 			switch v {
 			case "true":
@@ -73,8 +115,7 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q must be \"true\" or \"false\"", paramAllowPlaintext, v)
 			}
 		default:
-			return p, status.Errorf(codes.InvalidArgument, "unknown class parameter %q; known: %s, %s, %s, %s", k,
-				paramEndpoints, paramSnapshotStorageClass, paramSnapshotMinSize, paramAllowPlaintext)
+			return p, status.Errorf(codes.InvalidArgument, "unknown class parameter %q; known: %s", k, knownParams)
 		}
 	}
 	return p, nil

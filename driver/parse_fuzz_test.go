@@ -147,7 +147,7 @@ func FuzzParams(f *testing.F) {
 			}
 		}
 
-		size := snapshotPVCSize(dbSize, p.MinSize)
+		size := snapshotPVCSize(dbSize, p)
 		if size.Cmp(p.MinSize) < 0 {
 			t.Fatalf("snapshot PVC %s is below the class minimum %s", size.String(), p.MinSize.String())
 		}

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"math"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -10,23 +11,36 @@ import (
 
 const (
 	mi = int64(1) << 20
-	// pvcHeadroom covers the snapshot's sha256 trailer, the bbolt freelist and the "<file>.part" rename.
+	// defaultSnapshotSizeFactor sizes the snapshot PVC at 1.2 times the database: the snapshot file is
+	// at most the database's size (etcd writes the pages in use, the member reports its file), the
+	// database may grow between the health check and the save, and a filesystem keeps some of a
+	// volume for itself (ext4 reserves 5% for root, and the Job does not run as root). One copy of the
+	// file is on the volume at a time: etcdctl writes "<file>.part" and renames it, a retried save
+	// truncates a ".part" a killed one left, and a file verify rejects is never saved over
+	// (jobFailurePolicy).
+	defaultSnapshotSizeFactor = 1.2
+	// pvcHeadroom covers the filesystem's metadata on small volumes and the sha256 trailer.
 	pvcHeadroom = 64 * mi
 	// maxSizedDB bounds the database size the PVC and the Job deadline are computed from, so the
 	// arithmetic cannot overflow whatever size a member reports; it is 1 PiB, far above any etcd.
 	maxSizedDB = int64(1) << 50
 )
 
-// snapshotPVCSize sizes the snapshot volume: twice the db size reported by the chosen member (the
-// database may grow between the health check and the save) plus headroom, rounded up to a whole MiB,
-// and never below minSize.
-func snapshotPVCSize(dbSize int64, minSize resource.Quantity) resource.Quantity {
+// snapshotPVCSize sizes the snapshot volume: the db size reported by the chosen member times the
+// class's snapshotSizeFactor (default 1.2) plus headroom, rounded up to a whole MiB, and never below
+// the class's snapshotMinSize.
+func snapshotPVCSize(dbSize int64, p snapshotParams) resource.Quantity {
 	dbSize = min(max(dbSize, 0), maxSizedDB)
-	want := dbSize*2 + pvcHeadroom
+	factor := p.SizeFactor
+	if factor == 0 {
+		factor = defaultSnapshotSizeFactor
+	}
+	// maxSizedDB times maxSnapshotSizeFactor stays far inside an int64 and exact in a float64 to the MiB.
+	want := int64(math.Ceil(float64(dbSize)*factor)) + pvcHeadroom
 	want = (want + mi - 1) / mi * mi
 	size := *resource.NewQuantity(want, resource.BinarySI)
-	if size.Cmp(minSize) < 0 {
-		return minSize.DeepCopy()
+	if size.Cmp(p.MinSize) < 0 {
+		return p.MinSize.DeepCopy()
 	}
 	return size
 }

@@ -1,7 +1,6 @@
 package driver
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -9,16 +8,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"runtime/debug"
 	"strings"
-	"time"
-
-	bolt "go.etcd.io/bbolt"
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	"google.golang.org/protobuf/proto"
+	"syscall"
 )
 
 // The layout of an `etcdctl snapshot save` file and of the etcd backend inside it, as read by
@@ -29,11 +24,8 @@ const (
 	snapshotSectorSize = 512
 	// revBytesLen is a key-bucket key: 8-byte big-endian main revision, '_', 8-byte sub revision;
 	// a tombstone (a delete) appends one byte 't'.
-	revBytesLen       = 8 + 1 + 8
-	tombstoneMark     = 't'
-	verifyLockTimeout = 10 * time.Second
-	// maxCheckErrors bounds how many bbolt consistency errors go into the one-line message.
-	maxCheckErrors = 3
+	revBytesLen   = 8 + 1 + 8
+	tombstoneMark = 't'
 )
 
 var (
@@ -58,7 +50,9 @@ type VerifyResult struct {
 	CompactRevision int64 `json:"compactRevision"`
 	// Keys is the number of live keys at Revision, as etcd serves them.
 	Keys int64 `json:"keys"`
-	// TotalKeys is the number of key revisions stored, tombstones included.
+	// TotalKeys is what `etcdutl snapshot status` reports as totalKey: the live keys plus, if
+	// present, the empty placeholder key a `--bump-revision` restore writes (etcd serves no such key,
+	// so Keys leaves it out).
 	TotalKeys int64 `json:"totalKeys"`
 	// Hash is the crc32 (Castagnoli) over every bucket name, key and value, as `etcdutl snapshot status`
 	// computes it.
@@ -66,7 +60,8 @@ type VerifyResult struct {
 }
 
 // VerifySnapshot checks the sha256 trailer and the bbolt integrity of an `etcdctl snapshot save` file
-// and reads its revision, key counts and hash. Errors name the file and say what is wrong.
+// and reads its revision, key counts and hash, in one read of the file. Errors name the file and say
+// what is wrong.
 func VerifySnapshot(path string) (*VerifyResult, error) {
 	res, err := verifySnapshot(path)
 	if err != nil {
@@ -95,151 +90,53 @@ func verifySnapshot(path string) (*VerifyResult, error) {
 	case size%snapshotSectorSize != sha256.Size:
 		return nil, fmt.Errorf("missing sha256 trailer: size %d bytes is not whole 512-byte pages plus a 32-byte digest (file truncated, or not written by etcdctl snapshot save)", size)
 	}
+	data, err := mapFile(f, size)
+	if err != nil {
+		return nil, err
+	}
+	defer syscall.Munmap(data)
 	res := &VerifyResult{File: path, Size: size}
-	if res.SHA256, err = checkTrailer(f, size); err != nil {
-		return nil, err
-	}
-	res.HashChecked = true
-	if err := precheckBolt(io.NewSectionReader(f, 0, size-sha256.Size), size-sha256.Size); err != nil {
-		return nil, err
-	}
-	// bbolt reads only the pages its meta page references, so the trailer after them is ignored, as
-	// etcdutl snapshot status relies on too; no trimmed copy is needed.
-	if err := readBackend(path, res); err != nil {
+	if err := scanSnapshot(data, res); err != nil {
 		return nil, err
 	}
 	return res, nil
 }
 
-// checkTrailer compares the trailing sha256 with the digest of the bytes before it and returns the
-// sha256 of the whole file.
-func checkTrailer(f *os.File, size int64) (string, error) {
-	dbHash, fileHash := sha256.New(), sha256.New()
-	if _, err := io.Copy(io.MultiWriter(dbHash, fileHash), io.NewSectionReader(f, 0, size-sha256.Size)); err != nil {
-		return "", fmt.Errorf("read: %w", err)
+// mapFile maps the first size bytes of f read-only. Mapped, the file is read straight from the page
+// cache, without a copy; its pages are clean file pages, reclaimable under a memory limit like the
+// page cache of any read.
+func mapFile(f *os.File, size int64) ([]byte, error) {
+	if size > math.MaxInt {
+		return nil, fmt.Errorf("file of %d bytes is too large to map on this platform", size)
 	}
-	trailer := make([]byte, sha256.Size)
-	if _, err := f.ReadAt(trailer, size-sha256.Size); err != nil {
-		return "", fmt.Errorf("read sha256 trailer: %w", err)
-	}
-	fileHash.Write(trailer)
-	if got := dbHash.Sum(nil); !bytes.Equal(got, trailer) {
-		return "", fmt.Errorf("sha256 mismatch: trailer says %x but the database bytes hash to %x (file corrupted or altered)", trailer, got)
-	}
-	return hex.EncodeToString(fileHash.Sum(nil)), nil
-}
-
-// readBackend opens the bbolt file read-only, checks its consistency and reads the mvcc figures.
-func readBackend(path string, res *VerifyResult) (err error) {
-	// bbolt panics on some page corruptions (in Open as well as in reads); report them as such.
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("bbolt database corrupt: %v", r)
-		}
-	}()
-	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true, Timeout: verifyLockTimeout})
+	data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
 	if err != nil {
-		return fmt.Errorf("not a readable bbolt database: %v", err)
+		return nil, fmt.Errorf("map the file: %w", err)
 	}
-	defer db.Close()
-	return db.View(func(tx *bolt.Tx) error {
-		if err := checkConsistency(tx); err != nil {
-			return err
-		}
-		if tx.Bucket(keyBucket) == nil {
-			return fmt.Errorf("no %q bucket: not an etcd v3 backend", keyBucket)
-		}
-		if err := readCompaction(tx, res); err != nil {
-			return err
-		}
-		return readBuckets(tx, res)
-	})
+	return data, nil
 }
 
-// checkConsistency runs bbolt's page consistency check.
-func checkConsistency(tx *bolt.Tx) error {
-	var msgs []string
-	n := 0
-	for err := range tx.Check() {
-		if n < maxCheckErrors {
-			msgs = append(msgs, err.Error())
-		}
-		n++
-	}
-	if n > 0 {
-		return fmt.Errorf("bbolt consistency check found %d errors: %s", n, strings.Join(msgs, "; "))
-	}
-	return nil
-}
-
-// readCompaction reads the last finished compaction, and raises Revision to the finished or scheduled
-// compaction as etcd does on restore (compaction may have removed the newest tombstones).
-func readCompaction(tx *bolt.Tx, res *VerifyResult) error {
-	meta := tx.Bucket(metaBucket)
-	if meta == nil {
-		return nil
-	}
-	for _, name := range [][]byte{finishedCompactRev, scheduledCompactRev} {
-		v := meta.Get(name)
-		if v == nil {
-			continue
-		}
-		rev, _, err := parseRevision(v)
-		if err != nil {
-			return fmt.Errorf("meta %s: %w", name, err)
-		}
-		if bytes.Equal(name, finishedCompactRev) {
-			res.CompactRevision = rev
-		}
-		res.Revision = max(res.Revision, rev)
-	}
-	return nil
-}
-
-// readBuckets hashes every bucket like etcdutl snapshot status and, in the key bucket, finds the
-// newest revision and the keys alive at it.
-func readBuckets(tx *bolt.Tx, res *VerifyResult) error {
-	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
-	live := map[string]struct{}{}
-	err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-		h.Write(name)
-		isKey := bytes.Equal(name, keyBucket)
-		return b.ForEach(func(k, v []byte) error {
-			h.Write(k)
-			h.Write(v)
-			if !isKey {
-				return nil
-			}
-			rev, tombstone, err := parseRevision(k)
-			if err != nil {
-				return fmt.Errorf("key bucket entry %x: %w", k, err)
-			}
-			var kv mvccpb.KeyValue
-			if err := proto.Unmarshal(v, &kv); err != nil {
-				return fmt.Errorf("key bucket revision %d: value is not an mvccpb.KeyValue: %v", rev, err)
-			}
-			// Keys are ordered by revision, so the last word on each key is its state at the end.
-			switch {
-			case len(kv.Key) == 0:
-				// etcd refuses empty keys, so this is the placeholder `etcdutl snapshot restore
-				// --bump-revision` writes to carry the bumped revision (etcdutl/snapshot/v3_snapshot.go);
-				// etcd serves no such key, though `etcdutl snapshot status` counts it.
-			case tombstone:
-				delete(live, string(kv.Key))
-			default:
-				live[string(kv.Key)] = struct{}{}
-			}
-			res.TotalKeys++
-			res.Revision = max(res.Revision, rev)
-			return nil
-		})
-	})
+// readBackend checks a bare bbolt backend (a member's db, no sha256 trailer) and reads its mvcc
+// figures into res, as the verify pass does for a snapshot's database part.
+func readBackend(path string, res *VerifyResult) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	res.Keys = int64(len(live))
-	res.Hash = h.Sum32()
-	return nil
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if info.IsDir() {
+		return errors.New("is a directory")
+	}
+	data, err := mapFile(f, info.Size())
+	if err != nil {
+		return err
+	}
+	defer syscall.Munmap(data)
+	return scanBackend(data, res)
 }
 
 // parseRevision decodes a revision key and reports whether it marks a tombstone.
@@ -310,10 +207,10 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// armCrashReport prepares the termination log for a crash: bbolt walks the pages of a database whose
-// freelist is not stored (etcd's) in a goroutine of its own while opening it, and asserts there, so a
-// corrupt page panics beyond any recover. The log gets a reason naming the file and the runtime
-// appends the panic to it. The returned func disarms the report; the result overwrites the log.
+// armCrashReport prepares the termination log for a crash that no recover catches (the runtime's
+// fatal errors, such as running out of memory at the container's limit): the log gets a reason naming
+// the file and the runtime appends the error to it, where the pod's termination message shows it. The
+// returned func disarms the report; the result overwrites the log.
 func armCrashReport(path, file string, stderr io.Writer) (disarm func()) {
 	disarm = func() {}
 	if path == "" {

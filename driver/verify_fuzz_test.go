@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // smallSnapshot is a real `etcdctl snapshot save` file of a one-member etcd 3.7 cluster: 5 keys put
@@ -16,8 +19,8 @@ const smallSnapshot = "testdata/small-snapshot.db"
 // FuzzVerifySnapshot mutates a real snapshot and runs the verify subcommand's check on it. Verify must
 // never panic; a file whose bytes differ from the snapshot must never be reported as verified while
 // its sha256 trailer is the original's (retrail false); with a recomputed trailer (retrail true) the
-// mutation reaches bbolt and the mvcc decoding, and whatever verifies must report figures consistent
-// with the bytes.
+// mutation reaches the page walk and the mvcc decoding, and whatever verifies must report figures
+// consistent with the bytes and be a sound database with the same hash for bbolt itself.
 func FuzzVerifySnapshot(f *testing.F) {
 	valid, err := os.ReadFile(smallSnapshot)
 	if err != nil {
@@ -73,6 +76,11 @@ func FuzzVerifySnapshot(f *testing.F) {
 		if res.Keys < 0 || res.Keys > res.TotalKeys || res.CompactRevision < 0 || res.Revision < res.CompactRevision {
 			t.Fatalf("inconsistent figures for a verified file: %+v", res)
 		}
+		// verify walks the pages itself; bbolt, reading the same file, must agree that it is sound and
+		// hash it the same way.
+		if hash, err := boltHash(path); err != nil || hash != res.Hash {
+			t.Fatalf("verify accepted the file with hash %d; bbolt reads hash %d, error %v", res.Hash, hash, err)
+		}
 		if same {
 			got := *res
 			got.File = want.File
@@ -81,6 +89,31 @@ func FuzzVerifySnapshot(f *testing.F) {
 			}
 		}
 	})
+}
+
+// boltHash opens path with bbolt, runs its consistency check and returns the crc32 `etcdutl snapshot
+// status` computes over every bucket name, key and value.
+func boltHash(path string) (uint32, error) {
+	db, err := bolt.Open(path, 0o400, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	err = db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			h.Write(name)
+			return b.ForEach(func(k, v []byte) error {
+				h.Write(k)
+				h.Write(v)
+				return nil
+			})
+		})
+	})
+	return h.Sum32(), err
 }
 
 // TestSmallSnapshotFixture keeps the fuzz fixture what its comment says, as etcdutl reads it.
