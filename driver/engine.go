@@ -50,6 +50,9 @@ type EngineConfig struct {
 	// OnGroupReady, if set, runs each time a group snapshot's record turns Ready, so the
 	// csi-snapshotter can be told at once (DynamicGroupController.WakeGroupContent).
 	OnGroupReady func(ctx context.Context, id string, readyAt time.Time)
+	// CreateWait is how long a Create whose Job runs waits for it to finish before answering
+	// not ready (flag -create-wait, Engine.AwaitFinished); zero answers at once.
+	CreateWait time.Duration
 }
 
 // SnapshotRequest is one CreateVolumeGroupSnapshot (Group) or CreateSnapshot call.
@@ -167,9 +170,11 @@ func (e *Engine) buildInformers() error {
 			return err
 		}
 	}
-	// Failed records whose cleanup was cut short (a restart) are finished from the metadata side.
+	// Failed records whose cleanup was cut short (a restart) are finished from the metadata side;
+	// updates wake a Create waiting for its Job (AwaitFinished).
 	if _, err := cms.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    e.enqueueUnfinishedRecord,
+		UpdateFunc: func(_, obj any) { e.meta.changed(obj) },
 		DeleteFunc: e.metadataDeleted,
 	}); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -41,6 +42,8 @@ type metadataStore struct {
 	// right after Delete does not resurrect the record from the cache.
 	mu      sync.Mutex
 	deleted map[string]bool
+	// watchers are closed at the cache's next change of their record (watch, changed).
+	watchers map[string][]chan struct{}
 }
 
 // objectLabels are the labels on every object of snapshot id.
@@ -211,6 +214,40 @@ func (s *metadataStore) forgetDeleted(id string) {
 	delete(s.deleted, id)
 }
 
+// watch returns a channel closed at the cache's next change of the record of id, whichever process
+// wrote it, and a function that stops the watch.
+func (s *metadataStore) watch(id string) (<-chan struct{}, func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.watchers == nil {
+		s.watchers = map[string][]chan struct{}{}
+	}
+	s.watchers[id] = append(s.watchers[id], ch)
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.watchers[id] = slices.DeleteFunc(s.watchers[id], func(c chan struct{}) bool { return c == ch })
+		if len(s.watchers[id]) == 0 {
+			delete(s.watchers, id)
+		}
+	}
+}
+
+// changed is the informer's note that the cache holds a new version of a metadata ConfigMap.
+func (s *metadataStore) changed(obj any) {
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range s.watchers[cm.Name] {
+		close(ch)
+	}
+	delete(s.watchers, cm.Name)
+}
+
 func encodeRecord(namespace string, rec *Record) (*corev1.ConfigMap, error) {
 	rec.Version = recordVersion
 	data, err := json.Marshal(rec)
@@ -236,3 +273,4 @@ func decodeRecord(cm *corev1.ConfigMap) (*Record, error) {
 	}
 	return rec, nil
 }
+
