@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -12,8 +13,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -274,3 +277,65 @@ func decodeRecord(cm *corev1.ConfigMap) (*Record, error) {
 	return rec, nil
 }
 
+// RecordStore is the driver's metadata store for a program outside this package: tools/bench
+// measures its Get and Put latency on a real API server with thousands of records. It makes the
+// same calls as the engine's store (informer-cache reads, resourceVersion writes) on its own
+// informer, so it costs what the driver's does.
+type RecordStore struct {
+	store    *metadataStore
+	informer cache.SharedIndexInformer
+}
+
+// NewRecordStore starts a store on the metadata ConfigMaps of namespace and returns once its cache
+// has synced; it runs until ctx ends.
+func NewRecordStore(ctx context.Context, kube kubernetes.Interface, namespace string) (*RecordStore, error) {
+	managed := informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = managedSelector().String() })
+	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(namespace), managed)
+	cms := factory.Core().V1().ConfigMaps()
+	s := &metadataStore{kube: kube, namespace: namespace, cache: cms.Lister().ConfigMaps(namespace)}
+	informer := cms.Informer()
+	// As in the engine: a delete the cache has shown ends the store's own memory of it.
+	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if cm, ok := obj.(*corev1.ConfigMap); ok {
+			s.forgetDeleted(cm.Name)
+		}
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("metadata store: %w", err)
+	}
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+		return nil, fmt.Errorf("metadata store: the ConfigMap cache of namespace %s did not sync: %w", namespace, context.Cause(ctx))
+	}
+	return &RecordStore{store: s, informer: informer}, nil
+}
+
+// Get returns the record of id, or nil when there is none.
+func (r *RecordStore) Get(ctx context.Context, id string) (*Record, error) {
+	return r.store.get(ctx, id)
+}
+
+// Create writes rec as a new record; when one with its id exists, that one is returned with
+// created=false.
+func (r *RecordStore) Create(ctx context.Context, rec *Record) (out *Record, created bool, err error) {
+	return r.store.create(ctx, rec)
+}
+
+// Update applies mutate to the record of id and writes it, retrying on conflict; nil when the
+// record does not exist.
+func (r *RecordStore) Update(ctx context.Context, id string, mutate func(*Record) error) (*Record, error) {
+	return r.store.update(ctx, id, mutate)
+}
+
+// Delete removes the record of id; a missing record is not an error.
+func (r *RecordStore) Delete(ctx context.Context, id string) error {
+	return r.store.delete(ctx, id)
+}
+
+// Cached is the number of records the store's cache holds.
+func (r *RecordStore) Cached() int {
+	return len(r.informer.GetStore().ListKeys())
+}
