@@ -47,12 +47,12 @@ type EngineConfig struct {
 	// SweepGrace is how long a Pending record or a pre-created VolumeGroupSnapshotContent must sit
 	// unclaimed before the sweeper removes it (sweeper.go); zero means DefaultSweepGrace.
 	SweepGrace time.Duration
-	// OnGroupReady, if set, runs each time a group snapshot's record turns Ready, so the
-	// csi-snapshotter can be told at once (DynamicGroupController.WakeGroupContent).
-	OnGroupReady func(ctx context.Context, id string, readyAt time.Time)
 	// CreateWait is how long a Create whose Job runs waits for it to finish before answering
 	// not ready (flag -create-wait, Engine.AwaitFinished); zero answers at once.
 	CreateWait time.Duration
+	// OnGroupReady, if set, runs each time a group snapshot's record turns Ready, so the
+	// csi-snapshotter can be told at once (DynamicGroupController.WakeGroupContent).
+	OnGroupReady func(ctx context.Context, id string, readyAt time.Time)
 }
 
 // SnapshotRequest is one CreateVolumeGroupSnapshot (Group) or CreateSnapshot call.
