@@ -111,8 +111,12 @@ func (b *recordBench) grow(ctx context.Context, n int) error {
 			defer wg.Done()
 			for i := range next {
 				rec := benchRecord(i, now)
-				if _, created, err := b.store.Create(ctx, rec); err != nil || !created {
-					errs <- errors.Join(err, fmt.Errorf("creating record %s: created=%v", rec.ID, created))
+				_, created, err := b.store.Create(ctx, rec)
+				if err == nil && !created {
+					err = errors.New("a record of that id exists already")
+				}
+				if err != nil {
+					errs <- fmt.Errorf("creating record %s: %w", rec.ID, err)
 					return
 				}
 				ids[i-start] = rec.ID
@@ -158,8 +162,11 @@ func (b *recordBench) measure(ctx context.Context) (recordRow, error) {
 		begin := time.Now()
 		rec, err := b.store.Get(ctx, id)
 		d := time.Since(begin)
-		if err != nil || rec == nil || rec.ID != id {
-			return row, errors.Join(err, fmt.Errorf("Get %s returned %v", id, rec))
+		if err == nil && (rec == nil || rec.ID != id) {
+			err = fmt.Errorf("got %+v", rec)
+		}
+		if err != nil {
+			return row, fmt.Errorf("Get %s: %w", id, err)
 		}
 		gets = append(gets, d)
 	}
@@ -172,8 +179,11 @@ func (b *recordBench) measure(ctx context.Context) (recordRow, error) {
 			return nil
 		})
 		d := time.Since(begin)
-		if err != nil || rec == nil {
-			return row, errors.Join(err, fmt.Errorf("Update %s returned %v", id, rec))
+		if err == nil && rec == nil {
+			err = errors.New("the record is gone")
+		}
+		if err != nil {
+			return row, fmt.Errorf("Put %s: %w", id, err)
 		}
 		puts = append(puts, d)
 	}
