@@ -294,18 +294,6 @@ func NewRecordStore(ctx context.Context, kube kubernetes.Interface, namespace st
 	cms := factory.Core().V1().ConfigMaps()
 	s := &metadataStore{kube: kube, namespace: namespace, cache: cms.Lister().ConfigMaps(namespace)}
 	informer := cms.Informer()
-	// As in the engine: a delete the cache has shown ends the store's own memory of it.
-	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj any) {
-		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-			obj = d.Obj
-		}
-		if cm, ok := obj.(*corev1.ConfigMap); ok {
-			s.forgetDeleted(cm.Name)
-		}
-	}})
-	if err != nil {
-		return nil, fmt.Errorf("metadata store: %w", err)
-	}
 	factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
 		return nil, fmt.Errorf("metadata store: the ConfigMap cache of namespace %s did not sync: %w", namespace, context.Cause(ctx))
@@ -328,11 +316,6 @@ func (r *RecordStore) Create(ctx context.Context, rec *Record) (out *Record, cre
 // record does not exist.
 func (r *RecordStore) Update(ctx context.Context, id string, mutate func(*Record) error) (*Record, error) {
 	return r.store.update(ctx, id, mutate)
-}
-
-// Delete removes the record of id; a missing record is not an error.
-func (r *RecordStore) Delete(ctx context.Context, id string) error {
-	return r.store.delete(ctx, id)
 }
 
 // Cached is the number of records the store's cache holds.
