@@ -55,6 +55,7 @@ type options struct {
 	storageClass      string
 	healthTimeout     time.Duration
 	sweepGrace        time.Duration
+	createWait        time.Duration
 	kubeAPIQPS        float64
 	kubeAPIBurst      int
 	showVersion       bool
@@ -83,6 +84,9 @@ func registerFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.storageClass, "snapshot-storage-class", "", "StorageClass of snapshot PVCs when the class parameter snapshotStorageClass is absent; empty means the cluster default")
 	fs.DurationVar(&o.healthTimeout, "health-timeout", driver.DefaultHealthTimeout, "time limit of one etcd cluster health check")
 	fs.DurationVar(&o.sweepGrace, "sweep-grace", driver.DefaultSweepGrace, "how long an abandoned Pending snapshot or pre-created VolumeGroupSnapshotContent waits before the sweeper removes it")
+	// Shorter than the csi-snapshotter's CSI --timeout (1 minute by default) by far: a Create that
+	// waits holds one of the sidecar's workers.
+	fs.DurationVar(&o.createWait, "create-wait", 5*time.Second, "how long a Create waits for its snapshot's Job to finish, so that its answer is already ready; 0 answers not ready at once")
 	// client-go's own defaults (5 and 10) throttle a single snapshot's few dozen requests by seconds.
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "queries per second to the Kubernetes API server (client-side rate limit)")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "burst of queries to the Kubernetes API server above -kube-api-qps")
@@ -185,6 +189,9 @@ func config(o options) (driver.Config, error) {
 	if err != nil {
 		return driver.Config{}, err
 	}
+	if o.createWait < 0 {
+		return driver.Config{}, fmt.Errorf("-create-wait %v: must not be negative", o.createWait)
+	}
 	var le *driver.LeaderElectionConfig
 	if o.leaderElection {
 		ns := o.leaderElectionNamespace
@@ -214,6 +221,7 @@ func config(o options) (driver.Config, error) {
 			SnapshotStorageClass: o.storageClass,
 			HealthTimeout:        o.healthTimeout,
 			SweepGrace:           o.sweepGrace,
+			CreateWait:           o.createWait,
 		},
 	}, nil
 }

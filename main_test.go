@@ -46,6 +46,7 @@ func TestFlagDefaults(t *testing.T) {
 		"snapshot-storage-class":         "",
 		"health-timeout":                 "10s",
 		"sweep-grace":                    "10m0s",
+		"create-wait":                    "5s",
 		"kube-api-qps":                   "50",
 		"kube-api-burst":                 "100",
 		"version":                        "false",
@@ -215,7 +216,7 @@ func TestConfigFromFlags(t *testing.T) {
 	var o options
 	registerFlags(fs, &o)
 	if err := fs.Parse([]string{"-kubeconfig=" + kubeconfig, "-driver-name=example.csi.io", "-cluster-label=app.example/etcd",
-		"-snapshot-storage-class=fast", "-health-timeout=3s", "-sweep-grace=90s"}); err != nil {
+		"-snapshot-storage-class=fast", "-health-timeout=3s", "-sweep-grace=90s", "-create-wait=2s"}); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config(o)
@@ -225,9 +226,21 @@ func TestConfigFromFlags(t *testing.T) {
 	if cfg.DriverName != "example.csi.io" || cfg.Version != version || cfg.Endpoint != "unix:///csi/csi.sock" || cfg.HTTPAddress != ":8080" ||
 		cfg.Snapshots == nil || cfg.Engine.Kube == nil || cfg.Engine.ClusterLabel != "app.example/etcd" ||
 		cfg.Engine.MetadataNamespace != "kube-system" || cfg.Engine.SnapshotStorageClass != "fast" ||
-		cfg.Engine.HealthTimeout != 3*time.Second || cfg.Engine.SweepGrace != 90*time.Second || cfg.Engine.FallbackCreds != nil ||
+		cfg.Engine.HealthTimeout != 3*time.Second || cfg.Engine.SweepGrace != 90*time.Second || cfg.Engine.CreateWait != 2*time.Second || cfg.Engine.FallbackCreds != nil ||
 		cfg.Engine.DriverImage != imageRepository+":"+version || cfg.Engine.EtcdImage != "gcr.io/etcd-development/etcd:v3.7.3" {
 		t.Fatalf("config = %+v", cfg)
+	}
+}
+
+func TestConfigRefusesNegativeCreateWait(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	var o options
+	registerFlags(fs, &o)
+	if err := fs.Parse([]string{"-kubeconfig=" + testKubeconfig(t), "-create-wait=-1s"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config(o); err == nil || err.Error() != "-create-wait -1s: must not be negative" {
+		t.Fatalf("config = %v, want the -create-wait error", err)
 	}
 }
 

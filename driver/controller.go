@@ -49,6 +49,7 @@ func (d *Driver) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequ
 		return nil, status.Errorf(codes.AlreadyExists, "snapshot name %q is already used by snapshot %s of volumes %q",
 			req.GetName(), r.ID, sourceVolumeIDs(r))
 	}
+	r = d.engine.AwaitFinished(ctx, r)
 	if err := r.Err(); err != nil {
 		return nil, err
 	}

@@ -54,6 +54,9 @@ type EngineConfig struct {
 	// SweepGrace is how long a Pending record or a pre-created VolumeGroupSnapshotContent must sit
 	// unclaimed before the sweeper removes it (sweeper.go); zero means DefaultSweepGrace.
 	SweepGrace time.Duration
+	// CreateWait is how long a Create whose Job runs waits for it to finish before answering
+	// not ready (flag -create-wait, Engine.AwaitFinished); zero answers at once.
+	CreateWait time.Duration
 	// OnGroupReady, if set, runs each time a group snapshot's record turns Ready, so the
 	// csi-snapshotter can be told at once (DynamicGroupController.WakeGroupContent).
 	OnGroupReady func(ctx context.Context, id string, readyAt time.Time)
@@ -186,9 +189,11 @@ func (e *Engine) buildInformers() error {
 			return err
 		}
 	}
-	// Failed records whose cleanup was cut short (a restart) are finished from the metadata side.
+	// Failed records whose cleanup was cut short (a restart) are finished from the metadata side;
+	// updates wake a Create waiting for its Job (AwaitFinished).
 	if _, err := cms.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    e.enqueueUnfinishedRecord,
+		UpdateFunc: func(_, obj any) { e.meta.changed(obj) },
 		DeleteFunc: e.metadataDeleted,
 	}); err != nil {
 		return err

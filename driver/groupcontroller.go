@@ -40,6 +40,7 @@ func (d *Driver) CreateVolumeGroupSnapshot(ctx context.Context, req *csi.CreateV
 		return nil, status.Errorf(codes.AlreadyExists, "group snapshot name %q is already used by snapshot %s of volumes %q",
 			req.GetName(), r.ID, sourceVolumeIDs(r))
 	}
+	r = d.engine.AwaitFinished(ctx, r)
 	if err := r.Err(); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -11,8 +13,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -42,6 +46,8 @@ type metadataStore struct {
 	// right after Delete does not resurrect the record from the cache.
 	mu      sync.Mutex
 	deleted map[string]bool
+	// watchers are closed at the cache's next change of their record (watch, changed).
+	watchers map[string][]chan struct{}
 }
 
 // objectLabels are the labels on every object of snapshot id.
@@ -212,6 +218,40 @@ func (s *metadataStore) forgetDeleted(id string) {
 	delete(s.deleted, id)
 }
 
+// watch returns a channel closed at the cache's next change of the record of id, whichever process
+// wrote it, and a function that stops the watch.
+func (s *metadataStore) watch(id string) (<-chan struct{}, func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.watchers == nil {
+		s.watchers = map[string][]chan struct{}{}
+	}
+	s.watchers[id] = append(s.watchers[id], ch)
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.watchers[id] = slices.DeleteFunc(s.watchers[id], func(c chan struct{}) bool { return c == ch })
+		if len(s.watchers[id]) == 0 {
+			delete(s.watchers, id)
+		}
+	}
+}
+
+// changed is the informer's note that the cache holds a new version of a metadata ConfigMap.
+func (s *metadataStore) changed(obj any) {
+	cm, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range s.watchers[cm.Name] {
+		close(ch)
+	}
+	delete(s.watchers, cm.Name)
+}
+
 func encodeRecord(namespace string, rec *Record) (*corev1.ConfigMap, error) {
 	rec.Version = recordVersion
 	data, err := json.Marshal(rec)
@@ -236,4 +276,50 @@ func decodeRecord(cm *corev1.ConfigMap) (*Record, error) {
 		return nil, status.Errorf(codes.Internal, "metadata ConfigMap %s/%s: %s is not a valid record: %v", cm.Namespace, cm.Name, recordKey, err)
 	}
 	return rec, nil
+}
+
+// RecordStore is the driver's metadata store for a program outside this package: tools/bench
+// measures its Get and Put latency on a real API server with thousands of records. It makes the
+// same calls as the engine's store (informer-cache reads, resourceVersion writes) on its own
+// informer, so it costs what the driver's does.
+type RecordStore struct {
+	store    *metadataStore
+	informer cache.SharedIndexInformer
+}
+
+// NewRecordStore starts a store on the metadata ConfigMaps of namespace and returns once its cache
+// has synced; it runs until ctx ends.
+func NewRecordStore(ctx context.Context, kube kubernetes.Interface, namespace string) (*RecordStore, error) {
+	managed := informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = managedSelector().String() })
+	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(namespace), managed)
+	cms := factory.Core().V1().ConfigMaps()
+	s := &metadataStore{kube: kube, namespace: namespace, cache: cms.Lister().ConfigMaps(namespace)}
+	informer := cms.Informer()
+	factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+		return nil, fmt.Errorf("metadata store: the ConfigMap cache of namespace %s did not sync: %w", namespace, context.Cause(ctx))
+	}
+	return &RecordStore{store: s, informer: informer}, nil
+}
+
+// Get returns the record of id, or nil when there is none.
+func (r *RecordStore) Get(ctx context.Context, id string) (*Record, error) {
+	return r.store.get(ctx, id)
+}
+
+// Create writes rec as a new record; when one with its id exists, that one is returned with
+// created=false.
+func (r *RecordStore) Create(ctx context.Context, rec *Record) (out *Record, created bool, err error) {
+	return r.store.create(ctx, rec)
+}
+
+// Update applies mutate to the record of id and writes it, retrying on conflict; nil when the
+// record does not exist.
+func (r *RecordStore) Update(ctx context.Context, id string, mutate func(*Record) error) (*Record, error) {
+	return r.store.update(ctx, id, mutate)
+}
+
+// Cached is the number of records the store's cache holds.
+func (r *RecordStore) Cached() int {
+	return len(r.informer.GetStore().ListKeys())
 }

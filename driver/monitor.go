@@ -144,6 +144,42 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 	return nil
 }
 
+// AwaitFinished gives the Job of a Running record up to EngineConfig.CreateWait to finish, and
+// returns the record as it then is. The csi-snapshotter learns that a snapshot is ready only from
+// a Create answer, and re-calls on its backoff. For a group, each not-ready answer it records (the
+// content's status with its member list) also makes the upstream snapshot-controller (v8.7.0)
+// sync the VolumeGroupSnapshot, about 20 API calls for three members under its client rate limit,
+// and the sync that finally marks it ready waits behind those. A small database's Job finishes in
+// about a second: waiting for it makes the first answer the ready one. A longer Job is answered
+// not ready after the wait, as without it, and the wake-up (groupwake.go) shortens the rest. The
+// record is watched through the metadata cache, so a Job another replica follows wakes it too.
+func (e *Engine) AwaitFinished(ctx context.Context, rec *Record) *Record {
+	if e.cfg.CreateWait <= 0 || rec == nil || rec.Phase != PhaseRunning {
+		return rec
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.CreateWait)
+	defer cancel()
+	for {
+		// Watch before reading, so a change between the read and the wait is not missed.
+		changed, stop := e.meta.watch(rec.ID)
+		cur, err := e.meta.get(ctx, rec.ID)
+		if err != nil || cur == nil {
+			stop()
+			return rec // the answer the caller already had; its next call reads again
+		}
+		if cur.Phase != PhaseRunning {
+			stop()
+			return cur
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			stop()
+			return cur
+		}
+	}
+}
+
 // resumeAfterRestart resumes a Running snapshot's suspended Job. provision created the Secret before
 // the record turned Running; only if the fallback credentials are configured is a missing one created
 // again from them (a Secret that exists is kept: the driver cannot read it to compare).

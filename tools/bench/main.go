@@ -16,6 +16,7 @@
 //	go run ./tools/bench -size 1Gi -restore
 //	go run ./tools/bench -size 8Gi -pairs 1 -members 1   # large database; each member holds a copy
 //	go run ./tools/bench -short           # smoke run: 4 MiB, 1 pair
+//	go run ./tools/bench -records 10,100,1000,10000   # metadata Get/Put and driver RSS by record count
 package main
 
 import (
@@ -43,9 +44,11 @@ type options struct {
 	short      bool
 	timeout    time.Duration
 	driverArgs []string
+	scArgs     []string
 	logDir     string
 	members    int
 	keepFile   string
+	records    []int
 }
 
 // stringList is a repeatable flag.
@@ -67,6 +70,8 @@ func main() {
 		o        options
 		sizeText string
 		extra    stringList
+		scExtra  stringList
+		records  string
 	)
 	flag.StringVar(&sizeText, "size", "1Gi", "data to write into the cluster under test (keys and values), a Kubernetes quantity: 10Mi, 1Gi, 8Gi")
 	flag.IntVar(&o.pairs, "pairs", 0, "raw/driver pairs; 0 means 3, or 10 for a -size of 64Mi or less")
@@ -77,18 +82,26 @@ func main() {
 	flag.StringVar(&o.keepFile, "keep-file", "", "copy the last driver snapshot file here before cleaning up (to study verify on it)")
 	flag.StringVar(&o.logDir, "log-dir", "", "keep the rig's component logs in this directory (default: removed with the rig)")
 	flag.Var(&extra, "driver-arg", "extra flag for the driver (repeatable), for example -driver-arg=-kube-api-qps=5")
+	flag.StringVar(&records, "records", "", "instead of snapshots, measure the metadata store's Get and Put and the driver's RSS at these ascending record counts: 10,100,1000,10000")
+	flag.Var(&scExtra, "snapshot-controller-arg", "extra flag for the upstream snapshot-controller (repeatable), for example -snapshot-controller-arg=--kube-api-qps=5")
 	flag.Parse()
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	q, err := resource.ParseQuantity(sizeText)
 	if err != nil || q.Value() <= 0 || flag.NArg() > 0 || o.pairs < 0 || o.members < 1 {
-		fmt.Fprintln(os.Stderr, "usage: go run ./tools/bench [-size 1Gi] [-pairs N] [-restore] [-short] [-timeout D] [-driver-arg FLAG]...")
+		fmt.Fprintln(os.Stderr, "usage: go run ./tools/bench [-size 1Gi] [-pairs N] [-restore] [-short] [-timeout D] [-driver-arg FLAG]... [-snapshot-controller-arg FLAG]...")
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "bench: -size %q: %v\n", sizeText, err)
 		}
 		os.Exit(2)
 	}
 	o.size = q.Value()
+	if records != "" {
+		if o.records, err = parseCounts(records); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(2)
+		}
+	}
 	if o.short && !set["size"] {
 		o.size = shortSize
 	}
@@ -103,6 +116,7 @@ func main() {
 		}
 	}
 	o.driverArgs = extra
+	o.scArgs = scExtra
 	os.Exit(run(o))
 }
 
@@ -143,8 +157,11 @@ func run(o options) int {
 	fmt.Printf("machine: %d CPUs seen by Go, load average at start %s (a shared machine: compare within one run, not across runs)\n",
 		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
 
+	if o.records != nil {
+		return runRecords(ctx, o, root)
+	}
 	r, err := rig.Start(ctx, rig.Options{Root: root, Progress: os.Stderr, NoSignalHandler: true,
-		EtcdStatefulSet: true, EtcdArgs: etcdArgs(o.size), DriverArgs: o.driverArgs, LogDir: o.logDir, EtcdMembers: o.members})
+		EtcdStatefulSet: true, EtcdArgs: etcdArgs(o.size), DriverArgs: o.driverArgs, SnapshotControllerArgs: o.scArgs, LogDir: o.logDir, EtcdMembers: o.members})
 	if err != nil {
 		say("FAILED: starting the rig: %v", err)
 		keepOnly(root, "logs")

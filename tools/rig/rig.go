@@ -75,6 +75,9 @@ type Options struct {
 	EtcdArgs []string
 	// DriverArgs are extra flags for the driver, appended after the rig's own.
 	DriverArgs []string
+	// SnapshotControllerArgs are extra flags for the upstream snapshot-controller, appended after the
+	// rig's own (a later flag wins: --kube-api-qps=5 measures upstream's default rate limit).
+	SnapshotControllerArgs []string
 	// WithoutDriver starts neither the driver nor the csi-snapshotter, for debugging the rig itself or
 	// running the driver by hand (for example under a debugger, with the flags Rig.DriverArgs returns).
 	WithoutDriver bool

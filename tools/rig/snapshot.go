@@ -62,6 +62,7 @@ func (r *Rig) startSnapshotController(ctx context.Context) error {
 		"--kube-api-burst=100",
 		"--v=4",
 	)
+	p.args = append(p.args, r.opts.SnapshotControllerArgs...)
 	if err := r.launch(p); err != nil {
 		return err
 	}
