@@ -130,3 +130,15 @@ func rssOf(pid int) uint64 {
 func formatBytes(n uint64) string {
 	return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
 }
+
+// ProcessRSS is the resident memory (VmRSS) of process pid in bytes, 0 if it is gone.
+func ProcessRSS(pid int) uint64 { return rssOf(pid) }
+
+// OpenFDs counts the open file descriptors of process pid (the entries of /proc/<pid>/fd).
+func OpenFDs(pid int) (int, error) {
+	entries, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))
+	if err != nil {
+		return 0, err
+	}
+	return len(entries), nil
+}

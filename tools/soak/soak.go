@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
+)
+
+// pollInterval is how often the leak check lists the driver's objects (rig.WaitNoLeaks).
+const pollInterval = 250 * time.Millisecond
+
+// cleanupTimeout bounds the deletion of an interrupted cycle's snapshot.
+const cleanupTimeout = 2 * time.Minute
+
+// sample is one reading of the driver processes.
+type sample struct {
+	cycle int
+	rss   uint64 // bytes, summed over the driver replicas
+	fds   int    // summed over the driver replicas
+	line  string
+}
+
+type soak struct {
+	r       *rig.Rig
+	o       options
+	samples []sample
+	failed  int
+	begin   time.Time
+}
+
+func (s *soak) run(ctx context.Context) error {
+	r := s.r
+	if err := r.InstallExampleClasses(ctx); err != nil {
+		return err
+	}
+	before, err := r.DriverObjects(ctx)
+	if err != nil {
+		return err
+	}
+	if len(before) > 0 {
+		say("objects of the driver before the first cycle (not counted as leaks): %s", before)
+	}
+	s.begin = time.Now()
+	if err := s.sample(0); err != nil {
+		return err
+	}
+	for i := 1; i <= s.o.cycles; i++ {
+		if err := s.cycle(ctx, i, before); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			s.failed++
+			say("cycle %d FAILED: %v", i, err)
+		}
+		if i%s.o.every == 0 || i == s.o.cycles {
+			if err := s.sample(i); err != nil {
+				return err
+			}
+		}
+	}
+	took := time.Since(s.begin)
+
+	// A failed cycle may leave what only the sweeper collects: give it its grace period and a margin.
+	wctx, cancel := context.WithTimeout(ctx, s.o.sweepGrace+2*time.Minute)
+	defer cancel()
+	left, err := r.WaitNoLeaks(wctx, before, pollInterval)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("leaked objects after %d cycles: %d", s.o.cycles, len(left))
+	if len(left) > 0 {
+		fmt.Printf(": %s", left)
+	}
+	fmt.Println()
+	first, last := s.samples[0], s.samples[len(s.samples)-1]
+	fmt.Printf("RESULT cycles=%d failed=%d leaked=%d duration_s=%.0f rss_first_mib=%.1f rss_last_mib=%.1f fds_first=%d fds_last=%d\n",
+		s.o.cycles, s.failed, len(left), took.Seconds(), mib(first.rss), mib(last.rss), first.fds, last.fds)
+	switch {
+	case s.failed > 0 && len(left) > 0:
+		return fmt.Errorf("%d of %d cycles failed and %d objects leaked", s.failed, s.o.cycles, len(left))
+	case s.failed > 0:
+		return fmt.Errorf("%d of %d cycles failed", s.failed, s.o.cycles)
+	case len(left) > 0:
+		return fmt.Errorf("%d objects leaked: %s", len(left), left)
+	}
+	return nil
+}
+
+// cycle creates a VolumeGroupSnapshot, waits until it is ready, deletes it and waits until no object
+// of the driver that was not there before remains.
+func (s *soak) cycle(ctx context.Context, i int, before rig.DriverObjects) (err error) {
+	r := s.r
+	name := fmt.Sprintf("soak-%d", i)
+	if _, err := r.CreateGroupSnapshot(ctx, name); err != nil {
+		return err
+	}
+	deleted := false
+	defer func() {
+		if deleted {
+			return
+		}
+		// Interrupted or failed: the snapshot goes, with a context of its own.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if derr := r.DeleteGroupSnapshot(dctx, name); derr != nil {
+			err = fmt.Errorf("%w (and deleting it: %v)", err, derr)
+		}
+	}()
+	wctx, cancel := context.WithTimeout(ctx, s.o.wait)
+	defer cancel()
+	if _, err := r.WaitGroupSnapshotReady(wctx, name); err != nil {
+		return err
+	}
+	deleted = true
+	if err := r.DeleteGroupSnapshot(wctx, name); err != nil {
+		return err
+	}
+	left, err := r.WaitNoLeaks(wctx, before, pollInterval)
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("VolumeGroupSnapshot %s deleted, but after %s these remain: %s", name, s.o.wait, left)
+	}
+	return nil
+}
+
+// sample reads the resident memory and open file descriptors of every running driver replica.
+func (s *soak) sample(cycle int) error {
+	var parts []string
+	smp := sample{cycle: cycle}
+	for i, pid := range s.r.DriverPIDs() {
+		if pid == 0 {
+			parts = append(parts, fmt.Sprintf("replica %d not running", i))
+			continue
+		}
+		fds, err := rig.OpenFDs(pid)
+		if err != nil {
+			return fmt.Errorf("driver replica %d (pid %d): %w", i, pid, err)
+		}
+		rss := rig.ProcessRSS(pid)
+		smp.rss += rss
+		smp.fds += fds
+		parts = append(parts, fmt.Sprintf("pid %d rss %.1f MiB fds %d", pid, mib(rss), fds))
+	}
+	smp.line = strings.Join(parts, "; ")
+	s.samples = append(s.samples, smp)
+	fmt.Printf("cycle %d/%d after %s: driver %s\n", cycle, s.o.cycles, time.Since(s.begin).Round(time.Second), smp.line)
+	return nil
+}
+
+func mib(n uint64) float64 { return float64(n) / (1 << 20) }
