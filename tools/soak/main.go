@@ -71,7 +71,10 @@ func run(o options) int {
 	fmt.Printf("machine: %d CPUs seen by Go, load average at start %s (a shared machine: durations vary from run to run)\n",
 		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
 	r, err := rig.Start(ctx, rig.Options{Root: root, Progress: os.Stderr, NoSignalHandler: true, LogDir: o.logDir,
-		DriverArgs: []string{"-sweep-grace=" + o.sweepGrace.String()}})
+		// The shipped Lease timings, not the rig's short ones: on a loaded machine a renewal can take
+		// longer than the rig's 3s deadline, and the driver, losing its Lease, exits as it should.
+		DriverArgs: []string{"-sweep-grace=" + o.sweepGrace.String(),
+			"-leader-election-lease-duration=15s", "-leader-election-renew-deadline=10s", "-leader-election-retry-period=2s"}})
 	if err != nil {
 		return finish(ctx, nil, root, o.logDir, fmt.Errorf("starting the rig: %w", err))
 	}

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,6 +57,11 @@ func (s *soak) run(ctx context.Context) error {
 			}
 			s.failed++
 			say("cycle %d FAILED: %v", i, err)
+		}
+		// A driver that exited (the rig does not restart it) would fail every cycle from here, and a
+		// restarted one would hide what the old one held.
+		if !r.DriverRunning() {
+			return fmt.Errorf("the driver exited during cycle %d; see %s/etcd-snapshot-driver.log", i, r.Logs())
 		}
 		if i%s.o.every == 0 || i == s.o.cycles {
 			if err := s.sample(i); err != nil {
@@ -146,6 +154,10 @@ func (s *soak) sample(cycle int) error {
 		smp.fds += fds
 		parts = append(parts, fmt.Sprintf("pid %d rss %.1f MiB fds %d", pid, mib(rss), fds))
 	}
+	// The Go heap and goroutines of the first replica tell a leak from the runtime keeping freed memory.
+	if heap, goroutines, err := driverGauges(s.r.DriverHTTPAddress); err == nil {
+		parts = append(parts, fmt.Sprintf("(heap in use %.1f MiB, %d goroutines)", mib(uint64(heap)), int(goroutines)))
+	}
 	smp.line = strings.Join(parts, "; ")
 	s.samples = append(s.samples, smp)
 	fmt.Printf("cycle %d/%d after %s: driver %s\n", cycle, s.o.cycles, time.Since(s.begin).Round(time.Second), smp.line)
@@ -153,3 +165,45 @@ func (s *soak) sample(cycle int) error {
 }
 
 func mib(n uint64) float64 { return float64(n) / (1 << 20) }
+
+// driverGauges reads go_memstats_heap_inuse_bytes and go_goroutines from the driver's /metrics.
+func driverGauges(addr string) (heap, goroutines float64, err error) {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	found := 0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		var dst *float64
+		switch name {
+		case "go_memstats_heap_inuse_bytes":
+			dst = &heap
+		case "go_goroutines":
+			dst = &goroutines
+		default:
+			continue
+		}
+		if *dst, err = strconv.ParseFloat(value, 64); err != nil {
+			return 0, 0, fmt.Errorf("/metrics: %s %q: %w", name, value, err)
+		}
+		found++
+	}
+	if err := sc.Err(); err != nil {
+		return 0, 0, err
+	}
+	if found != 2 {
+		return 0, 0, fmt.Errorf("/metrics lacks go_memstats_heap_inuse_bytes or go_goroutines")
+	}
+	return heap, goroutines, nil
+}
