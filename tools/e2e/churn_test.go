@@ -150,8 +150,10 @@ func TestE2ENoLeaksAfterChurn(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v; objects of the driver left: %s; member VolumeSnapshots stuck upstream: %v", err, left, stuck)
 	}
-	t.Logf("%s after the churn began, nothing of the driver is left but the member contents of %d member VolumeSnapshots upstream left stuck: %v",
-		time.Since(begin).Round(time.Second), len(stuck), stuck)
+	if len(stuck) > 0 {
+		t.Logf("%s after the churn began, nothing of the driver is left but the member contents of %d member VolumeSnapshots upstream left stuck: %v",
+			time.Since(begin).Round(time.Second), len(stuck), stuck)
+	}
 
 	// What upstream should have done, done by hand: each stuck member's content, then the member.
 	for _, name := range stuck {

@@ -8,8 +8,8 @@
 //
 //	RESULT cycles=<n> failed=<n> leaked=<n> duration_s=<s> rss_first_mib=<x> rss_last_mib=<x> fds_first=<n> fds_last=<n>
 //
-// It exits 0 only when every cycle turned ready and nothing leaked. Ctrl-C (or SIGTERM) deletes the
-// snapshot of the cycle under way, stops the rig and removes its directory; a second one kills at once.
+// It exits 0 only when every cycle turned ready and nothing leaked. Ctrl-C (or SIGTERM) stops the rig
+// and removes its directory, the cycle under way with it; a second one kills at once.
 //
 //	go run ./tools/soak -cycles 500
 //	go run ./tools/soak -cycles 3 -every 1   # smoke run
@@ -56,7 +56,7 @@ func main() {
 
 func run(o options) int {
 	ctx, stop := rig.InterruptContext(context.Background(), func(sig os.Signal) {
-		say("%v: deleting this cycle's snapshot and stopping the rig (again to kill it at once)", sig)
+		say("%v: stopping the rig (again to kill it at once)", sig)
 	})
 	defer stop()
 	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("-timeout %s reached", o.timeout))

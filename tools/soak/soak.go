@@ -107,10 +107,11 @@ func (s *soak) cycle(ctx context.Context, i int, before rig.DriverObjects) (err 
 	}
 	deleted := false
 	defer func() {
-		if deleted {
+		// Interrupted (or out of time), the whole rig goes, this snapshot with it.
+		if deleted || ctx.Err() != nil {
 			return
 		}
-		// Interrupted or failed: the snapshot goes, with a context of its own.
+		// Failed: the snapshot goes, so that the leak count at the end counts what the driver left.
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		if derr := r.DeleteGroupSnapshot(dctx, name); derr != nil {

@@ -107,7 +107,7 @@ func TestE2ESoakInterrupted(t *testing.T) {
 		cmd.Wait()
 		t.Fatalf("soak ended before its first cycle\n--- stdout ---\n%s\n--- stderr (end) ---\n%s", strings.Join(seen, "\n"), lastLines(stderr.String(), 40))
 	}
-	// A cycle is under way now, so the interrupted one has a snapshot to delete.
+	// The next cycle is under way now: its snapshot goes with the rig.
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
