@@ -1,12 +1,12 @@
 // Command soak runs the driver through many snapshot cycles on the rig and shows whether it holds on
 // to anything: it starts the rig, then N times creates a dynamic VolumeGroupSnapshot of the etcd
 // cluster under test, waits until it is readyToUse, deletes it and waits until everything the driver
-// made for it is gone. Every 10 cycles (-every) it prints the resident memory and the open file
-// descriptors of each driver process; at the end it prints the objects of the driver left behind
+// made for it is gone. Every 10 cycles (-every) it prints the resident memory (and its anonymous
+// part) and the open file descriptors of each driver process; at the end it prints the objects of the driver left behind
 // (Jobs, Pods, PVCs, Secrets, records, group and member contents: rig.DriverObjects) after the
 // sweeper's grace period, and a last line a script can read:
 //
-//	RESULT cycles=<n> failed=<n> leaked=<n> duration_s=<s> rss_first_mib=<x> rss_last_mib=<x> fds_first=<n> fds_last=<n>
+//	RESULT cycles=<n> failed=<n> leaked=<n> duration_s=<s> rss_first_mib=<x> rss_last_mib=<x> anon_first_mib=<x> anon_last_mib=<x> fds_first=<n> fds_last=<n>
 //
 // It exits 0 only when every cycle turned ready and nothing leaked. Ctrl-C (or SIGTERM) stops the rig
 // and removes its directory, the cycle under way with it; a second one kills at once.

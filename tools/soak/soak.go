@@ -22,6 +22,7 @@ const cleanupTimeout = 2 * time.Minute
 type sample struct {
 	cycle int
 	rss   uint64 // bytes, summed over the driver replicas
+	anon  uint64 // the anonymous part of rss
 	fds   int    // summed over the driver replicas
 	line  string
 }
@@ -84,8 +85,8 @@ func (s *soak) run(ctx context.Context) error {
 	}
 	fmt.Println()
 	first, last := s.samples[0], s.samples[len(s.samples)-1]
-	fmt.Printf("RESULT cycles=%d failed=%d leaked=%d duration_s=%.0f rss_first_mib=%.1f rss_last_mib=%.1f fds_first=%d fds_last=%d\n",
-		s.o.cycles, s.failed, len(left), took.Seconds(), mib(first.rss), mib(last.rss), first.fds, last.fds)
+	fmt.Printf("RESULT cycles=%d failed=%d leaked=%d duration_s=%.0f rss_first_mib=%.1f rss_last_mib=%.1f anon_first_mib=%.1f anon_last_mib=%.1f fds_first=%d fds_last=%d\n",
+		s.o.cycles, s.failed, len(left), took.Seconds(), mib(first.rss), mib(last.rss), mib(first.anon), mib(last.anon), first.fds, last.fds)
 	switch {
 	case s.failed > 0 && len(left) > 0:
 		return fmt.Errorf("%d of %d cycles failed and %d objects leaked", s.failed, s.o.cycles, len(left))
@@ -150,10 +151,11 @@ func (s *soak) sample(cycle int) error {
 		if err != nil {
 			return fmt.Errorf("driver replica %d (pid %d): %w", i, pid, err)
 		}
-		rss := rig.ProcessRSS(pid)
+		rss, anon := rig.ProcessRSS(pid), rig.ProcessRSSAnon(pid)
 		smp.rss += rss
+		smp.anon += anon
 		smp.fds += fds
-		parts = append(parts, fmt.Sprintf("pid %d rss %.1f MiB fds %d", pid, mib(rss), fds))
+		parts = append(parts, fmt.Sprintf("pid %d rss %.1f MiB (anon %.1f MiB) fds %d", pid, mib(rss), mib(anon), fds))
 	}
 	// The Go heap and goroutines of the first replica tell a leak from the runtime keeping freed memory.
 	if heap, goroutines, err := driverGauges(s.r.DriverHTTPAddress); err == nil {

@@ -65,7 +65,7 @@ func TestE2ESoakShort(t *testing.T) {
 	if f["cycles"] != 3 || f["failed"] != 0 || f["leaked"] != 0 {
 		t.Errorf("RESULT %v; want cycles=3 failed=0 leaked=0", f)
 	}
-	for _, k := range []string{"rss_first_mib", "rss_last_mib", "fds_first", "fds_last"} {
+	for _, k := range []string{"rss_first_mib", "rss_last_mib", "anon_first_mib", "anon_last_mib", "fds_first", "fds_last"} {
 		if f[k] <= 0 {
 			t.Errorf("RESULT %s=%v; want a reading of the running driver", k, f[k])
 		}
