@@ -204,6 +204,7 @@ func TestE2EConcurrentSnapshots(t *testing.T) {
 	}
 
 	ids := map[string]string{}
+	recs := map[*snap]*driver.Record{}
 	for _, s := range snaps {
 		c, tr := s.cluster, truths[s.cluster]
 		what := fmt.Sprintf("%s/%s (cluster %s)", c.namespace, s.name, c)
@@ -235,8 +236,17 @@ func TestE2EConcurrentSnapshots(t *testing.T) {
 		if sm := rec.SourceMember; sm == nil || !slices.Contains(tr.members[sm.Name].ClientURLs, sm.Endpoint) || tr.members[sm.Name].ID != sm.ID {
 			t.Errorf("%s: record %s was saved from %+v, not a member of this cluster", what, rec.ID, rec.SourceMember)
 		}
-		checkFileOfCluster(t, ctx, r, rec, c, clusters, func(c *etcdCluster) *clientv3.Client { return truths[c].cli })
+		recs[s] = rec
 	}
+	// The files, two at a time (-parallel is GOMAXPROCS): each is hashed and restored.
+	t.Run("files", func(t *testing.T) {
+		for _, s := range snaps {
+			t.Run(recs[s].ID, func(t *testing.T) {
+				t.Parallel()
+				checkFileOfCluster(t, ctx, r, recs[s], s.cluster, clusters, func(c *etcdCluster) *clientv3.Client { return truths[c].cli })
+			})
+		}
+	})
 }
 
 func sameMember(a, b driver.MemberRecord) bool {
