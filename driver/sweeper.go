@@ -43,14 +43,19 @@ const (
 	// that is still retrying.
 	DefaultSweepGrace = 10 * time.Minute
 
-	sweepRecordPrefix  = "record/"
-	sweepContentPrefix = "content/"
+	sweepRecordPrefix   = "record/"
+	sweepContentPrefix  = "content/"
+	sweepSnapshotPrefix = "snapshot/"
 
 	// upstreamSingleContentPrefix names the VolumeSnapshotContent upstream makes for a dynamic
 	// VolumeSnapshot: "snapcontent-<VolumeSnapshot UID>" (pkg/utils/util.go GetDynamicSnapshotContentNameForSnapshot).
 	upstreamSingleContentPrefix = "snapcontent-"
 	// upstreamGroupBeingDeletedAnnotation is upstream's AnnVolumeGroupSnapshotBeingDeleted (pkg/utils/util.go).
 	upstreamGroupBeingDeletedAnnotation = "groupsnapshot.storage.kubernetes.io/volumegroupsnapshot-being-deleted"
+	// upstreamGroupBeingCreatedAnnotation is upstream's AnnVolumeGroupSnapshotBeingCreated: the
+	// csi-snapshotter sets it on a content while a CreateVolumeGroupSnapshot call is unanswered, and
+	// keeps calling Create, even on a deleted content, until an answer lets it remove it.
+	upstreamGroupBeingCreatedAnnotation = "groupsnapshot.storage.kubernetes.io/volumegroupsnapshot-being-created"
 )
 
 // Values of the kind label of sweeper_removed_total.
@@ -195,6 +200,9 @@ func (s *Sweeper) sweep(ctx context.Context, key string) error {
 	if name, ok := strings.CutPrefix(key, sweepContentPrefix); ok {
 		return s.sweepContent(ctx, name)
 	}
+	if id, ok := strings.CutPrefix(key, sweepSnapshotPrefix); ok {
+		return s.sweepSnapshot(ctx, id)
+	}
 	return nil
 }
 
@@ -270,7 +278,8 @@ func (s *Sweeper) callerWaits(ctx context.Context, rec *Record) (bool, error) {
 }
 
 // sweepContent removes a VolumeGroupSnapshotContent the dynamic group watch created once its grace
-// period has passed and its VolumeGroupSnapshot is gone, after the snapshot the sidecar took for it.
+// period has passed, its VolumeGroupSnapshot is gone and no Create call on it is unanswered, then the
+// snapshot the sidecar took for it.
 // A Retain content is left alone: its deletion policy says the snapshot outlives the request.
 func (s *Sweeper) sweepContent(ctx context.Context, name string) error {
 	c, err := s.contentLister.Get(name)
@@ -303,6 +312,25 @@ func (s *Sweeper) sweepContent(ctx context.Context, name string) error {
 			ids = append(ids, h)
 		}
 	}
+	contents := s.snap.GroupsnapshotV1().VolumeGroupSnapshotContents()
+	// The cache may not show a deletion this sweeper asked for a moment ago; counting it twice would
+	// make the metric lie.
+	if c, err = contents.Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) || (err == nil && c.DeletionTimestamp != nil) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading VolumeGroupSnapshotContent %s: %w", name, err)
+	}
+	// A Create call is unanswered: the snapshot removed now would be taken again by that call or by
+	// the sidecar's next one (it calls Create on a deleted content while the annotation is there), and
+	// csi-snapshotter v8.7.0 skips a content deleted in that state until its resync. The sidecar's
+	// removal of the annotation is an update that brings the content back here (contentChanged).
+	if _, creating := c.Annotations[upstreamGroupBeingCreatedAnnotation]; creating {
+		glog.V(2).Infof("sweeper: VolumeGroupSnapshotContent %s is abandoned but a Create call on it is unanswered; waiting for the answer", name)
+		return nil
+	}
+	// The snapshots to remove, found before the content goes: the sidecar may delete them itself once
+	// it does (DeleteVolumeGroupSnapshot), and they are counted either way.
+	var snapshots []*Record
 	for _, id := range ids {
 		rec, err := s.engine.Get(ctx, id)
 		switch {
@@ -313,34 +341,30 @@ func (s *Sweeper) sweepContent(ctx context.Context, name string) error {
 		case !rec.Group:
 			continue
 		}
-		if err := s.engine.Delete(ctx, id); err != nil {
-			return err
-		}
-		sweeperRemoved.WithLabelValues(sweptSnapshot).Inc()
-		glog.Infof("sweeper: removed group snapshot %s (%s) of content %s: VolumeGroupSnapshot %s/%s is gone",
-			id, rec.Name, name, c.Spec.VolumeGroupSnapshotRef.Namespace, c.Spec.VolumeGroupSnapshotRef.Name)
+		snapshots = append(snapshots, rec)
 	}
-	// Once the snapshot-controller has put its bound-protection finalizer on the content, only the
-	// csi-snapshotter removes it, and only with this annotation, which the snapshot-controller sets
+
+	// The content goes first, so that the sidecar calls Create on it no more. Once the
+	// snapshot-controller has put its bound-protection finalizer on it, only the csi-snapshotter
+	// removes that, and only with the being-deleted annotation, which the snapshot-controller sets
 	// when it deletes a VolumeGroupSnapshot (processGroupSnapshotWithDeletionTimestamp in v8.7.0) and
-	// never for one that is gone. The sidecar then calls DeleteVolumeGroupSnapshot, which finds
-	// nothing left, and lets the content go.
-	contents := s.snap.GroupsnapshotV1().VolumeGroupSnapshotContents()
-	// The cache may not show a deletion this sweeper asked for a moment ago; counting it twice would
-	// make the metric lie.
-	if c, err = contents.Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) || (err == nil && c.DeletionTimestamp != nil) {
-		return nil
-	} else if err != nil {
-		return fmt.Errorf("reading VolumeGroupSnapshotContent %s: %w", name, err)
-	}
+	// never for one that is gone. The sidecar then calls DeleteVolumeGroupSnapshot and lets the
+	// content go. The resourceVersion precondition makes the deletion fail if the sidecar has started
+	// a Create since the look above; its update brings the content back here.
+	rv := c.ResourceVersion
 	if _, ok := c.Annotations[upstreamGroupBeingDeletedAnnotation]; !ok && len(c.Finalizers) > 0 {
-		patch := []byte(`{"metadata":{"annotations":{"` + upstreamGroupBeingDeletedAnnotation + `":"yes"}}}`)
-		if _, err := contents.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		patch := []byte(`{"metadata":{"annotations":{"` + upstreamGroupBeingDeletedAnnotation + `":"yes"},"resourceVersion":"` + rv + `"}}`)
+		patched, err := contents.Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+		switch {
+		case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+			return nil
+		case err != nil:
 			return fmt.Errorf("annotating VolumeGroupSnapshotContent %s for deletion: %w", name, err)
 		}
+		rv = patched.ResourceVersion
 	}
 	uid := c.UID
-	err = contents.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid}})
+	err = contents.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
 		return nil
@@ -350,6 +374,26 @@ func (s *Sweeper) sweepContent(ctx context.Context, name string) error {
 	sweeperRemoved.WithLabelValues(sweptContent).Inc()
 	glog.Infof("sweeper: removed VolumeGroupSnapshotContent %s: its VolumeGroupSnapshot %s/%s (uid %s) is gone",
 		name, c.Spec.VolumeGroupSnapshotRef.Namespace, c.Spec.VolumeGroupSnapshotRef.Name, c.Spec.VolumeGroupSnapshotRef.UID)
+
+	for _, rec := range snapshots {
+		if err := s.sweepSnapshot(ctx, rec.ID); err != nil {
+			// No event brings the deleted content back here: the snapshot is retried by its own key.
+			glog.Warningf("sweeper: group snapshot %s of the removed VolumeGroupSnapshotContent %s: %v; retrying", rec.ID, name, err)
+			s.queue.AddRateLimited(sweepSnapshotPrefix + rec.ID)
+		}
+	}
+	return nil
+}
+
+// sweepSnapshot removes the group snapshot id of a removed content. It counts it also when the
+// sidecar's DeleteVolumeGroupSnapshot for the deleted content came first: the sweep removed it
+// either way.
+func (s *Sweeper) sweepSnapshot(ctx context.Context, id string) error {
+	if err := s.engine.Delete(ctx, id); err != nil {
+		return err
+	}
+	sweeperRemoved.WithLabelValues(sweptSnapshot).Inc()
+	glog.Infof("sweeper: removed group snapshot %s: its VolumeGroupSnapshot and content are gone", id)
 	return nil
 }
 

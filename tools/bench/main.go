@@ -25,11 +25,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -135,16 +133,10 @@ func etcdArgs(size int64) []string {
 }
 
 func run(o options) int {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	ctx, interrupt := context.WithCancelCause(context.Background())
-	defer interrupt(nil)
-	go func() {
-		sig := <-sigs
-		signal.Reset(os.Interrupt, syscall.SIGTERM)
+	ctx, stop := rig.InterruptContext(context.Background(), func(sig os.Signal) {
 		say("%v: cleaning up and stopping the rig (again to kill it at once)", sig)
-		interrupt(fmt.Errorf("interrupted by %v", sig))
-	}()
+	})
+	defer stop()
 	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("-timeout %s reached", o.timeout))
 	defer cancel()
 

@@ -14,14 +14,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
@@ -56,24 +53,13 @@ func main() {
 	os.Exit(run(o))
 }
 
-// interrupted is the cancellation cause when SIGINT or SIGTERM arrives.
-type interrupted struct{ sig os.Signal }
-
-func (i interrupted) Error() string { return i.sig.String() }
-
 func run(o options) int {
 	// The rig's own handler would exit the process; the playground stops the rig itself so that it can
 	// remove its directory and say what happened. A second signal kills at once (children die with us).
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	ctx, interrupt := context.WithCancelCause(context.Background())
-	defer interrupt(nil)
-	go func() {
-		sig := <-sigs
-		signal.Reset(os.Interrupt, syscall.SIGTERM)
+	ctx, stop := rig.InterruptContext(context.Background(), func(sig os.Signal) {
 		fmt.Fprintf(os.Stderr, "\nplayground: %v: stopping the rig (again to kill it at once)\n", sig)
-		interrupt(interrupted{sig})
-	}()
+	})
+	defer stop()
 
 	root, err := os.MkdirTemp("", "playground-")
 	if err != nil {
@@ -133,8 +119,7 @@ func run(o options) int {
 // table, 128+signal when interrupted before, 1 on failure. On failure everything the rig wrote (logs,
 // pod output, volumes) is kept for inspection; otherwise the rig's directory is removed.
 func finish(ctx context.Context, r *rig.Rig, root string, err error) int {
-	var sig interrupted
-	stoppedByUser := errors.As(context.Cause(ctx), &sig)
+	sig, stoppedByUser := rig.InterruptedBy(ctx)
 	if err != nil && !stoppedByUser {
 		fmt.Fprintf(os.Stderr, "playground: FAILED: %v\n", err)
 		logs := filepath.Join(root, "logs")
@@ -154,10 +139,7 @@ func finish(ctx context.Context, r *rig.Rig, root string, err error) int {
 	case err != nil:
 		os.RemoveAll(root)
 		fmt.Fprintln(os.Stderr, "playground: interrupted")
-		if s, ok := sig.sig.(syscall.Signal); ok {
-			return 128 + int(s)
-		}
-		return 1
+		return sig.ExitCode()
 	}
 	os.RemoveAll(root)
 	if stoppedByUser {

@@ -112,3 +112,17 @@ func (r *Rig) LeaderReplica(ctx context.Context) (int, error) {
 	}
 	return i, nil
 }
+
+// DriverPIDs are the process ids of the driver replicas, by replica index (0 for one not running).
+func (r *Rig) DriverPIDs() []int {
+	r.mu.Lock()
+	reps := append([]*driverReplica(nil), r.replicas...)
+	r.mu.Unlock()
+	pids := make([]int, len(reps))
+	for i, rep := range reps {
+		if alive, _ := rep.driver.running(); alive {
+			pids[i] = rep.driver.pid()
+		}
+	}
+	return pids
+}

@@ -111,7 +111,10 @@ func parentOf(pid int) int {
 	return pp
 }
 
-func rssOf(pid int) uint64 {
+func rssOf(pid int) uint64 { return statusBytes(pid, "VmRSS:") }
+
+// statusBytes reads a "Field:  N kB" line of /proc/<pid>/status in bytes, 0 if there is none.
+func statusBytes(pid int, field string) uint64 {
 	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
 		return 0
@@ -119,7 +122,7 @@ func rssOf(pid int) uint64 {
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(s.Text(), field); ok {
 			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb << 10
 		}
@@ -129,4 +132,21 @@ func rssOf(pid int) uint64 {
 
 func formatBytes(n uint64) string {
 	return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+}
+
+// ProcessRSS is the resident memory (VmRSS) of process pid in bytes, 0 if it is gone.
+func ProcessRSS(pid int) uint64 { return rssOf(pid) }
+
+// ProcessRSSAnon is the anonymous part of ProcessRSS (RssAnon): memory the process allocated, as
+// opposed to pages of its binary and other files it has touched (RssFile), which grow as new code
+// runs and which the kernel can drop.
+func ProcessRSSAnon(pid int) uint64 { return statusBytes(pid, "RssAnon:") }
+
+// OpenFDs counts the open file descriptors of process pid (the entries of /proc/<pid>/fd).
+func OpenFDs(pid int) (int, error) {
+	entries, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))
+	if err != nil {
+		return 0, err
+	}
+	return len(entries), nil
 }

@@ -1,6 +1,8 @@
 package rig
 
 import (
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -58,6 +60,52 @@ func unregisterSignals(r *Rig) {
 	sigMu.Lock()
 	delete(sigRigs, r)
 	sigMu.Unlock()
+}
+
+// Interrupted is the cancellation cause of an InterruptContext context: the signal that arrived.
+type Interrupted struct{ Signal os.Signal }
+
+func (i Interrupted) Error() string { return "interrupted by " + i.Signal.String() }
+
+// ExitCode is 128+signal, the status a shell reports for a command ended by that signal.
+func (i Interrupted) ExitCode() int { return exitCode(i.Signal) }
+
+// InterruptedBy returns the signal that canceled ctx, if an InterruptContext's signal did.
+func InterruptedBy(ctx context.Context) (Interrupted, bool) {
+	var i Interrupted
+	ok := errors.As(context.Cause(ctx), &i)
+	return i, ok
+}
+
+// InterruptContext is for a command that starts a rig with Options.NoSignalHandler so that it can
+// clean up and say what happened rather than exit at once: the context it returns is canceled, with
+// cause Interrupted, on the first SIGINT or SIGTERM, after notify (if not nil) is called with the
+// signal. The first signal also restores the default handling, so a second one kills the process at
+// once (the rig's processes die with it: process.go). stop releases the handler and the context.
+func InterruptContext(parent context.Context, notify func(os.Signal)) (ctx context.Context, stop func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancelCause(parent)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigs:
+			signal.Reset(os.Interrupt, syscall.SIGTERM)
+			if notify != nil {
+				notify(sig)
+			}
+			cancel(Interrupted{sig})
+		case <-done:
+		}
+	}()
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			signal.Stop(sigs)
+			close(done)
+			cancel(nil)
+		})
+	}
 }
 
 func exitCode(sig os.Signal) int {

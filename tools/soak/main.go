@@ -1,0 +1,131 @@
+// Command soak runs the driver through many snapshot cycles on the rig and shows whether it holds on
+// to anything: it starts the rig, then N times creates a dynamic VolumeGroupSnapshot of the etcd
+// cluster under test, waits until it is readyToUse, deletes it and waits until everything the driver
+// made for it is gone. Every 10 cycles (-every) it prints the resident memory (and its anonymous
+// part) and the open file descriptors of each driver process; at the end it prints the objects of the driver left behind
+// (Jobs, Pods, PVCs, Secrets, records, group and member contents: rig.DriverObjects) after the
+// sweeper's grace period, and a last line a script can read:
+//
+//	RESULT cycles=<n> failed=<n> leaked=<n> duration_s=<s> rss_first_mib=<x> rss_last_mib=<x> anon_first_mib=<x> anon_last_mib=<x> fds_first=<n> fds_last=<n>
+//
+// It exits 0 only when every cycle turned ready and nothing leaked. Ctrl-C (or SIGTERM) stops the rig
+// and removes its directory, the cycle under way with it; a second one kills at once.
+//
+//	go run ./tools/soak -cycles 500
+//	go run ./tools/soak -cycles 3 -every 1   # smoke run
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
+)
+
+type options struct {
+	cycles     int
+	every      int
+	wait       time.Duration
+	sweepGrace time.Duration
+	timeout    time.Duration
+	logDir     string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.cycles, "cycles", 100, "create/ready/delete cycles to run")
+	flag.IntVar(&o.every, "every", 10, "print the driver's memory and file descriptors every this many cycles")
+	flag.DurationVar(&o.wait, "wait", 5*time.Minute, "how long one cycle may take to turn ready, and then to be cleaned up")
+	flag.DurationVar(&o.sweepGrace, "sweep-grace", 15*time.Second, "the driver's -sweep-grace: how old an abandoned object must be before the sweeper removes it")
+	flag.DurationVar(&o.timeout, "timeout", 6*time.Hour, "limit for the whole run, rig start-up included")
+	flag.StringVar(&o.logDir, "log-dir", "", "keep the rig's component logs in this directory (default: removed with the rig unless the run fails)")
+	flag.Parse()
+	if flag.NArg() > 0 || o.cycles < 1 || o.every < 1 || o.wait <= 0 || o.sweepGrace <= 0 {
+		fmt.Fprintln(os.Stderr, "usage: go run ./tools/soak [-cycles N>=1] [-every N>=1] [-wait D] [-sweep-grace D] [-timeout D] [-log-dir DIR]")
+		os.Exit(2)
+	}
+	os.Exit(run(o))
+}
+
+func run(o options) int {
+	ctx, stop := rig.InterruptContext(context.Background(), func(sig os.Signal) {
+		say("%v: stopping the rig (again to kill it at once)", sig)
+	})
+	defer stop()
+	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("-timeout %s reached", o.timeout))
+	defer cancel()
+
+	root, err := os.MkdirTemp("", "soak-")
+	if err != nil {
+		say("FAILED: %v", err)
+		return 1
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	fmt.Printf("machine: %d CPUs seen by Go, load average at start %s (a shared machine: durations vary from run to run)\n",
+		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
+	r, err := rig.Start(ctx, rig.Options{Root: root, Progress: os.Stderr, NoSignalHandler: true, LogDir: o.logDir,
+		// The shipped Lease timings, not the rig's short ones: on a loaded machine a renewal can take
+		// longer than the rig's 3s deadline, and the driver, losing its Lease, exits as it should.
+		DriverArgs: []string{"-sweep-grace=" + o.sweepGrace.String(),
+			"-leader-election-lease-duration=15s", "-leader-election-renew-deadline=10s", "-leader-election-retry-period=2s"}})
+	if err != nil {
+		return finish(ctx, nil, root, o.logDir, fmt.Errorf("starting the rig: %w", err))
+	}
+	s := &soak{r: r, o: o}
+	err = s.run(ctx)
+	return finish(ctx, r, root, o.logDir, err)
+}
+
+// finish stops the rig and returns the exit status: 0 on success, 128+signal when interrupted, 1 on
+// failure, when the component logs are kept.
+func finish(ctx context.Context, r *rig.Rig, root, logDir string, err error) int {
+	sig, interrupted := rig.InterruptedBy(ctx)
+	if err != nil && !interrupted {
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
+			err = fmt.Errorf("%w (%v)", err, cause)
+		}
+		say("FAILED: %v", err)
+	}
+	if r != nil {
+		r.Stop()
+	}
+	switch {
+	case interrupted:
+		os.RemoveAll(root)
+		say("interrupted; the rig is stopped and its directory removed")
+		return sig.ExitCode()
+	case err != nil:
+		if logDir == "" {
+			keepOnly(root, "logs")
+			logDir = filepath.Join(root, "logs")
+		} else {
+			os.RemoveAll(root)
+		}
+		say("component logs kept in %s", logDir)
+		return 1
+	}
+	os.RemoveAll(root)
+	return 0
+}
+
+// keepOnly removes everything in dir but the entry keep.
+func keepOnly(dir, keep string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.Name() != keep {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// say prints one progress line.
+func say(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "soak: "+format+"\n", args...)
+}
