@@ -18,6 +18,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/sets"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/driver"
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
@@ -55,17 +56,17 @@ func TestE2EConcurrentSnapshots(t *testing.T) {
 		create: r.CreateGroupSnapshot,
 	}}
 	begin := time.Now()
-	sets := make([]*rig.EtcdStatefulSet, 2)
+	statefulSets := make([]*rig.EtcdStatefulSet, 2)
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
-	for i := range sets {
+	for i := range statefulSets {
 		wg.Go(func() {
 			name := fmt.Sprintf("conc-%c", 'b'+i)
-			sets[i], errs[i] = r.StartEtcdStatefulSet(ctx, name, "etcd-"+name, 3)
+			statefulSets[i], errs[i] = r.StartEtcdStatefulSet(ctx, name, "etcd-"+name, 3)
 		})
 	}
 	wg.Wait()
-	for i, s := range sets {
+	for i, s := range statefulSets {
 		if errs[i] != nil {
 			continue
 		}
@@ -80,7 +81,7 @@ func TestE2EConcurrentSnapshots(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, s := range sets {
+	for _, s := range statefulSets {
 		if err := s.InstallSnapshotClasses(ctx); err != nil {
 			t.Fatal(err)
 		}
