@@ -224,7 +224,7 @@ func TestE2EConcurrentSnapshots(t *testing.T) {
 		for _, src := range rec.Sources {
 			pvcs = append(pvcs, src.PVC)
 		}
-		if len(pvcs) != len(tr.pvcs) || !sets.New(pvcs...).Equal(sets.New(tr.pvcs...)) {
+		if !sameSet(pvcs, tr.pvcs) {
 			t.Errorf("%s: record %s covers PVCs %v, the cluster has %v", what, rec.ID, pvcs, tr.pvcs)
 		}
 		got := map[string]driver.MemberRecord{}
@@ -333,4 +333,9 @@ func exitStderr(err error) string {
 		return string(ee.Stderr)
 	}
 	return ""
+}
+
+// sameSet reports whether a and b list the same distinct strings, in any order.
+func sameSet(a, b []string) bool {
+	return len(a) == len(b) && sets.New(a...).Equal(sets.New(b...)) && sets.New(a...).Len() == len(a)
 }
