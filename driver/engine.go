@@ -216,8 +216,9 @@ func (e *Engine) Start(ctx context.Context) error {
 // StartWorkers starts the workers that follow Jobs (resume, verify results, clean up failures) once
 // Serve has synced the caches; with leader election only the leader runs them.
 func (e *Engine) StartWorkers(ctx context.Context) {
+	worker := keyWorker(e.queue, "Snapshot", noRequeue(e.reconcile), errAwaitingResult)
 	for range e.cfg.Workers {
-		go e.runWorker(ctx)
+		go worker(ctx)
 	}
 }
 

@@ -78,14 +78,6 @@ func (e *Engine) metadataDeleted(obj any) {
 	}
 }
 
-func (e *Engine) runWorker(ctx context.Context) {
-	for e.processNext(ctx) {
-	}
-}
-
-func (e *Engine) processNext(ctx context.Context) bool {
-	return processNextKey(ctx, e.queue, "Snapshot", noRequeue(e.reconcile), errAwaitingResult)
-}
 
 // reconcile moves the record of id forward from what its Job and pods show.
 func (e *Engine) reconcile(ctx context.Context, id string) error {
