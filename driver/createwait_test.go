@@ -7,7 +7,6 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/fake"
 )
 
 // awaitAsync runs AwaitFinished on rec in the background and returns where its answer arrives.
@@ -20,8 +19,7 @@ func awaitAsync(ctx context.Context, e *Engine, rec *Record) <-chan *Record {
 // A Create whose Job finishes within the wait answers with the Ready record, as soon as it is Ready.
 func TestAwaitFinishedAnswersReadyWhenTheJobFinishes(t *testing.T) {
 	tc := startTestCluster(t, 3)
-	kube := fake.NewClientset(etcdWorld(t, tc)...)
-	enforceDriverRBAC(t, kube)
+	kube := newFakeAPI(t, etcdWorld(t, tc)...)
 	f := startFixtureEngineWith(t, kube, func(c *EngineConfig) { c.CreateWait = time.Minute })
 	rec, err := f.engine.Create(f.ctx, groupRequest(tc, "groupsnapshot-await"))
 	if err != nil || rec.Phase != PhaseRunning {
@@ -52,8 +50,7 @@ func TestAwaitFinishedAnswersReadyWhenTheJobFinishes(t *testing.T) {
 // A Job that outlasts the wait gets the Running record after the wait, as a Create without one would.
 func TestAwaitFinishedGivesUpAfterTheWait(t *testing.T) {
 	tc := startTestCluster(t, 3)
-	kube := fake.NewClientset(etcdWorld(t, tc)...)
-	enforceDriverRBAC(t, kube)
+	kube := newFakeAPI(t, etcdWorld(t, tc)...)
 	const wait = 400 * time.Millisecond
 	f := startFixtureEngineWith(t, kube, func(c *EngineConfig) { c.CreateWait = wait })
 	rec, err := f.engine.Create(f.ctx, groupRequest(tc, "groupsnapshot-await-long"))
@@ -82,8 +79,7 @@ func TestAwaitFinishedGivesUpAfterTheWait(t *testing.T) {
 // Without a wait, and for records that are not Running, the answer is the record given.
 func TestAwaitFinishedAnswersAtOnce(t *testing.T) {
 	tc := startTestCluster(t, 3)
-	kube := fake.NewClientset(etcdWorld(t, tc)...)
-	enforceDriverRBAC(t, kube)
+	kube := newFakeAPI(t, etcdWorld(t, tc)...)
 	f := startFixtureEngine(t, kube)
 	rec, err := f.engine.Create(f.ctx, groupRequest(tc, "groupsnapshot-nowait"))
 	if err != nil {
@@ -108,8 +104,7 @@ func TestAwaitFinishedAnswersAtOnce(t *testing.T) {
 // reaches the wait through the metadata cache.
 func TestAwaitFinishedSeesAnotherReplicasWrite(t *testing.T) {
 	tc := startTestCluster(t, 3)
-	kube := fake.NewClientset(etcdWorld(t, tc)...)
-	enforceDriverRBAC(t, kube)
+	kube := newFakeAPI(t, etcdWorld(t, tc)...)
 	f := startFixtureEngineWith(t, kube, func(c *EngineConfig) { c.CreateWait = time.Minute })
 	rec, err := f.engine.Create(f.ctx, groupRequest(tc, "groupsnapshot-await-replica"))
 	if err != nil {

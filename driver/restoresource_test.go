@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -19,40 +20,38 @@ import (
 // naming the object, for both APIs alike.
 func TestResolveRestoreSourceRefusesUnusableSnapshots(t *testing.T) {
 	const ns, driverName = "etcd-test", "etcd-snapshot.csi.io"
-	vgs := func(name, content string) *groupsnapshotv1.VolumeGroupSnapshot {
-		o := &groupsnapshotv1.VolumeGroupSnapshot{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-		if content != "" {
+	// source returns a VolumeGroupSnapshot (group) or VolumeSnapshot bound to content, and that
+	// content of driver with handle, when content is set.
+	source := func(group bool, name, content, driver, handle string) []runtime.Object {
+		meta, cmeta := metav1.ObjectMeta{Name: name, Namespace: ns}, metav1.ObjectMeta{Name: content}
+		var h *string
+		if handle != "" {
+			h = ptr.To(handle)
+		}
+		if group {
+			o := &groupsnapshotv1.VolumeGroupSnapshot{ObjectMeta: meta}
+			if content == "" {
+				return []runtime.Object{o}
+			}
 			o.Status = &groupsnapshotv1.VolumeGroupSnapshotStatus{BoundVolumeGroupSnapshotContentName: ptr.To(content)}
+			return []runtime.Object{o, &groupsnapshotv1.VolumeGroupSnapshotContent{ObjectMeta: cmeta, Spec: groupsnapshotv1.VolumeGroupSnapshotContentSpec{Driver: driver},
+				Status: &groupsnapshotv1.VolumeGroupSnapshotContentStatus{VolumeGroupSnapshotHandle: h}}}
 		}
-		return o
-	}
-	vgsc := func(name, driver, handle string) *groupsnapshotv1.VolumeGroupSnapshotContent {
-		o := &groupsnapshotv1.VolumeGroupSnapshotContent{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: groupsnapshotv1.VolumeGroupSnapshotContentSpec{Driver: driver}}
-		if handle != "" {
-			o.Status = &groupsnapshotv1.VolumeGroupSnapshotContentStatus{VolumeGroupSnapshotHandle: ptr.To(handle)}
+		o := &snapshotv1.VolumeSnapshot{ObjectMeta: meta}
+		if content == "" {
+			return []runtime.Object{o}
 		}
-		return o
+		o.Status = &snapshotv1.VolumeSnapshotStatus{BoundVolumeSnapshotContentName: ptr.To(content)}
+		return []runtime.Object{o, &snapshotv1.VolumeSnapshotContent{ObjectMeta: cmeta, Spec: snapshotv1.VolumeSnapshotContentSpec{Driver: driver},
+			Status: &snapshotv1.VolumeSnapshotContentStatus{SnapshotHandle: h}}}
 	}
-	vs := func(name, content string) *snapshotv1.VolumeSnapshot {
-		o := &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-		if content != "" {
-			o.Status = &snapshotv1.VolumeSnapshotStatus{BoundVolumeSnapshotContentName: ptr.To(content)}
-		}
-		return o
+	var objs []runtime.Object
+	for _, group := range []bool{true, false} {
+		objs = append(objs, source(group, "unbound", "", "", "")...)
+		objs = append(objs, source(group, "other", fmt.Sprintf("c-other-%t", group), "hostpath.csi.k8s.io", "x")...)
+		objs = append(objs, source(group, "nohandle", fmt.Sprintf("c-nohandle-%t", group), driverName, "")...)
 	}
-	vsc := func(name, driver, handle string) *snapshotv1.VolumeSnapshotContent {
-		o := &snapshotv1.VolumeSnapshotContent{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: snapshotv1.VolumeSnapshotContentSpec{Driver: driver}}
-		if handle != "" {
-			o.Status = &snapshotv1.VolumeSnapshotContentStatus{SnapshotHandle: ptr.To(handle)}
-		}
-		return o
-	}
-	objs := []runtime.Object{
-		vgs("unbound", ""), vgs("other", "c-other"), vgs("nohandle", "c-nohandle"), vgs("norecord", "c-norecord"),
-		vgsc("c-other", "hostpath.csi.k8s.io", "x"), vgsc("c-nohandle", driverName, ""), vgsc("c-norecord", driverName, "etcdgs-"+strings.Repeat("a", 32)),
-		vs("unbound", ""), vs("other", "s-other"), vs("nohandle", "s-nohandle"),
-		vsc("s-other", "hostpath.csi.k8s.io", "x"), vsc("s-nohandle", driverName, ""),
-	}
+	objs = append(objs, source(true, "norecord", "c-norecord", driverName, "etcdgs-"+strings.Repeat("a", 32))...)
 	snap := snapfake.NewSimpleClientset(objs...)
 	kube := kubefake.NewSimpleClientset()
 	for _, tc := range []struct {
@@ -61,12 +60,12 @@ func TestResolveRestoreSourceRefusesUnusableSnapshots(t *testing.T) {
 	}{
 		{group: "unbound", want: "VolumeGroupSnapshot etcd-test/unbound is not bound to a content yet"},
 		{group: "other", want: "VolumeGroupSnapshot etcd-test/other was taken by CSI driver hostpath.csi.k8s.io, not " + driverName},
-		{group: "nohandle", want: "VolumeGroupSnapshotContent c-nohandle has no snapshot handle yet; wait until VolumeGroupSnapshot etcd-test/nohandle is readyToUse"},
+		{group: "nohandle", want: "VolumeGroupSnapshotContent c-nohandle-true has no snapshot handle yet; wait until VolumeGroupSnapshot etcd-test/nohandle is readyToUse"},
 		{group: "missing", want: "VolumeGroupSnapshot etcd-test/missing: "},
 		{group: "norecord", want: "has no record (ConfigMap kube-system/etcdgs-"},
 		{single: "unbound", want: "VolumeSnapshot etcd-test/unbound is not bound to a content yet"},
 		{single: "other", want: "VolumeSnapshot etcd-test/other was taken by CSI driver hostpath.csi.k8s.io, not " + driverName},
-		{single: "nohandle", want: "VolumeSnapshotContent s-nohandle has no snapshot handle yet; wait until VolumeSnapshot etcd-test/nohandle is readyToUse"},
+		{single: "nohandle", want: "VolumeSnapshotContent c-nohandle-false has no snapshot handle yet; wait until VolumeSnapshot etcd-test/nohandle is readyToUse"},
 	} {
 		cfg := RestoreConfig{DriverName: driverName, MetadataNamespace: "kube-system", Namespace: ns, GroupSnapshot: tc.group, VolumeSnapshot: tc.single}
 		src, err := resolveRestoreSource(context.Background(), kube, snap, cfg)
