@@ -12,7 +12,8 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Pod layout of the snapshot Job (CONTRACTS.md; the rig's kubelet stand-in relies on it).
+// Pod layout of the snapshot Job (README "Labels and annotations the driver sets"; the rig's kubelet
+// stand-in, tools/rig/podrunner, relies on it).
 const (
 	saveContainer      = "save"
 	verifyContainer    = "verify"

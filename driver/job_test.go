@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// The Job's pod layout is a contract with the rig's kubelet stand-in (CONTRACTS.md): names, images,
+// The Job's pod layout is a contract with the rig's kubelet stand-in (tools/rig/podrunner): names, images,
 // commands, args, mounts, termination message policy, security settings.
 func TestSnapshotJobLayout(t *testing.T) {
 	e := &Engine{cfg: EngineConfig{EtcdImage: fxEtcdImage, DriverImage: fxDriverImage}}

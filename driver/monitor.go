@@ -78,7 +78,6 @@ func (e *Engine) metadataDeleted(obj any) {
 	}
 }
 
-
 // reconcile moves the record of id forward from what its Job and pods show.
 func (e *Engine) reconcile(ctx context.Context, id string) error {
 	defer e.lock(id)()
