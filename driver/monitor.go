@@ -133,7 +133,7 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 		}
 		return e.markFailed(ctx, id, reason)
 	case jobFailed:
-		return e.markFailed(ctx, id, out.reason)
+		return e.markFailed(ctx, id, volumeFullReason(rec, out.reason))
 	}
 	// Suspended is not failed: the Job waits for provision to resume it. Only a Running record's Job
 	// is resumed here (a driver restart cut provision short after the record turned Running, so its

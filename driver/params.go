@@ -17,6 +17,7 @@ const (
 	paramEndpoints            = "endpoints"
 	paramSnapshotStorageClass = "snapshotStorageClass"
 	paramSnapshotMinSize      = "snapshotMinSize"
+	paramSnapshotSize         = "snapshotSize"
 	paramAllowPlaintext       = "allowPlaintext"
 
 	// reservedParamPrefix marks parameters the CSI sidecars add themselves (secret references are
@@ -29,9 +30,11 @@ var defaultSnapshotMinSize = resource.MustParse("1Gi")
 
 // snapshotParams are the parsed class parameters of one request.
 type snapshotParams struct {
-	Endpoints      []string
-	StorageClass   string
-	MinSize        resource.Quantity
+	Endpoints    []string
+	StorageClass string
+	MinSize      resource.Quantity
+	// Size, when set, is the snapshot PVC's size instead of the one computed from the database.
+	Size           *resource.Quantity
 	AllowPlaintext bool
 }
 
@@ -64,6 +67,15 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is larger than %s", paramSnapshotMinSize, truncate(v, 64), resource.NewQuantity(maxSizedDB, resource.BinarySI))
 			}
 			p.MinSize = q
+		case k == paramSnapshotSize:
+			q, err := resource.ParseQuantity(v)
+			if err != nil || q.Sign() <= 0 {
+				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is not a positive quantity such as 10Gi", paramSnapshotSize, v)
+			}
+			if n, ok := q.AsInt64(); !ok || n > maxSizedDB {
+				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is larger than %s", paramSnapshotSize, truncate(v, 64), resource.NewQuantity(maxSizedDB, resource.BinarySI))
+			}
+			p.Size = &q
 		case k == paramAllowPlaintext:
 			switch v {
 			case "true":
@@ -73,9 +85,12 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q must be \"true\" or \"false\"", paramAllowPlaintext, v)
 			}
 		default:
-			return p, status.Errorf(codes.InvalidArgument, "unknown class parameter %q; known: %s, %s, %s, %s", k,
-				paramEndpoints, paramSnapshotStorageClass, paramSnapshotMinSize, paramAllowPlaintext)
+			return p, status.Errorf(codes.InvalidArgument, "unknown class parameter %q; known: %s, %s, %s, %s, %s", k,
+				paramEndpoints, paramSnapshotStorageClass, paramSnapshotMinSize, paramSnapshotSize, paramAllowPlaintext)
 		}
+	}
+	if _, hasMin := in[paramSnapshotMinSize]; hasMin && p.Size != nil {
+		return p, status.Errorf(codes.InvalidArgument, "class parameters %s and %s exclude each other: %s fixes the snapshot PVC's size", paramSnapshotSize, paramSnapshotMinSize, paramSnapshotSize)
 	}
 	return p, nil
 }
