@@ -22,6 +22,7 @@ type JobWatch struct {
 	first    chan *batchv1.Job
 	sent     bool
 	stop     chan struct{}
+	stopOnce sync.Once
 	f        informers.SharedInformerFactory
 }
 
@@ -95,14 +96,10 @@ func (w *JobWatch) IDs() []string {
 	return out
 }
 
-// Stop ends the watch; it is safe to call more than once.
+// Stop ends the watch and waits for its informer; it is safe to call more than once.
 func (w *JobWatch) Stop() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	select {
-	case <-w.stop:
-	default:
+	w.stopOnce.Do(func() {
 		close(w.stop)
-		go w.f.Shutdown()
-	}
+		w.f.Shutdown()
+	})
 }

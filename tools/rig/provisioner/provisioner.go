@@ -196,7 +196,11 @@ func (p *hostPath) Provision(_ context.Context, opts controller.ProvisionOptions
 	if rp := opts.StorageClass.ReclaimPolicy; rp != nil {
 		reclaim = *rp
 	}
-	p.logf("provisioned %s for claim %s/%s (%s%s) at %s", opts.PVName, claim.Namespace, claim.Name, size.String(), map[bool]string{true: ", tmpfs"}[fs != ""], dir)
+	backing := "directory"
+	if fs == FilesystemTmpfs {
+		backing = "tmpfs"
+	}
+	p.logf("provisioned %s for claim %s/%s (%s, %s) at %s", opts.PVName, claim.Namespace, claim.Name, size.String(), backing, dir)
 	return &v1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: opts.PVName},
 		Spec: v1.PersistentVolumeSpec{
