@@ -32,6 +32,8 @@ const (
 	dbValues     = 256
 	dbValueBytes = 1 << 20
 	dbQuota      = 2 << 30
+	// killAt is how much of the file etcdctl must have written when the member is killed.
+	killAt = 32 << 20
 )
 
 func TestMain(m *testing.M) { rig.Main(m) }
@@ -159,7 +161,7 @@ type partialFile struct {
 }
 
 // waitPartialFile waits until etcdctl's "<snapshot file>.part" on the snapshot PVC of rec holds at
-// least a MiB, and fails if the whole file is there first (the save was too quick to be cut).
+// least killAt bytes, and fails if the whole file is there first (the save was too quick to be cut).
 func waitPartialFile(ctx context.Context, r *rig.Rig, rec *driver.Record) (partialFile, error) {
 	var out partialFile
 	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -171,7 +173,7 @@ func waitPartialFile(ctx context.Context, r *rig.Rig, rec *driver.Record) (parti
 			return false, fmt.Errorf("%s is complete already: the save was over before the member could be killed", file)
 		}
 		st, err := os.Stat(file + ".part")
-		if err != nil || st.Size() < 1<<20 {
+		if err != nil || st.Size() < killAt {
 			return false, nil
 		}
 		out = partialFile{path: file + ".part", size: st.Size()}
