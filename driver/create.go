@@ -135,6 +135,9 @@ func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, 
 		return nil, e.abandon(ctx, prior, err)
 	}
 	size := snapshotPVCSize(health.Source.DBSize, p)
+	if p.Size != nil {
+		size = p.Size.DeepCopy()
+	}
 	rec.PVCSize = size.String()
 
 	// Metadata first: from here on every object can be found, and removed, through the record.

@@ -125,6 +125,13 @@ func failureReason(job *batchv1.Job, cond *batchv1.JobCondition, limit int32, po
 // lastPodFailure describes the newest pod failure: a container that exited non-zero (its termination
 // message, which is the log tail for crashes) or a pod-level failure such as an eviction.
 func lastPodFailure(pods []*corev1.Pod) string {
+	_, msg := lastPodFailureOf(pods)
+	return msg
+}
+
+// lastPodFailureOf is lastPodFailure with the name of the container that failed ("" for a pod-level
+// failure or none).
+func lastPodFailureOf(pods []*corev1.Pod) (container, msg string) {
 	for _, pod := range newestFirst(pods) {
 		statuses := append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...)
 		for _, cs := range statuses {
@@ -136,13 +143,13 @@ func lastPodFailure(pods []*corev1.Pod) string {
 			if msg == "" {
 				msg = t.Reason
 			}
-			return fmt.Sprintf("pod %s/%s: container %q exited with code %d: %s", pod.Namespace, pod.Name, cs.Name, t.ExitCode, msg)
+			return cs.Name, fmt.Sprintf("pod %s/%s: container %q exited with code %d: %s", pod.Namespace, pod.Name, cs.Name, t.ExitCode, msg)
 		}
 		if pod.Status.Phase == corev1.PodFailed && (pod.Status.Reason != "" || pod.Status.Message != "") {
-			return fmt.Sprintf("pod %s/%s failed: %s", pod.Namespace, pod.Name, strings.TrimSpace(pod.Status.Reason+": "+pod.Status.Message))
+			return "", fmt.Sprintf("pod %s/%s failed: %s", pod.Namespace, pod.Name, strings.TrimSpace(pod.Status.Reason+": "+pod.Status.Message))
 		}
 	}
-	return ""
+	return "", ""
 }
 
 // newestFirst orders pods by creation time, newest first (name breaks ties) without touching the cache.

@@ -109,7 +109,8 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 	if job.Labels[labelSnapshotID] != id {
 		return nil
 	}
-	out := jobOutcome(job, e.podsOf(rec.Namespace, id))
+	pods := e.podsOf(rec.Namespace, id)
+	out := jobOutcome(job, pods)
 	switch out.state {
 	case jobSucceeded:
 		if out.result != nil {
@@ -124,7 +125,7 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 		}
 		return e.markFailed(ctx, id, reason)
 	case jobFailed:
-		return e.markFailed(ctx, id, out.reason)
+		return e.markFailed(ctx, id, jobFailureReason(rec, pods, out.reason))
 	}
 	// Suspended is not failed: the Job waits for provision to resume it. Only a Running record's Job
 	// is resumed here (a driver restart cut provision short after the record turned Running, so its

@@ -21,6 +21,7 @@ const (
 	paramSnapshotSizeFactor   = "snapshotSizeFactor"
 	paramJobDeadline          = "jobActiveDeadlineSeconds"
 	paramVerifyMemoryLimit    = "verifyMemoryLimit"
+	paramSnapshotSize         = "snapshotSize"
 	paramAllowPlaintext       = "allowPlaintext"
 
 	// Bounds of the sizing overrides: below them a Job cannot do its work, above them a value is a
@@ -37,7 +38,7 @@ const (
 var defaultSnapshotMinSize = resource.MustParse("1Gi")
 
 // knownParams lists the class parameters for the message refusing an unknown one.
-var knownParams = strings.Join([]string{paramEndpoints, paramSnapshotStorageClass, paramSnapshotMinSize, paramSnapshotSizeFactor,
+var knownParams = strings.Join([]string{paramEndpoints, paramSnapshotStorageClass, paramSnapshotMinSize, paramSnapshotSize, paramSnapshotSizeFactor,
 	paramJobDeadline, paramVerifyMemoryLimit, paramAllowPlaintext}, ", ")
 
 // snapshotParams are the parsed class parameters of one request.
@@ -51,7 +52,9 @@ type snapshotParams struct {
 	JobDeadline int64
 	// VerifyMemory is the verify container's memory limit; nil means sized from the database
 	// (verifyMemoryLimit).
-	VerifyMemory   *resource.Quantity
+	VerifyMemory *resource.Quantity
+	// Size, when set, is the snapshot PVC's size instead of the one computed from the database.
+	Size           *resource.Quantity
 	AllowPlaintext bool
 }
 
@@ -106,6 +109,15 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 					paramVerifyMemoryLimit, truncate(v, 64), lo, hi)
 			}
 			p.VerifyMemory = &q
+		case k == paramSnapshotSize:
+			q, err := resource.ParseQuantity(v)
+			if err != nil || q.Sign() <= 0 {
+				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is not a positive quantity such as 10Gi", paramSnapshotSize, v)
+			}
+			if n, ok := q.AsInt64(); !ok || n > maxSizedDB {
+				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is larger than %s", paramSnapshotSize, truncate(v, 64), resource.NewQuantity(maxSizedDB, resource.BinarySI))
+			}
+			p.Size = &q
 		case k == paramAllowPlaintext:
 			switch v {
 			case "true":
@@ -116,6 +128,11 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 			}
 		default:
 			return p, status.Errorf(codes.InvalidArgument, "unknown class parameter %q; known: %s", k, knownParams)
+		}
+	}
+	for _, other := range []string{paramSnapshotMinSize, paramSnapshotSizeFactor} {
+		if _, set := in[other]; set && p.Size != nil {
+			return p, status.Errorf(codes.InvalidArgument, "class parameters %s and %s exclude each other: %s fixes the snapshot PVC's size", paramSnapshotSize, other, paramSnapshotSize)
 		}
 	}
 	return p, nil

@@ -104,6 +104,9 @@ func (r *Rig) startAPIServer(ctx context.Context) error {
 	if err := r.launch(p); err != nil {
 		return err
 	}
+	r.mu.Lock()
+	r.apiserver = p
+	r.mu.Unlock()
 	if err := r.clients(); err != nil {
 		return fmt.Errorf("rig: admin client: %w", err)
 	}
@@ -111,18 +114,22 @@ func (r *Rig) startAPIServer(ctx context.Context) error {
 	if err := writeKubeconfig(r.Kubeconfig, r.APIServerURL, r.pki.caPEM, "rig-admin", r.pki.tokens["rig-admin"]); err != nil {
 		return err
 	}
-	err := r.waitReady(ctx, p, "kube-apiserver", 3*time.Minute, func(ctx context.Context) error {
+	if err := r.waitAPIServerReady(ctx, p); err != nil {
+		return err
+	}
+	r.logf("rig: kube-apiserver ready at %s", r.APIServerURL)
+	return nil
+}
+
+// waitAPIServerReady waits until kube-apiserver answers /readyz.
+func (r *Rig) waitAPIServerReady(ctx context.Context, p *process) error {
+	return r.waitReady(ctx, p, "kube-apiserver", 3*time.Minute, func(ctx context.Context) error {
 		body, err := r.Kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		if err != nil {
 			return fmt.Errorf("/readyz: %v %s", err, body)
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	r.logf("rig: kube-apiserver ready at %s", r.APIServerURL)
-	return nil
 }
 
 // componentKubeconfig writes <Root>/<user-ish name>.kubeconfig for a static user.

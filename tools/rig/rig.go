@@ -148,6 +148,7 @@ type Rig struct {
 	mu          sync.Mutex
 	stopped     bool
 	procs       []*process
+	apiserver   *process
 	driver      *process
 	snapshotter *process
 	driverArgs  []string

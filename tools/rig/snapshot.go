@@ -221,6 +221,10 @@ func (r *Rig) startDriverAndSidecar(ctx context.Context) error {
 		rep.driver = r.newProcess(name, filepath.Join(r.DriverBinDir, DriverBinary), args...)
 		// The Deployment's downward API gives the pod name, the replica's identity in the leader Lease.
 		rep.driver.env = []string{"POD_NAME=" + replicaPodName(i)}
+		// As its Deployment's pod would be (restartPolicy Always): the driver exits by design when it
+		// loses its leader Lease, for example while the apiserver is away. KillDriver and StopDriver
+		// still leave it down until StartDriver.
+		rep.driver.restart = true
 		rep.snapshotter = r.newProcess(strings.Replace(name, "etcd-snapshot-driver", "csi-snapshotter", 1), filepath.Join(r.BinDir, "csi-snapshotter"),
 			r.sidecarReplicaArgs(kc, rep, replicas > 1)...)
 		rep.snapshotter.restart = true

@@ -68,6 +68,19 @@ func (ca *CA) WriteCertFile(path string) error {
 // Issue signs a certificate for commonName that is valid for both server and client use; hosts are
 // IP addresses or DNS names placed in the subject alternative names.
 func (ca *CA) Issue(commonName string, hosts ...string) (*KeyPair, error) {
+	return ca.issue(commonName, time.Now().Add(-time.Hour), time.Now().Add(validity), hosts)
+}
+
+// IssueValidity is Issue with the given validity period, for tests of certificates that have expired
+// or are not valid yet (x509 keeps whole seconds).
+func (ca *CA) IssueValidity(commonName string, notBefore, notAfter time.Time, hosts ...string) (*KeyPair, error) {
+	if !notAfter.After(notBefore) {
+		return nil, fmt.Errorf("testpki: %q: notAfter %s is not after notBefore %s", commonName, notAfter, notBefore)
+	}
+	return ca.issue(commonName, notBefore, notAfter, hosts)
+}
+
+func (ca *CA) issue(commonName string, notBefore, notAfter time.Time, hosts []string) (*KeyPair, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("testpki: generate key for %q: %w", commonName, err)
@@ -75,8 +88,8 @@ func (ca *CA) Issue(commonName string, hosts ...string) (*KeyPair, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: commonName},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(validity),
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}

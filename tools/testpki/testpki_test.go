@@ -3,7 +3,9 @@ package testpki
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"testing"
+	"time"
 )
 
 func TestIssueVerifiesAgainstCA(t *testing.T) {
@@ -48,5 +50,42 @@ func TestIssueVerifiesAgainstCA(t *testing.T) {
 				t.Fatalf("Verify() error = %v, want error %v", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestIssueValidityExpired issues a certificate that expired half an hour ago: it chains to its CA, and
+// x509 verification at the current time refuses it as expired, as a TLS server would.
+func TestIssueValidityExpired(t *testing.T) {
+	ca, err := NewCA("test-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The CA itself is valid from an hour ago.
+	notBefore, notAfter := time.Now().Add(-48*time.Hour), time.Now().Add(-30*time.Minute)
+	kp, err := ca.IssueValidity("expired-client", notBefore, notAfter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(kp.CertPEM)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cert.NotAfter.Equal(notAfter.Truncate(time.Second)) || !cert.NotBefore.Equal(notBefore.Truncate(time.Second)) {
+		t.Errorf("validity %s..%s, want %s..%s", cert.NotBefore, cert.NotAfter, notBefore, notAfter)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.CertPEM())
+	opts := x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	var invalid x509.CertificateInvalidError
+	if _, err := cert.Verify(opts); !errors.As(err, &invalid) || invalid.Reason != x509.Expired {
+		t.Errorf("Verify now = %v, want an Expired error", err)
+	}
+	opts.CurrentTime = notAfter.Add(-time.Minute)
+	if _, err := cert.Verify(opts); err != nil {
+		t.Errorf("Verify within the validity period = %v, want it to chain to its CA", err)
+	}
+	if _, err := ca.IssueValidity("backwards", notAfter, notBefore); err == nil {
+		t.Error("IssueValidity with notAfter before notBefore succeeded")
 	}
 }

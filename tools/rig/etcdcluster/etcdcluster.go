@@ -467,6 +467,16 @@ func (c *Cluster) Creds() (ca, cert, key []byte) {
 
 func clone(b []byte) []byte { return append([]byte(nil), b...) }
 
+// IssueClientCert signs a client certificate and key (PEM) for commonName with the cluster's CA and
+// the given validity, for tests of certificates the members refuse by date.
+func (c *Cluster) IssueClientCert(commonName string, notBefore, notAfter time.Time) (cert, key []byte, err error) {
+	kp, err := c.authority.IssueValidity(commonName, notBefore, notAfter)
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcdcluster: %w", err)
+	}
+	return kp.CertPEM, kp.KeyPEM, nil
+}
+
 // Client returns a client of the whole cluster, for test data; the caller closes it.
 func (c *Cluster) Client() (*clientv3.Client, error) { return c.newClient(c.ClientURLs()) }
 

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -28,6 +30,14 @@ const (
 	DriverName = "hostpath.csi.k8s.io"
 	// StorageClassName is the rig's default StorageClass.
 	StorageClassName = "rig-hostpath"
+
+	// FilesystemParameter is a StorageClass parameter of this provisioner. With FilesystemTmpfs each
+	// volume is a tmpfs of exactly the claim's size mounted on its directory, so that writing past the
+	// size fails with ENOSPC as on a real volume; without it a volume is a plain directory on the host's
+	// filesystem, bounded by nothing (benchmarks write GiB files there). Mounting needs root.
+	FilesystemParameter = "rig.local/filesystem"
+	// FilesystemTmpfs is the value of FilesystemParameter for size-limited volumes.
+	FilesystemTmpfs = "tmpfs"
 
 	defaultClassAnnotation = "storageclass.kubernetes.io/is-default-class"
 )
@@ -75,6 +85,8 @@ func (v *Provisioner) Run(ctx context.Context) error {
 		return err
 	}
 	v.p.logf("provisioning %s volumes under %s", DriverName, v.p.root)
+	// Volumes still mounted when the rig stops are unmounted, so that its directory can be removed.
+	defer v.p.unmountAll()
 	v.pc.Run(ctx)
 	return nil
 }
@@ -118,6 +130,9 @@ func EnsureStorageClass(ctx context.Context, kube kubernetes.Interface) error {
 type hostPath struct {
 	root string
 	log  io.Writer
+
+	mu     sync.Mutex
+	mounts map[string]bool // volume directories with a tmpfs mounted by this provisioner
 }
 
 var _ controller.Provisioner = (*hostPath)(nil)
@@ -140,7 +155,7 @@ func newHostPath(cfg Config) (*hostPath, error) {
 	if log == nil {
 		log = io.Discard
 	}
-	return &hostPath{root: root, log: log}, nil
+	return &hostPath{root: root, log: log, mounts: map[string]bool{}}, nil
 }
 
 func (p *hostPath) logf(format string, args ...any) {
@@ -157,6 +172,13 @@ func (p *hostPath) Provision(_ context.Context, opts controller.ProvisionOptions
 	if !ok {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("claim %s/%s requests no storage size", claim.Namespace, claim.Name)
 	}
+	fs := ""
+	if opts.StorageClass != nil {
+		fs = opts.StorageClass.Parameters[FilesystemParameter]
+	}
+	if fs != "" && fs != FilesystemTmpfs {
+		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: parameter %s=%q: only %q is supported", opts.StorageClass.Name, FilesystemParameter, fs, FilesystemTmpfs)
+	}
 	dir := filepath.Join(p.root, opts.PVName)
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("create volume directory: %w", err)
@@ -165,11 +187,20 @@ func (p *hostPath) Provision(_ context.Context, opts controller.ProvisionOptions
 	if err := os.Chmod(dir, 0o777); err != nil {
 		return nil, controller.ProvisioningFinished, fmt.Errorf("volume directory mode: %w", err)
 	}
+	if fs == FilesystemTmpfs {
+		if err := p.mountTmpfs(dir, size.Value()); err != nil {
+			return nil, controller.ProvisioningFinished, err
+		}
+	}
 	reclaim := v1.PersistentVolumeReclaimDelete
 	if rp := opts.StorageClass.ReclaimPolicy; rp != nil {
 		reclaim = *rp
 	}
-	p.logf("provisioned %s for claim %s/%s (%s) at %s", opts.PVName, claim.Namespace, claim.Name, size.String(), dir)
+	backing := "directory"
+	if fs == FilesystemTmpfs {
+		backing = "tmpfs"
+	}
+	p.logf("provisioned %s for claim %s/%s (%s, %s) at %s", opts.PVName, claim.Namespace, claim.Name, size.String(), backing, dir)
 	return &v1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: opts.PVName},
 		Spec: v1.PersistentVolumeSpec{
@@ -199,9 +230,61 @@ func (p *hostPath) Delete(_ context.Context, pv *v1.PersistentVolume) error {
 	if _, err := os.Lstat(dir); os.IsNotExist(err) {
 		return nil // deleted already; the library may call again before it sees the PV go
 	}
+	if err := p.unmount(dir); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove volume directory: %w", err)
 	}
 	p.logf("deleted %s (%s)", pv.Name, dir)
 	return nil
+}
+
+// mountTmpfs mounts a tmpfs of size bytes (rounded up to whole pages by the kernel) on dir, writable
+// by every user as the directory volumes are. A directory this provisioner mounted already (a retried
+// Provision) is kept as it is.
+func (p *hostPath) mountTmpfs(dir string, size int64) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mounts[dir] {
+		return nil
+	}
+	if size <= 0 {
+		return fmt.Errorf("a tmpfs volume needs a positive size, got %d bytes", size)
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%d,mode=0777", size)); err != nil {
+		return fmt.Errorf("mount a tmpfs of %d bytes on %s (needs root): %w", size, dir, err)
+	}
+	p.mounts[dir] = true
+	return nil
+}
+
+// unmount unmounts the tmpfs this provisioner mounted on dir, if any.
+func (p *hostPath) unmount(dir string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.mounts[dir] {
+		return nil
+	}
+	if err := syscall.Unmount(dir, 0); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("unmount the tmpfs on %s: %w", dir, err)
+	}
+	delete(p.mounts, dir)
+	return nil
+}
+
+// unmountAll unmounts every tmpfs this provisioner mounted; a busy one is detached lazily, so the
+// directory can be removed and the memory is freed once its last user is gone.
+func (p *hostPath) unmountAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for dir := range p.mounts {
+		if err := syscall.Unmount(dir, 0); err != nil && !errors.Is(err, syscall.EINVAL) {
+			if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+				p.logf("unmount the tmpfs on %s: %v", dir, err)
+				continue
+			}
+		}
+		delete(p.mounts, dir)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -94,6 +95,63 @@ func TestProvisionDelete(t *testing.T) {
 	}
 	if err := p.Delete(ctx, pv); err != nil {
 		t.Errorf("second Delete = %v, want nil (already gone)", err)
+	}
+}
+
+// TestProvisionTmpfs provisions a volume of a class asking for tmpfs: writing past the claim's size
+// fails with ENOSPC, Delete unmounts and removes it, and unmountAll leaves no mount behind.
+func TestProvisionTmpfs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	root := t.TempDir()
+	p, err := newHostPath(Config{Kube: fake.NewClientset(), Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.unmountAll)
+	sc := class()
+	sc.Parameters = map[string]string{FilesystemParameter: FilesystemTmpfs}
+	ctx := context.Background()
+	pv, _, err := p.Provision(ctx, controller.ProvisionOptions{StorageClass: sc, PVName: "pvc-tmpfs", PVC: claim("snap", "1Mi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := pv.Spec.CSI.VolumeHandle
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	if got := int64(st.Blocks) * st.Bsize; got != 1<<20 {
+		t.Errorf("volume of 1Mi has %d bytes", got)
+	}
+	err = os.WriteFile(filepath.Join(dir, "big"), make([]byte, 2<<20), 0o644)
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("writing 2 MiB into a 1Mi volume: %v, want ENOSPC", err)
+	}
+	// A retried Provision of the same PV keeps the mount.
+	if _, _, err := p.Provision(ctx, controller.ProvisionOptions{StorageClass: sc, PVName: "pvc-tmpfs", PVC: claim("snap", "1Mi")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Delete(ctx, pv); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Errorf("volume directory after Delete: %v", err)
+	}
+
+	pv, _, err = p.Provision(ctx, controller.ProvisionOptions{StorageClass: sc, PVName: "pvc-left", PVC: claim("snap", "1Mi")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.unmountAll()
+	if err := syscall.Statfs(pv.Spec.CSI.VolumeHandle, &st); err != nil || int64(st.Blocks)*st.Bsize == 1<<20 {
+		t.Errorf("after unmountAll the volume is still a 1Mi filesystem (%v)", err)
+	}
+
+	sc.Parameters[FilesystemParameter] = "ext4"
+	if _, _, err := p.Provision(ctx, controller.ProvisionOptions{StorageClass: sc, PVName: "pvc-ext4", PVC: claim("snap", "1Mi")}); err == nil {
+		t.Error("a class asking for ext4 was provisioned")
 	}
 }
 
