@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -70,37 +68,5 @@ func TestJobFailureReason(t *testing.T) {
 	pods := []*corev1.Pod{failedPod("p5", saveContainer, 5, enospcMsg)}
 	if got := jobFailureReason(&noMember, pods, lastPodFailure(pods)); !strings.Contains(got, "database unknown") {
 		t.Errorf("without a source member: %q", got)
-	}
-}
-
-// TestParseSnapshotSize checks the snapshotSize class parameter: a positive quantity within the sizing
-// bound, and not together with snapshotMinSize.
-func TestParseSnapshotSize(t *testing.T) {
-	p, err := parseParams(map[string]string{paramSnapshotSize: "8Mi"})
-	if err != nil || p.Size == nil || p.Size.String() != "8Mi" {
-		t.Fatalf("parseParams(snapshotSize=8Mi) = %+v, %v", p, err)
-	}
-	if p, err := parseParams(nil); err != nil || p.Size != nil {
-		t.Fatalf("without snapshotSize: %+v, %v; want no fixed size", p, err)
-	}
-	cases := []struct {
-		name string
-		in   map[string]string
-		want string
-	}{
-		{"not a quantity", map[string]string{paramSnapshotSize: "big"}, "not a positive quantity"},
-		{"zero", map[string]string{paramSnapshotSize: "0"}, "not a positive quantity"},
-		{"negative", map[string]string{paramSnapshotSize: "-1Gi"}, "not a positive quantity"},
-		{"beyond the bound", map[string]string{paramSnapshotSize: "1e1111111100"}, "larger than"},
-		{"with snapshotMinSize", map[string]string{paramSnapshotSize: "8Mi", paramSnapshotMinSize: "1Gi"}, "exclude each other"},
-		{"with snapshotSizeFactor", map[string]string{paramSnapshotSize: "8Mi", paramSnapshotSizeFactor: "2"}, "exclude each other"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseParams(tc.in)
-			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), paramSnapshotSize) {
-				t.Errorf("parseParams(%v) = %v; want InvalidArgument naming %s and saying %q", tc.in, err, paramSnapshotSize, tc.want)
-			}
-		})
 	}
 }
