@@ -68,6 +68,8 @@ func (p *restorePlan) newRestoreJob(index int, m plannedMember) *batchv1.Job {
 	verify := snapshotContainer(restoreVerifyContainer, p.DriverImage, driverBinaryPath,
 		[]string{"verify", "-file=" + snapFile, "-sha256=" + p.Record.SHA256, "-termination-log=" + terminationLogPath},
 		[]corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath, ReadOnly: true}})
+	// The same verify as the snapshot Job's, so the same memory for the same file.
+	verify.Resources.Limits[corev1.ResourceMemory] = verifyMemoryLimit(p.Record.SizeBytes)
 	stepArgs := func(step string) []string {
 		return []string{"restore-step", step, "-volume=" + memberMountPath, "-data-dir=" + p.Layout.DataDir, "-restore-id=" + p.ID, "-termination-log=" + terminationLogPath}
 	}

@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 )
@@ -245,6 +246,16 @@ func TestRestoreJobLayout(t *testing.T) {
 	}
 	if job.Spec.ActiveDeadlineSeconds == nil || *job.Spec.ActiveDeadlineSeconds != jobDeadline(rec.SizeBytes) {
 		t.Errorf("deadline %v, want the size-scaled %d", job.Spec.ActiveDeadlineSeconds, jobDeadline(rec.SizeBytes))
+	}
+
+	// verify reads the same file as in the snapshot Job, so it gets the same memory: 256Mi plus a
+	// sixteenth of the file (README "Job resources and sizing").
+	big := *rec
+	big.SizeBytes = 8 << 30
+	bp := *p
+	bp.Record = &big
+	if got := bp.newRestoreJob(0, ms[0]).Spec.Template.Spec.InitContainers[0].Resources.Limits.Memory(); got.Cmp(resource.MustParse("768Mi")) != 0 {
+		t.Errorf("verify memory limit for an 8 GiB snapshot = %s, want 768Mi", got)
 	}
 
 	p.BumpRevision = 0
