@@ -1,16 +1,19 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/utils/ptr"
 
@@ -46,12 +49,14 @@ func TestE2EPodSecurityRestricted(t *testing.T) {
 
 	// A snapshot's Job pod is admitted and runs to completion.
 	_, rec := readyGroup(t, ctx, r, uniqueName("e2e-podsecurity"))
-	job, err := r.Kube.BatchV1().Jobs(ns).Get(ctx, rec.ID, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !jobComplete(job) {
-		t.Errorf("Job %s is not Complete: %+v", job.Name, job.Status.Conditions)
+	// The record turns Ready from the succeeded pod; the Job controller marks the Job Complete on its
+	// own schedule, about a second later.
+	var job *batchv1.Job
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+		job, err = r.Kube.BatchV1().Jobs(ns).Get(ctx, rec.ID, metav1.GetOptions{})
+		return err == nil && jobComplete(job), nil
+	}); err != nil {
+		t.Errorf("Job %s did not turn Complete within 30s: %+v", rec.ID, job)
 	}
 	pods, err := r.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "batch.kubernetes.io/job-name=" + rec.ID})
 	if err != nil {
