@@ -21,12 +21,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"time"
 
@@ -133,21 +131,17 @@ func etcdArgs(size int64) []string {
 }
 
 func run(o options) int {
-	ctx, stop := rig.InterruptContext(context.Background(), func(sig os.Signal) {
+	ctx, stop := rig.CommandContext(o.timeout, func(sig os.Signal) {
 		say("%v: cleaning up and stopping the rig (again to kill it at once)", sig)
 	})
 	defer stop()
-	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("-timeout %s reached", o.timeout))
-	defer cancel()
 
 	root, err := os.MkdirTemp("", "bench-")
 	if err != nil {
 		say("FAILED: %v", err)
 		return 1
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("machine: %d CPUs seen by Go, load average at start %s (a shared machine: compare within one run, not across runs)\n",
-		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
+	rig.PrintMachine(os.Stdout, "compare within one run, not across runs")
 
 	if o.records != nil {
 		return runRecords(ctx, o, root)
@@ -169,12 +163,4 @@ func run(o options) int {
 // say prints one progress line.
 func say(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
 )
 
 // tlsFiles are the client credentials of the cluster under test, written for etcdctl.
@@ -68,7 +70,7 @@ func runTool(ctx context.Context, binary string, args ...string) (timed, error) 
 	p := <-peak
 	t := timed{took: took, maxRSS: p[0], maxAnon: p[1], stdout: stdout.Bytes()}
 	if err != nil {
-		return t, fmt.Errorf("%s %v: %w\n%s", filepath.Base(binary), args, err, lastLines(stderr.String(), 10))
+		return t, fmt.Errorf("%s %v: %w\n%s", filepath.Base(binary), args, err, rig.LastLines(stderr.String(), 10))
 	}
 	return t, nil
 }

@@ -16,12 +16,9 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
-	"runtime"
-	"strings"
 	"time"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
@@ -53,21 +50,17 @@ func main() {
 }
 
 func run(o options) int {
-	ctx, stop := rig.InterruptContext(context.Background(), func(sig os.Signal) {
+	ctx, stop := rig.CommandContext(o.timeout, func(sig os.Signal) {
 		say("%v: stopping the rig (again to kill it at once)", sig)
 	})
 	defer stop()
-	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("-timeout %s reached", o.timeout))
-	defer cancel()
 
 	root, err := os.MkdirTemp("", "soak-")
 	if err != nil {
 		say("FAILED: %v", err)
 		return 1
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("machine: %d CPUs seen by Go, load average at start %s (a shared machine: durations vary from run to run)\n",
-		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
+	rig.PrintMachine(os.Stdout, "durations vary from run to run")
 	r, err := rig.Start(ctx, rig.Options{Root: root, Progress: os.Stderr, NoSignalHandler: true, LogDir: o.logDir,
 		// The shipped Lease timings, not the rig's short ones: on a loaded machine a renewal can take
 		// longer than the rig's 3s deadline, and the driver, losing its Lease, exits as it should.

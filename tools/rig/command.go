@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
 )
 
 // Finish ends a command (tools/soak, tools/bench) that ran r, started under root with
@@ -51,4 +55,34 @@ func keepOnly(dir, keep string) {
 			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
+}
+
+// LastLines is the end of a command's output for a failure message: its last n lines.
+func LastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// CommandContext is the context of a command that runs a rig with Options.NoSignalHandler: canceled on
+// the first SIGINT or SIGTERM as by InterruptContext (notify tells the user), and after timeout with
+// the cause "-timeout D reached", which Finish adds to the failure. stop releases both.
+func CommandContext(timeout time.Duration, notify func(os.Signal)) (ctx context.Context, stop func()) {
+	ctx, stopSignals := InterruptContext(context.Background(), notify)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("-timeout %s reached", timeout))
+	return ctx, func() {
+		cancel()
+		stopSignals()
+	}
+}
+
+// PrintMachine prints the CPUs Go sees and the load average at the start of a measurement, with
+// note on how to read the figures: the machine may be shared.
+func PrintMachine(w io.Writer, note string) {
+	load, _ := os.ReadFile("/proc/loadavg")
+	fields := strings.Fields(string(load))
+	fmt.Fprintf(w, "machine: %d CPUs seen by Go, load average at start %s (a shared machine: %s)\n",
+		runtime.NumCPU(), strings.Join(fields[:min(3, len(fields))], " "), note)
 }
