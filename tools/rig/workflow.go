@@ -411,6 +411,13 @@ func (r *Rig) DeleteGroupSnapshotIn(ctx context.Context, namespace, name string)
 	if err != nil {
 		return fmt.Errorf("rig: delete VolumeGroupSnapshot %s/%s: %w", namespace, name, err)
 	}
+	return r.WaitGroupSnapshotGone(ctx, namespace, name)
+}
+
+// WaitGroupSnapshotGone waits until the VolumeGroupSnapshot namespace/name does not exist (upstream
+// removes its finalizers once its content is handled).
+func (r *Rig) WaitGroupSnapshotGone(ctx context.Context, namespace, name string) error {
+	client := r.Snap.GroupsnapshotV1().VolumeGroupSnapshots(namespace)
 	return WaitGone(ctx, fmt.Sprintf("VolumeGroupSnapshot %s/%s", namespace, name), name,
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return client.List(ctx, o) },
 		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return client.Watch(ctx, o) },
