@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"math"
 	"os/exec"
@@ -112,11 +111,7 @@ func TestEtcdArgs(t *testing.T) {
 // TestE2EBenchShort runs `bench -short -restore` on its own rig: it must exit 0, end each part with
 // a RESULT line a script can read, and remove its directory. No timing is asserted.
 func TestE2EBenchShort(t *testing.T) {
-	if testing.Short() {
-		t.Skip("bench: end-to-end test skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
+	ctx := rig.CommandTestContext(t, 20*time.Minute)
 	stdout, tmp := rig.RunCommand(t, ctx, "-short", "-restore")
 	results := map[string]map[string]float64{}
 	for _, line := range strings.Split(stdout, "\n") {

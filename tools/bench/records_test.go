@@ -138,11 +138,7 @@ func TestQuantile(t *testing.T) {
 // count with the driver's RSS and a RESULT records line a script can read, and remove its directory.
 // No timing is asserted.
 func TestE2EBenchRecords(t *testing.T) {
-	if testing.Short() {
-		t.Skip("bench: end-to-end test skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
+	ctx := rig.CommandTestContext(t, 15*time.Minute)
 	stdout, tmp := rig.RunCommand(t, ctx, "-records", "5,20")
 	var result map[string]float64
 	rows := 0

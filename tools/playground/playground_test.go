@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"regexp"
@@ -18,12 +17,8 @@ import (
 // own rig: it must exit 0 after a table showing a readyToUse VolumeGroupSnapshot holding the keys it
 // wrote, then the restore's table with every sample key back, and leave no process or directory behind.
 func TestE2EPlayground(t *testing.T) {
-	if testing.Short() {
-		t.Skip("playground: end-to-end test skipped with -short")
-	}
 	// A cold build of the upstream binaries takes about 8 minutes on 2 cores, more when shared.
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
+	ctx := rig.CommandTestContext(t, 25*time.Minute)
 
 	bin := rig.BuildCommand(t, ctx)
 

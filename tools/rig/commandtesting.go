@@ -13,6 +13,18 @@ import (
 	"time"
 )
 
+// CommandTestContext starts the end-to-end test of a command: it skips t under -short (the command
+// starts a rig) and returns a context that ends after timeout or with t.
+func CommandTestContext(t *testing.T, timeout time.Duration) context.Context {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test of a command skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // BuildCommand builds the command whose test calls it (go test runs in the package's directory) into
 // t's temporary directory and returns the binary.
 func BuildCommand(t testing.TB, ctx context.Context) string {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"os"
@@ -21,11 +20,7 @@ import (
 // driver for every cycle and a RESULT line with no failed cycle and no leak, and removes its
 // directory. No timing or memory figure is asserted.
 func TestE2ESoakShort(t *testing.T) {
-	if testing.Short() {
-		t.Skip("soak: end-to-end test skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
+	ctx := rig.CommandTestContext(t, 20*time.Minute)
 	out, tmp := rig.RunCommand(t, ctx, "-cycles", "3", "-every", "1")
 	for i := range 4 {
 		if want := "cycle " + strconv.Itoa(i) + "/3 after "; !strings.Contains(out, want) || !strings.Contains(out, " fds ") {
@@ -50,11 +45,7 @@ func TestE2ESoakShort(t *testing.T) {
 // TestE2ESoakInterrupted sends SIGINT to a long soak once its first cycle is reported: it exits with
 // 130 (128+SIGINT), having stopped every process of its rig and removed the rig's directory.
 func TestE2ESoakInterrupted(t *testing.T) {
-	if testing.Short() {
-		t.Skip("soak: end-to-end test skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
+	ctx := rig.CommandTestContext(t, 20*time.Minute)
 	bin := rig.BuildCommand(t, ctx)
 	tmp := t.TempDir()
 	cmd := rig.CommandUnder(ctx, bin, tmp, "-cycles", "1000", "-every", "1")
