@@ -139,15 +139,7 @@ func createGroupClass(t *testing.T, ctx context.Context, r *rig.Rig, name string
 // registers its clean-up (deleteGroup).
 func createGroupWithClass(t *testing.T, ctx context.Context, r *rig.Rig, name, class string) *groupsnapshotv1.VolumeGroupSnapshot {
 	t.Helper()
-	vgs, err := r.Snap.GroupsnapshotV1().VolumeGroupSnapshots(r.Namespace).Create(ctx, &groupsnapshotv1.VolumeGroupSnapshot{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Namespace},
-		Spec: groupsnapshotv1.VolumeGroupSnapshotSpec{
-			VolumeGroupSnapshotClassName: ptr.To(class),
-			Source: groupsnapshotv1.VolumeGroupSnapshotSource{
-				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{rig.ClusterLabel: rig.EtcdClusterName}},
-			},
-		},
-	}, metav1.CreateOptions{})
+	vgs, err := r.CreateGroupSnapshotWithClass(ctx, name, class)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -145,6 +145,11 @@ func (r *Rig) CreateGroupSnapshot(ctx context.Context, name string) (*groupsnaps
 	if err != nil {
 		return nil, err
 	}
+	return r.CreateGroupSnapshotWithClass(ctx, name, class)
+}
+
+// CreateGroupSnapshotWithClass is CreateGroupSnapshot with the VolumeGroupSnapshotClass class.
+func (r *Rig) CreateGroupSnapshotWithClass(ctx context.Context, name, class string) (*groupsnapshotv1.VolumeGroupSnapshot, error) {
 	vgs := &groupsnapshotv1.VolumeGroupSnapshot{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Namespace},
 		Spec: groupsnapshotv1.VolumeGroupSnapshotSpec{
