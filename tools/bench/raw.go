@@ -54,8 +54,8 @@ func runTool(ctx context.Context, binary string, args ...string) (timed, error) 
 		t := time.NewTicker(toolRSSPoll)
 		defer t.Stop()
 		for {
-			hwm = max(hwm, statusKB(cmd.Process.Pid, "VmHWM:")<<10)
-			anon = max(anon, statusKB(cmd.Process.Pid, "RssAnon:")<<10)
+			hwm = max(hwm, int64(rig.ProcessPeakRSS(cmd.Process.Pid)))
+			anon = max(anon, int64(rig.ProcessRSSAnon(cmd.Process.Pid)))
 			select {
 			case <-exited:
 				peak <- [2]int64{hwm, anon}

@@ -284,7 +284,7 @@ func runRecords(ctx context.Context, o options, root string) int {
 	}
 	rss := func() int64 {
 		if pid := r.DriverPID(); pid > 0 {
-			return statusKB(pid, "VmRSS:") << 10
+			return int64(rig.ProcessRSS(pid))
 		}
 		return 0
 	}
