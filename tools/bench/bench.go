@@ -375,7 +375,7 @@ func (b *bench) print(w io.Writer, throttled0, throttled [2]int) {
 	fmt.Fprintln(w, "(RSS is the VmHWM peak and counts the pages of the mmapped snapshot file; ANON is the highest RssAnon sampled, the memory a limit must really cover)")
 	fmt.Fprintf(w, "\nclient-side throttling lines during the pairs: driver %d, csi-snapshotter %d\n", throttled[0]-throttled0[0], throttled[1]-throttled0[1])
 	if pid := b.r.DriverPID(); pid > 0 {
-		fmt.Fprintf(w, "driver peak RSS (VmHWM) %.0f MiB with %d snapshot records\n", float64(statusKB(pid, "VmHWM:"))/1024, len(b.pairs))
+		fmt.Fprintf(w, "driver peak RSS (VmHWM) %.0f MiB with %d snapshot records\n", float64(rig.ProcessPeakRSS(pid))/(1<<20), len(b.pairs))
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, snapshotResult{size: b.o.size, pairs: len(b.pairs), ratioMedian: median(ratios), overheadMedian: median(overheads), verifyVsStatus: median(vs)})

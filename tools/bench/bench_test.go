@@ -2,16 +2,14 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"math"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
 )
 
 func TestResultLines(t *testing.T) {
@@ -113,27 +111,10 @@ func TestEtcdArgs(t *testing.T) {
 // TestE2EBenchShort runs `bench -short -restore` on its own rig: it must exit 0, end each part with
 // a RESULT line a script can read, and remove its directory. No timing is asserted.
 func TestE2EBenchShort(t *testing.T) {
-	if testing.Short() {
-		t.Skip("bench: end-to-end test skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	bin := filepath.Join(t.TempDir(), "bench")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./tools/bench: %v\n%s", err, out)
-	}
-	tmp := t.TempDir()
-	cmd := exec.CommandContext(ctx, bin, "-short", "-restore")
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = time.Minute
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("bench -short -restore: %v\n--- stdout ---\n%s\n--- stderr (end) ---\n%s", err, stdout.String(), lastLines(stderr.String(), 40))
-	}
+	ctx := rig.CommandTestContext(t, 20*time.Minute)
+	stdout, tmp := rig.RunCommand(t, ctx, "-short", "-restore")
 	results := map[string]map[string]float64{}
-	for _, line := range strings.Split(stdout.String(), "\n") {
+	for _, line := range strings.Split(stdout, "\n") {
 		if !strings.HasPrefix(line, "RESULT") {
 			continue
 		}
@@ -145,7 +126,7 @@ func TestE2EBenchShort(t *testing.T) {
 	}
 	snap, restore := results[""], results["restore"]
 	if snap == nil || snap["size"] != shortSize || snap["pairs"] != 1 {
-		t.Fatalf("snapshot RESULT %v; want size=%d pairs=1\n%s", snap, shortSize, stdout.String())
+		t.Fatalf("snapshot RESULT %v; want size=%d pairs=1\n%s", snap, shortSize, stdout)
 	}
 	for _, k := range []string{"ratio_median", "verify_vs_status"} {
 		if snap[k] <= 0 {
@@ -159,11 +140,9 @@ func TestE2EBenchShort(t *testing.T) {
 		t.Errorf("restore RESULT %v; want 3 members and positive times", restore)
 	}
 	for _, want := range []string{"VGS readyToUse", "content bound", "verify (the Job's check"} {
-		if !strings.Contains(stdout.String(), want) {
+		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "bench-*")); len(left) > 0 {
-		t.Errorf("left behind: %v", left)
-	}
+	rig.CheckRemoved(t, tmp, "bench-*")
 }

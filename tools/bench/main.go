@@ -9,7 +9,8 @@
 //
 // With -restore it then restores the last snapshot in place with the restore command (-scale) and
 // compares it with raw `etcdutl snapshot restore` of the same file, printing a second RESULT line
-// (RESULT restore ...). Everything it writes is removed at the end.
+// (RESULT restore ...). Everything it writes is removed at the end, and after Ctrl-C (or SIGTERM),
+// which exits 128+signal; a failed run keeps the component logs (rig.Finish).
 //
 //	go run ./tools/bench                  # 1 GiB, 3 pairs
 //	go run ./tools/bench -size 10Mi       # control-path overhead, 10 consecutive snapshots
@@ -20,13 +21,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -133,21 +131,17 @@ func etcdArgs(size int64) []string {
 }
 
 func run(o options) int {
-	ctx, stop := rig.InterruptContext(context.Background(), func(sig os.Signal) {
+	ctx, stop := rig.CommandContext(o.timeout, func(sig os.Signal) {
 		say("%v: cleaning up and stopping the rig (again to kill it at once)", sig)
 	})
 	defer stop()
-	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("-timeout %s reached", o.timeout))
-	defer cancel()
 
 	root, err := os.MkdirTemp("", "bench-")
 	if err != nil {
 		say("FAILED: %v", err)
 		return 1
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("machine: %d CPUs seen by Go, load average at start %s (a shared machine: compare within one run, not across runs)\n",
-		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
+	rig.PrintMachine(os.Stdout, "compare within one run, not across runs")
 
 	if o.records != nil {
 		return runRecords(ctx, o, root)
@@ -155,9 +149,7 @@ func run(o options) int {
 	r, err := rig.Start(ctx, rig.Options{Root: root, Progress: os.Stderr, NoSignalHandler: true,
 		EtcdStatefulSet: true, EtcdArgs: etcdArgs(o.size), DriverArgs: o.driverArgs, SnapshotControllerArgs: o.scArgs, LogDir: o.logDir, EtcdMembers: o.members})
 	if err != nil {
-		say("FAILED: starting the rig: %v", err)
-		keepOnly(root, "logs")
-		return 1
+		return rig.Finish(ctx, nil, root, o.logDir, fmt.Errorf("starting the rig: %w", err), say)
 	}
 	b := &bench{r: r, s: r.EtcdSet, o: o, dir: root}
 	err = b.run(ctx)
@@ -165,40 +157,10 @@ func run(o options) int {
 		say("clean-up: %v", cerr)
 		err = errors.Join(err, cerr)
 	}
-	if err != nil {
-		if cause := context.Cause(ctx); cause != nil {
-			err = fmt.Errorf("%w (%v)", err, cause)
-		}
-		say("FAILED: %v", err)
-		r.Stop()
-		keepOnly(root, "logs")
-		say("component logs kept in %s", r.Logs())
-		return 1
-	}
-	r.Stop()
-	os.RemoveAll(root)
-	return 0
-}
-
-// keepOnly removes everything in dir but the entry keep (the logs of a failed run).
-func keepOnly(dir, keep string) {
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if e.Name() != keep {
-			os.RemoveAll(filepath.Join(dir, e.Name()))
-		}
-	}
+	return rig.Finish(ctx, r, root, o.logDir, err, say)
 }
 
 // say prints one progress line.
 func say(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

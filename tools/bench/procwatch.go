@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -36,7 +34,7 @@ func watchVerifyRSS(ctx context.Context) func() (hwm, anon int64) {
 				if !isVerify(pid) {
 					continue
 				}
-				hwm, a := statusKB(pid, "VmHWM:")<<10, statusKB(pid, "RssAnon:")<<10
+				hwm, a := int64(rig.ProcessPeakRSS(pid)), int64(rig.ProcessRSSAnon(pid))
 				mu.Lock()
 				peak, anon = max(peak, hwm), max(anon, a)
 				mu.Unlock()
@@ -63,21 +61,4 @@ func isVerify(pid int) bool {
 	}
 	argv := bytes.Split(bytes.TrimRight(cmdline, "\x00"), []byte{0})
 	return len(argv) > 1 && filepath.Base(string(argv[0])) == rig.DriverBinary && string(argv[1]) == "verify"
-}
-
-// statusKB reads a "Name:  N kB" field of /proc/<pid>/status.
-func statusKB(pid int, field string) int64 {
-	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), field); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb
-		}
-	}
-	return 0
 }

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
 )
 
 // tlsFiles are the client credentials of the cluster under test, written for etcdctl.
@@ -52,8 +54,8 @@ func runTool(ctx context.Context, binary string, args ...string) (timed, error) 
 		t := time.NewTicker(toolRSSPoll)
 		defer t.Stop()
 		for {
-			hwm = max(hwm, statusKB(cmd.Process.Pid, "VmHWM:")<<10)
-			anon = max(anon, statusKB(cmd.Process.Pid, "RssAnon:")<<10)
+			hwm = max(hwm, int64(rig.ProcessPeakRSS(cmd.Process.Pid)))
+			anon = max(anon, int64(rig.ProcessRSSAnon(cmd.Process.Pid)))
 			select {
 			case <-exited:
 				peak <- [2]int64{hwm, anon}
@@ -68,7 +70,7 @@ func runTool(ctx context.Context, binary string, args ...string) (timed, error) 
 	p := <-peak
 	t := timed{took: took, maxRSS: p[0], maxAnon: p[1], stdout: stdout.Bytes()}
 	if err != nil {
-		return t, fmt.Errorf("%s %v: %w\n%s", filepath.Base(binary), args, err, lastLines(stderr.String(), 10))
+		return t, fmt.Errorf("%s %v: %w\n%s", filepath.Base(binary), args, err, rig.LastLines(stderr.String(), 10))
 	}
 	return t, nil
 }

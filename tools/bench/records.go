@@ -280,13 +280,11 @@ func runRecords(ctx context.Context, o options, root string) int {
 	r, err := rig.Start(ctx, rig.Options{Root: root, Progress: os.Stderr, NoSignalHandler: true,
 		DriverArgs: o.driverArgs, SnapshotControllerArgs: o.scArgs, LogDir: o.logDir, EtcdMembers: 1})
 	if err != nil {
-		say("FAILED: starting the rig: %v", err)
-		keepOnly(root, "logs")
-		return 1
+		return rig.Finish(ctx, nil, root, o.logDir, fmt.Errorf("starting the rig: %w", err), say)
 	}
 	rss := func() int64 {
 		if pid := r.DriverPID(); pid > 0 {
-			return statusKB(pid, "VmRSS:") << 10
+			return int64(rig.ProcessRSS(pid))
 		}
 		return 0
 	}
@@ -302,14 +300,5 @@ func runRecords(ctx context.Context, o options, root string) int {
 		}
 	}
 	stop()
-	if err != nil {
-		say("FAILED: %v", err)
-		r.Stop()
-		keepOnly(root, "logs")
-		say("component logs kept in %s", r.Logs())
-		return 1
-	}
-	r.Stop()
-	os.RemoveAll(root)
-	return 0
+	return rig.Finish(ctx, r, root, o.logDir, err, say)
 }

@@ -5,12 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/driver"
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
 )
 
 func TestParseCounts(t *testing.T) {
@@ -141,28 +138,11 @@ func TestQuantile(t *testing.T) {
 // count with the driver's RSS and a RESULT records line a script can read, and remove its directory.
 // No timing is asserted.
 func TestE2EBenchRecords(t *testing.T) {
-	if testing.Short() {
-		t.Skip("bench: end-to-end test skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	bin := filepath.Join(t.TempDir(), "bench")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./tools/bench: %v\n%s", err, out)
-	}
-	tmp := t.TempDir()
-	cmd := exec.CommandContext(ctx, bin, "-records", "5,20")
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = time.Minute
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("bench -records 5,20: %v\n--- stdout ---\n%s\n--- stderr (end) ---\n%s", err, stdout.String(), lastLines(stderr.String(), 40))
-	}
+	ctx := rig.CommandTestContext(t, 15*time.Minute)
+	stdout, tmp := rig.RunCommand(t, ctx, "-records", "5,20")
 	var result map[string]float64
 	rows := 0
-	for _, line := range strings.Split(stdout.String(), "\n") {
+	for _, line := range strings.Split(stdout, "\n") {
 		f := strings.Fields(line)
 		if len(f) == 6 && (f[0] == "5" || f[0] == "20") {
 			rows++
@@ -179,9 +159,7 @@ func TestE2EBenchRecords(t *testing.T) {
 		}
 	}
 	if rows != 2 || result == nil || result["n_min"] != 5 || result["n_max"] != 20 || result["put_median_ms_max"] <= 0 {
-		t.Fatalf("%d rows, RESULT %v; want 2 rows, n_min=5 n_max=20 and a positive Put median\n%s", rows, result, stdout.String())
+		t.Fatalf("%d rows, RESULT %v; want 2 rows, n_min=5 n_max=20 and a positive Put median\n%s", rows, result, stdout)
 	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "bench-*")); len(left) > 0 {
-		t.Errorf("left behind: %v", left)
-	}
+	rig.CheckRemoved(t, tmp, "bench-*")
 }

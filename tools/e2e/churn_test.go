@@ -134,13 +134,7 @@ func TestE2ENoLeaksAfterChurn(t *testing.T) {
 	// Every VolumeGroupSnapshot goes (upstream removes its finalizers once its content is handled),
 	// then every object of the driver: the sweeper's part comes last, after its grace period.
 	for _, name := range names {
-		err := rig.WaitGone(ctx, "VolumeGroupSnapshot "+name, name,
-			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return vgsClient.List(ctx, o) },
-			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return vgsClient.Watch(ctx, o)
-			},
-			&groupsnapshotv1.VolumeGroupSnapshot{})
-		if err != nil {
+		if err := r.WaitGroupSnapshotGone(ctx, r.Namespace, name); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +15,6 @@ import (
 	groupsnapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumegroupsnapshot/v1"
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
@@ -65,11 +65,7 @@ func TestE2EExpiredClientCertificate(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := secrets.Delete(cleanupContext(t), secretName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("clean-up: %v", err)
-		}
-	})
+	deleteAtCleanup(t, "Secret", secretName, secrets.Delete)
 	class := createGroupClass(t, ctx, r, uniqueName("e2e-expired-cert"), map[string]string{
 		"csi.storage.k8s.io/group-snapshotter-secret-name":      secretName,
 		"csi.storage.k8s.io/group-snapshotter-secret-namespace": r.Namespace,
@@ -135,11 +131,7 @@ func createGroupClass(t *testing.T, ctx context.Context, r *rig.Rig, name string
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := classes.Delete(cleanupContext(t), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("clean-up: %v", err)
-		}
-	})
+	deleteAtCleanup(t, "VolumeGroupSnapshotClass", name, classes.Delete)
 	return name
 }
 
@@ -147,15 +139,7 @@ func createGroupClass(t *testing.T, ctx context.Context, r *rig.Rig, name string
 // registers its clean-up (deleteGroup).
 func createGroupWithClass(t *testing.T, ctx context.Context, r *rig.Rig, name, class string) *groupsnapshotv1.VolumeGroupSnapshot {
 	t.Helper()
-	vgs, err := r.Snap.GroupsnapshotV1().VolumeGroupSnapshots(r.Namespace).Create(ctx, &groupsnapshotv1.VolumeGroupSnapshot{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Namespace},
-		Spec: groupsnapshotv1.VolumeGroupSnapshotSpec{
-			VolumeGroupSnapshotClassName: ptr.To(class),
-			Source: groupsnapshotv1.VolumeGroupSnapshotSource{
-				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{rig.ClusterLabel: rig.EtcdClusterName}},
-			},
-		},
-	}, metav1.CreateOptions{})
+	vgs, err := r.CreateGroupSnapshotWithClass(ctx, name, class)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +148,7 @@ func createGroupWithClass(t *testing.T, ctx context.Context, r *rig.Rig, name, c
 }
 
 // waitGroupError waits until the status.error of vgs or of its content has a message match accepts,
-// and returns both messages as last seen.
+// and returns both messages as last seen; its error names the content it read.
 func waitGroupError(ctx context.Context, r *rig.Rig, vgs *groupsnapshotv1.VolumeGroupSnapshot, match func(string) bool) (vgsErr, contentErr string, err error) {
 	content := "groupsnapcontent-" + string(vgs.UID)
 	err = wait.PollUntilContextCancel(ctx, pollInterval, true, func(ctx context.Context) (bool, error) {
@@ -181,5 +165,8 @@ func waitGroupError(ctx context.Context, r *rig.Rig, vgs *groupsnapshotv1.Volume
 		}
 		return match(vgsErr) || match(contentErr), nil
 	})
+	if err != nil {
+		err = fmt.Errorf("VolumeGroupSnapshot %s, content %s: %w", vgs.Name, content, err)
+	}
 	return vgsErr, contentErr, err
 }

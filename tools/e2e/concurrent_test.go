@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -273,7 +271,7 @@ func checkFileOfCluster(t *testing.T, ctx context.Context, r *rig.Rig, rec *driv
 	// etcdutl hashkv opens the file as a database and writes to it (the sha256 trailer no longer
 	// matches afterwards): it gets a copy.
 	cp := filepath.Join(t.TempDir(), "snapshot.db")
-	if err := copyRegular(file, cp); err != nil {
+	if err := rig.CopyFile(file, cp); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.CommandContext(ctx, filepath.Join(r.BinDir, "etcdutl"), "hashkv", cp, fmt.Sprintf("--rev=%d", rec.Revision), "-w", "json").Output()
@@ -308,23 +306,6 @@ func checkFileOfCluster(t *testing.T, ctx context.Context, r *rig.Rig, rec *driv
 	if want := map[string]string{markerPrefix + "marker": own.String()}; !maps.Equal(kvs, want) {
 		t.Errorf("snapshot %s of cluster %s restored holds %v under %s, want %v", rec.ID, own, kvs, markerPrefix, want)
 	}
-}
-
-func copyRegular(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // exitStderr is the standard error of a failed exec.Cmd.Output, if it kept any.

@@ -64,6 +64,16 @@ func cleanupContext(t *testing.T) context.Context {
 	return ctx
 }
 
+// deleteAtCleanup registers as t's clean-up the deletion of the what name by del (a typed client's
+// Delete); an object already gone is fine.
+func deleteAtCleanup(t *testing.T, what, name string, del func(context.Context, string, metav1.DeleteOptions) error) {
+	t.Cleanup(func() {
+		if err := del(cleanupContext(t), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("clean-up: delete %s %s: %v", what, name, err)
+		}
+	})
+}
+
 // readyGroup creates a dynamic VolumeGroupSnapshot of the cluster under test, registers its deletion
 // (and the wait for everything the driver made for it to go) as clean-up, and waits until it is ready.
 func readyGroup(t *testing.T, ctx context.Context, r *rig.Rig, name string) (*groupsnapshotv1.VolumeGroupSnapshot, *driver.Record) {

@@ -15,7 +15,6 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -40,11 +39,7 @@ func TestE2ENamespacedRBAC(t *testing.T) {
 	if _, err := r.Kube.CoreV1().ServiceAccounts(rig.DriverNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := r.Kube.CoreV1().ServiceAccounts(rig.DriverNamespace).Delete(cleanupContext(t), sa, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("clean-up: delete ServiceAccount %s: %v", sa, err)
-		}
-	})
+	deleteAtCleanup(t, "ServiceAccount", sa, r.Kube.CoreV1().ServiceAccounts(rig.DriverNamespace).Delete)
 	if err := installNamespacedRBAC(t, r, suffix, sa); err != nil {
 		t.Fatal(err)
 	}

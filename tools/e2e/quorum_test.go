@@ -9,10 +9,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/utils/ptr"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
 )
@@ -40,24 +38,9 @@ func TestE2EQuorumLost(t *testing.T) {
 	name := uniqueName("e2e-quorum")
 	vgs := createGroup(t, ctx, r, name)
 
-	content := "groupsnapcontent-" + string(vgs.UID)
-	var vgsErr, contentErr string
-	err := wait.PollUntilContextCancel(ctx, pollInterval, true, func(ctx context.Context) (bool, error) {
-		v, err := r.Snap.GroupsnapshotV1().VolumeGroupSnapshots(r.Namespace).Get(ctx, name, metav1.GetOptions{})
-		if err == nil && v.Status != nil && v.Status.Error != nil {
-			vgsErr = ptr.Deref(v.Status.Error.Message, "")
-			if v.Status.BoundVolumeGroupSnapshotContentName != nil {
-				content = *v.Status.BoundVolumeGroupSnapshotContentName
-			}
-		}
-		c, err := r.Snap.GroupsnapshotV1().VolumeGroupSnapshotContents().Get(ctx, content, metav1.GetOptions{})
-		if err == nil && c.Status != nil && c.Status.Error != nil {
-			contentErr = ptr.Deref(c.Status.Error.Message, "")
-		}
-		return mentionsQuorum(vgsErr) || mentionsQuorum(contentErr), nil
-	})
+	vgsErr, contentErr, err := waitGroupError(ctx, r, vgs, mentionsQuorum)
 	if err != nil {
-		t.Fatalf("no error naming quorum on VolumeGroupSnapshot %s (status.error %q) or content %s (status.error %q): %v", name, vgsErr, content, contentErr, err)
+		t.Fatalf("no error naming quorum on VolumeGroupSnapshot %s (status.error %q) or its content (status.error %q): %v", name, vgsErr, contentErr, err)
 	}
 	t.Logf("VolumeGroupSnapshot status.error: %q; content status.error: %q", vgsErr, contentErr)
 

@@ -195,11 +195,7 @@ func TestE2ERBAC(t *testing.T) {
 		if _, err := pvcs.Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() {
-			if err := pvcs.Delete(cleanupContext(t), p.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				t.Errorf("clean-up: delete PVC %s: %v", p.Name, err)
-			}
-		})
+		deleteAtCleanup(t, "PVC", p.Name, pvcs.Delete)
 	}
 	err = asDriver.CoreV1().PersistentVolumeClaims(etcdNS).Delete(ctx, foreign, metav1.DeleteOptions{})
 	switch {

@@ -10,9 +10,7 @@ import (
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
@@ -83,13 +81,7 @@ func TestE2ESweeperCollectsAbandoned(t *testing.T) {
 	if err := vgsClient.Delete(ctx, vgs.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	err = rig.WaitGone(ctx, "VolumeGroupSnapshot "+vgs.Name, vgs.Name,
-		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return vgsClient.List(ctx, o) },
-		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return vgsClient.Watch(ctx, o)
-		},
-		&groupsnapshotv1.VolumeGroupSnapshot{})
-	if err != nil {
+	if err := r.WaitGroupSnapshotGone(ctx, r.Namespace, vgs.Name); err != nil {
 		t.Fatal(err)
 	}
 

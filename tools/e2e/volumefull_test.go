@@ -10,7 +10,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
@@ -130,11 +129,7 @@ func createTmpfsStorageClass(t *testing.T, ctx context.Context, r *rig.Rig, name
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := classes.Delete(cleanupContext(t), name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("clean-up: %v", err)
-		}
-	})
+	deleteAtCleanup(t, "StorageClass", name, classes.Delete)
 	return name
 }
 

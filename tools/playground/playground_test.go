@@ -2,51 +2,39 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
 )
 
 // TestE2EPlayground builds the playground and runs it with -once -restore, as a newcomer would, on its
 // own rig: it must exit 0 after a table showing a readyToUse VolumeGroupSnapshot holding the keys it
 // wrote, then the restore's table with every sample key back, and leave no process or directory behind.
 func TestE2EPlayground(t *testing.T) {
-	if testing.Short() {
-		t.Skip("playground: end-to-end test skipped with -short")
-	}
 	// A cold build of the upstream binaries takes about 8 minutes on 2 cores, more when shared.
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
+	ctx := rig.CommandTestContext(t, 25*time.Minute)
 
-	bin := filepath.Join(t.TempDir(), "playground")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./tools/playground: %v\n%s", err, out)
-	}
+	bin := rig.BuildCommand(t, ctx)
 
 	// The playground's rig directory goes under tmp, so that leftovers can be found.
 	tmp := t.TempDir()
 	const keys = 1500 // not the default, so -keys is exercised
 	deadline, _ := ctx.Deadline()
-	cmd := exec.CommandContext(ctx, bin, "-once", "-restore", "-keys", strconv.Itoa(keys),
+	cmd := rig.CommandUnder(ctx, bin, tmp, "-once", "-restore", "-keys", strconv.Itoa(keys),
 		"-timeout", (time.Until(deadline) - time.Minute).Round(time.Second).String())
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) } // let it stop its rig
-	cmd.WaitDelay = time.Minute
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	begin := time.Now()
 	err := cmd.Run()
 	t.Logf("playground -once -restore took %s", time.Since(begin).Round(time.Second))
 	if err != nil {
-		t.Fatalf("playground -once -restore: %v\n--- last lines of its output ---\n%s", err, lastLines(out.String(), 60))
+		t.Fatalf("playground -once -restore: %v\n--- last lines of its output ---\n%s", err, rig.LastLines(out.String(), 60))
 	}
 
 	row, err := tableRow(out.String())
@@ -80,7 +68,7 @@ func TestE2EPlayground(t *testing.T) {
 		}
 	}
 
-	if left := processesMentioning(tmp); len(left) > 0 {
+	if left := rig.ProcessesMentioning(tmp); len(left) > 0 {
 		t.Errorf("processes left running after the playground exited:\n%s", strings.Join(left, "\n"))
 	}
 	if entries, _ := os.ReadDir(tmp); len(entries) > 0 {
@@ -91,7 +79,7 @@ func TestE2EPlayground(t *testing.T) {
 		t.Errorf("the playground left %v in its temporary directory %s", names, tmp)
 	}
 	if t.Failed() {
-		t.Logf("--- last lines of the output ---\n%s", lastLines(out.String(), 60))
+		t.Logf("--- last lines of the output ---\n%s", rig.LastLines(out.String(), 60))
 	}
 }
 
@@ -120,24 +108,6 @@ func tableRow(out string) (map[string]string, error) {
 	return nil, fmt.Errorf("no table with a VOLUMEGROUPSNAPSHOT header in the output")
 }
 
-// processesMentioning lists running processes whose command line contains s (every rig component
-// names its directory in its arguments).
-func processesMentioning(s string) []string {
-	var found []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(cmdline, []byte(s)) {
-			continue
-		}
-		found = append(found, e.Name()+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
-	}
-	return found
-}
-
 func mustInt(t *testing.T, s string) int64 {
 	t.Helper()
 	n, err := strconv.ParseInt(s, 10, 64)
@@ -145,12 +115,4 @@ func mustInt(t *testing.T, s string) int64 {
 		t.Fatal(err)
 	}
 	return n
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -7,8 +7,14 @@ import (
 	"strings"
 	"time"
 
+	groupsnapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumegroupsnapshot/v1"
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
@@ -21,69 +27,46 @@ type DriverObjects map[types.UID]string
 // driver's in DriverNamespace), and the VolumeGroupSnapshotContents and VolumeSnapshotContents of
 // the driver's name. Restore Jobs carry another managed-by value and are not listed.
 func (r *Rig) DriverObjects(ctx context.Context) (DriverObjects, error) {
-	sel := metav1.ListOptions{LabelSelector: labels.Set{ManagedByLabel: ManagedByValue}.String()}
+	labelled := metav1.ListOptions{LabelSelector: labels.Set{ManagedByLabel: ManagedByValue}.String()}
 	out := DriverObjects{}
-	add := func(kind, ns, name string, uid types.UID) {
-		if ns != "" {
-			name = ns + "/" + name
+	for _, k := range driverKinds {
+		opts := labelled
+		if k.byDriver {
+			opts = metav1.ListOptions{}
 		}
-		out[uid] = kind + " " + name
-	}
-	all := metav1.NamespaceAll
-	jobs, err := r.Kube.BatchV1().Jobs(all).List(ctx, sel)
-	if err != nil {
-		return nil, fmt.Errorf("rig: list Jobs: %w", err)
-	}
-	for _, o := range jobs.Items {
-		add("Job", o.Namespace, o.Name, o.UID)
-	}
-	pods, err := r.Kube.CoreV1().Pods(all).List(ctx, sel)
-	if err != nil {
-		return nil, fmt.Errorf("rig: list Pods: %w", err)
-	}
-	for _, o := range pods.Items {
-		add("Pod", o.Namespace, o.Name, o.UID)
-	}
-	pvcs, err := r.Kube.CoreV1().PersistentVolumeClaims(all).List(ctx, sel)
-	if err != nil {
-		return nil, fmt.Errorf("rig: list PersistentVolumeClaims: %w", err)
-	}
-	for _, o := range pvcs.Items {
-		add("PersistentVolumeClaim", o.Namespace, o.Name, o.UID)
-	}
-	secrets, err := r.Kube.CoreV1().Secrets(all).List(ctx, sel)
-	if err != nil {
-		return nil, fmt.Errorf("rig: list Secrets: %w", err)
-	}
-	for _, o := range secrets.Items {
-		add("Secret", o.Namespace, o.Name, o.UID)
-	}
-	records, err := r.Kube.CoreV1().ConfigMaps(DriverNamespace).List(ctx, sel)
-	if err != nil {
-		return nil, fmt.Errorf("rig: list records: %w", err)
-	}
-	for _, o := range records.Items {
-		add("ConfigMap", o.Namespace, o.Name, o.UID)
-	}
-	groups, err := r.Snap.GroupsnapshotV1().VolumeGroupSnapshotContents().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("rig: list VolumeGroupSnapshotContents: %w", err)
-	}
-	for _, o := range groups.Items {
-		if o.Spec.Driver == r.DriverName {
-			add("VolumeGroupSnapshotContent", "", o.Name, o.UID)
+		list, err := r.Dynamic.Resource(k.resource).Namespace(k.namespace).List(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("rig: list %s: %w", k.resource.Resource, err)
 		}
-	}
-	contents, err := r.Snap.SnapshotV1().VolumeSnapshotContents().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("rig: list VolumeSnapshotContents: %w", err)
-	}
-	for _, o := range contents.Items {
-		if o.Spec.Driver == r.DriverName {
-			add("VolumeSnapshotContent", "", o.Name, o.UID)
+		for _, o := range list.Items {
+			if driver, _, _ := unstructured.NestedString(o.Object, "spec", "driver"); k.byDriver && driver != r.DriverName {
+				continue
+			}
+			name := o.GetName()
+			if o.GetNamespace() != "" {
+				name = o.GetNamespace() + "/" + name
+			}
+			out[o.GetUID()] = k.kind + " " + name
 		}
 	}
 	return out, nil
+}
+
+// driverKinds are the kinds DriverObjects lists: in namespace (all when empty) and labelled as the
+// driver's, or, with byDriver, the contents whose spec.driver is the driver's name.
+var driverKinds = []struct {
+	kind      string
+	resource  schema.GroupVersionResource
+	namespace string
+	byDriver  bool
+}{
+	{kind: "Job", resource: batchv1.SchemeGroupVersion.WithResource("jobs")},
+	{kind: "Pod", resource: corev1.SchemeGroupVersion.WithResource("pods")},
+	{kind: "PersistentVolumeClaim", resource: corev1.SchemeGroupVersion.WithResource("persistentvolumeclaims")},
+	{kind: "Secret", resource: corev1.SchemeGroupVersion.WithResource("secrets")},
+	{kind: "ConfigMap", resource: corev1.SchemeGroupVersion.WithResource("configmaps"), namespace: DriverNamespace}, // the records
+	{kind: "VolumeGroupSnapshotContent", resource: groupsnapshotv1.SchemeGroupVersion.WithResource("volumegroupsnapshotcontents"), byDriver: true},
+	{kind: "VolumeSnapshotContent", resource: snapshotv1.SchemeGroupVersion.WithResource("volumesnapshotcontents"), byDriver: true},
 }
 
 // Without returns the objects of o that are not in before.

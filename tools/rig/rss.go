@@ -142,6 +142,9 @@ func ProcessRSS(pid int) uint64 { return rssOf(pid) }
 // runs and which the kernel can drop.
 func ProcessRSSAnon(pid int) uint64 { return statusBytes(pid, "RssAnon:") }
 
+// ProcessPeakRSS is the peak resident memory (VmHWM) of process pid in bytes, 0 if it is gone.
+func ProcessPeakRSS(pid int) uint64 { return statusBytes(pid, "VmHWM:") }
+
 // OpenFDs counts the open file descriptors of process pid (the entries of /proc/<pid>/fd).
 func OpenFDs(pid int) (int, error) {
 	entries, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))

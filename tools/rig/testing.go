@@ -224,6 +224,9 @@ func (r *Rig) saveLogs(testName string, marks map[string]int64) (string, error) 
 	return dir, nil
 }
 
+// CopyFile copies the file src to dst.
+func CopyFile(src, dst string) error { return copyFrom(src, dst, 0) }
+
 // copyFrom copies src from byte offset to dst.
 func copyFrom(src, dst string, offset int64) error {
 	in, err := os.Open(src)
@@ -262,6 +265,6 @@ func copyTree(src, dst string, keep func(path string) bool) error {
 		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 			return err
 		}
-		return copyFrom(path, target, 0)
+		return CopyFile(path, target)
 	})
 }

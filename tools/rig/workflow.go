@@ -145,6 +145,11 @@ func (r *Rig) CreateGroupSnapshot(ctx context.Context, name string) (*groupsnaps
 	if err != nil {
 		return nil, err
 	}
+	return r.CreateGroupSnapshotWithClass(ctx, name, class)
+}
+
+// CreateGroupSnapshotWithClass is CreateGroupSnapshot with the VolumeGroupSnapshotClass class.
+func (r *Rig) CreateGroupSnapshotWithClass(ctx context.Context, name, class string) (*groupsnapshotv1.VolumeGroupSnapshot, error) {
 	vgs := &groupsnapshotv1.VolumeGroupSnapshot{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Namespace},
 		Spec: groupsnapshotv1.VolumeGroupSnapshotSpec{
@@ -411,6 +416,13 @@ func (r *Rig) DeleteGroupSnapshotIn(ctx context.Context, namespace, name string)
 	if err != nil {
 		return fmt.Errorf("rig: delete VolumeGroupSnapshot %s/%s: %w", namespace, name, err)
 	}
+	return r.WaitGroupSnapshotGone(ctx, namespace, name)
+}
+
+// WaitGroupSnapshotGone waits until the VolumeGroupSnapshot namespace/name does not exist (upstream
+// removes its finalizers once its content is handled).
+func (r *Rig) WaitGroupSnapshotGone(ctx context.Context, namespace, name string) error {
+	client := r.Snap.GroupsnapshotV1().VolumeGroupSnapshots(namespace)
 	return WaitGone(ctx, fmt.Sprintf("VolumeGroupSnapshot %s/%s", namespace, name), name,
 		func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return client.List(ctx, o) },
 		func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) { return client.Watch(ctx, o) },

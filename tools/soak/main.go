@@ -16,14 +16,9 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"runtime"
-	"strings"
 	"time"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
@@ -55,74 +50,28 @@ func main() {
 }
 
 func run(o options) int {
-	ctx, stop := rig.InterruptContext(context.Background(), func(sig os.Signal) {
+	ctx, stop := rig.CommandContext(o.timeout, func(sig os.Signal) {
 		say("%v: stopping the rig (again to kill it at once)", sig)
 	})
 	defer stop()
-	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("-timeout %s reached", o.timeout))
-	defer cancel()
 
 	root, err := os.MkdirTemp("", "soak-")
 	if err != nil {
 		say("FAILED: %v", err)
 		return 1
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("machine: %d CPUs seen by Go, load average at start %s (a shared machine: durations vary from run to run)\n",
-		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "))
+	rig.PrintMachine(os.Stdout, "durations vary from run to run")
 	r, err := rig.Start(ctx, rig.Options{Root: root, Progress: os.Stderr, NoSignalHandler: true, LogDir: o.logDir,
 		// The shipped Lease timings, not the rig's short ones: on a loaded machine a renewal can take
 		// longer than the rig's 3s deadline, and the driver, losing its Lease, exits as it should.
 		DriverArgs: []string{"-sweep-grace=" + o.sweepGrace.String(),
 			"-leader-election-lease-duration=15s", "-leader-election-renew-deadline=10s", "-leader-election-retry-period=2s"}})
 	if err != nil {
-		return finish(ctx, nil, root, o.logDir, fmt.Errorf("starting the rig: %w", err))
+		return rig.Finish(ctx, nil, root, o.logDir, fmt.Errorf("starting the rig: %w", err), say)
 	}
 	s := &soak{r: r, o: o}
 	err = s.run(ctx)
-	return finish(ctx, r, root, o.logDir, err)
-}
-
-// finish stops the rig and returns the exit status: 0 on success, 128+signal when interrupted, 1 on
-// failure, when the component logs are kept.
-func finish(ctx context.Context, r *rig.Rig, root, logDir string, err error) int {
-	sig, interrupted := rig.InterruptedBy(ctx)
-	if err != nil && !interrupted {
-		if cause := context.Cause(ctx); cause != nil && !errors.Is(err, cause) {
-			err = fmt.Errorf("%w (%v)", err, cause)
-		}
-		say("FAILED: %v", err)
-	}
-	if r != nil {
-		r.Stop()
-	}
-	switch {
-	case interrupted:
-		os.RemoveAll(root)
-		say("interrupted; the rig is stopped and its directory removed")
-		return sig.ExitCode()
-	case err != nil:
-		if logDir == "" {
-			keepOnly(root, "logs")
-			logDir = filepath.Join(root, "logs")
-		} else {
-			os.RemoveAll(root)
-		}
-		say("component logs kept in %s", logDir)
-		return 1
-	}
-	os.RemoveAll(root)
-	return 0
-}
-
-// keepOnly removes everything in dir but the entry keep.
-func keepOnly(dir, keep string) {
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if e.Name() != keep {
-			os.RemoveAll(filepath.Join(dir, e.Name()))
-		}
-	}
+	return rig.Finish(ctx, r, root, o.logDir, err, say)
 }
 
 // say prints one progress line.

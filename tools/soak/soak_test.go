@@ -3,56 +3,25 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
 )
-
-// buildSoak builds this command into a temporary directory.
-func buildSoak(t *testing.T, ctx context.Context) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "soak")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build ./tools/soak: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// soakCommand runs bin with args, its rig's directory under tmp.
-func soakCommand(ctx context.Context, bin, tmp string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) } // let it stop its rig
-	cmd.WaitDelay = time.Minute
-	return cmd
-}
 
 // TestE2ESoakShort runs `soak -cycles 3 -every 1` on its own rig: it exits 0, prints a reading of the
 // driver for every cycle and a RESULT line with no failed cycle and no leak, and removes its
 // directory. No timing or memory figure is asserted.
 func TestE2ESoakShort(t *testing.T) {
-	if testing.Short() {
-		t.Skip("soak: end-to-end test skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	bin := buildSoak(t, ctx)
-	tmp := t.TempDir()
-	var stdout, stderr bytes.Buffer
-	cmd := soakCommand(ctx, bin, tmp, "-cycles", "3", "-every", "1")
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("soak -cycles 3: %v\n--- stdout ---\n%s\n--- stderr (end) ---\n%s", err, stdout.String(), lastLines(stderr.String(), 40))
-	}
-	out := stdout.String()
+	ctx := rig.CommandTestContext(t, 20*time.Minute)
+	out, tmp := rig.RunCommand(t, ctx, "-cycles", "3", "-every", "1")
 	for i := range 4 {
 		if want := "cycle " + strconv.Itoa(i) + "/3 after "; !strings.Contains(out, want) || !strings.Contains(out, " fds ") {
 			t.Errorf("output lacks a driver reading %q...fds N\n%s", want, out)
@@ -70,22 +39,16 @@ func TestE2ESoakShort(t *testing.T) {
 			t.Errorf("RESULT %s=%v; want a reading of the running driver", k, f[k])
 		}
 	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "soak-*")); len(left) > 0 {
-		t.Errorf("left behind: %v", left)
-	}
+	rig.CheckRemoved(t, tmp, "soak-*")
 }
 
 // TestE2ESoakInterrupted sends SIGINT to a long soak once its first cycle is reported: it exits with
 // 130 (128+SIGINT), having stopped every process of its rig and removed the rig's directory.
 func TestE2ESoakInterrupted(t *testing.T) {
-	if testing.Short() {
-		t.Skip("soak: end-to-end test skipped with -short")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	bin := buildSoak(t, ctx)
+	ctx := rig.CommandTestContext(t, 20*time.Minute)
+	bin := rig.BuildCommand(t, ctx)
 	tmp := t.TempDir()
-	cmd := soakCommand(ctx, bin, tmp, "-cycles", "1000", "-every", "1")
+	cmd := rig.CommandUnder(ctx, bin, tmp, "-cycles", "1000", "-every", "1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	pipe, err := cmd.StdoutPipe()
@@ -105,7 +68,7 @@ func TestE2ESoakInterrupted(t *testing.T) {
 	}
 	if len(seen) == 0 || !strings.HasPrefix(seen[len(seen)-1], "cycle 1/1000 ") {
 		cmd.Wait()
-		t.Fatalf("soak ended before its first cycle\n--- stdout ---\n%s\n--- stderr (end) ---\n%s", strings.Join(seen, "\n"), lastLines(stderr.String(), 40))
+		t.Fatalf("soak ended before its first cycle\n--- stdout ---\n%s\n--- stderr (end) ---\n%s", strings.Join(seen, "\n"), rig.LastLines(stderr.String(), 40))
 	}
 	// The next cycle is under way now: its snapshot goes with the rig.
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
@@ -115,34 +78,15 @@ func TestE2ESoakInterrupted(t *testing.T) {
 	err = cmd.Wait()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 128+int(syscall.SIGINT) {
-		t.Fatalf("soak after SIGINT: %v; want exit status %d\n--- stderr (end) ---\n%s", err, 128+int(syscall.SIGINT), lastLines(stderr.String(), 40))
+		t.Fatalf("soak after SIGINT: %v; want exit status %d\n--- stderr (end) ---\n%s", err, 128+int(syscall.SIGINT), rig.LastLines(stderr.String(), 40))
 	}
 	if !strings.Contains(stderr.String(), "interrupted; the rig is stopped") {
-		t.Errorf("stderr does not say the rig was stopped:\n%s", lastLines(stderr.String(), 20))
+		t.Errorf("stderr does not say the rig was stopped:\n%s", rig.LastLines(stderr.String(), 20))
 	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "soak-*")); len(left) > 0 {
-		t.Errorf("left behind: %v", left)
-	}
-	if procs := processesUnder(tmp); len(procs) > 0 {
+	rig.CheckRemoved(t, tmp, "soak-*")
+	if procs := rig.ProcessesMentioning(tmp); len(procs) > 0 {
 		t.Errorf("processes of the interrupted rig still running: %s", strings.Join(procs, "; "))
 	}
-}
-
-// processesUnder lists the processes whose command line names a path under dir.
-func processesUnder(dir string) []string {
-	var out []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(cmdline, []byte(dir)) {
-			continue
-		}
-		out = append(out, e.Name()+": "+strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " "))
-	}
-	return out
 }
 
 // parseResult reads the fields of the RESULT line of the output.
@@ -164,12 +108,4 @@ func parseResult(out string) (map[string]float64, error) {
 		return f, nil
 	}
 	return nil, errors.New("no RESULT line in the output")
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -21,11 +21,7 @@ func TestIssueVerifiesAgainstCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, _ := pem.Decode(kp.CertPEM)
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := parseCert(t, kp)
 	cases := []struct {
 		name    string
 		roots   []byte
@@ -66,11 +62,7 @@ func TestIssueValidityExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, _ := pem.Decode(kp.CertPEM)
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := parseCert(t, kp)
 	if !cert.NotAfter.Equal(notAfter.Truncate(time.Second)) || !cert.NotBefore.Equal(notBefore.Truncate(time.Second)) {
 		t.Errorf("validity %s..%s, want %s..%s", cert.NotBefore, cert.NotAfter, notBefore, notAfter)
 	}
@@ -88,4 +80,18 @@ func TestIssueValidityExpired(t *testing.T) {
 	if _, err := ca.IssueValidity("backwards", notAfter, notBefore); err == nil {
 		t.Error("IssueValidity with notAfter before notBefore succeeded")
 	}
+}
+
+// parseCert is the certificate of kp, which must be one PEM block.
+func parseCert(t *testing.T, kp *KeyPair) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(kp.CertPEM)
+	if block == nil {
+		t.Fatalf("certificate %q is not PEM", kp.CertPEM)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
 }
