@@ -1,5 +1,6 @@
 // Command etcd-snapshot-driver is a CSI driver that takes verified etcd snapshots through Kubernetes
-// Jobs; `etcd-snapshot-driver verify` is the check those Jobs run, `etcd-snapshot-driver restore`
+// Jobs; `etcd-snapshot-driver verify` is the check those Jobs run (after `prepare-save`, which clears
+// a failed attempt's file), `etcd-snapshot-driver restore`
 // (also `kubectl etcd-snapshot restore` when installed as kubectl-etcd_snapshot) restores a snapshot,
 // and `restore-step` is what its Jobs run.
 package main
@@ -108,6 +109,8 @@ func run(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 		switch args[0] {
 		case "verify":
 			return driver.RunVerify(args[1:], stdout, stderr)
+		case "prepare-save":
+			return driver.RunPrepareSave(args[1:], stdout, stderr)
 		case "restore-step":
 			return driver.RunRestoreStep(args[1:], stdout, stderr)
 		case "restore":

@@ -113,7 +113,7 @@ func TestCreateIdempotent(t *testing.T) {
 	if got := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; got.Cmp(defaultSnapshotMinSize) != 0 || pvc.Spec.StorageClassName != nil {
 		t.Errorf("PVC size %s class %v; want 1Gi (small db) and the default class", got.String(), pvc.Spec.StorageClassName)
 	}
-	if got := job.Spec.Template.Spec.InitContainers[0].Args[3]; got != "--endpoints="+first.SourceMember.Endpoint || !strings.HasPrefix(got, "--endpoints=https://127.0.0.1:") {
+	if got := job.Spec.Template.Spec.InitContainers[1].Args[3]; got != "--endpoints="+first.SourceMember.Endpoint || !strings.HasPrefix(got, "--endpoints=https://127.0.0.1:") {
 		t.Errorf("save endpoint arg %q; want the chosen member %s", got, first.SourceMember.Endpoint)
 	}
 }

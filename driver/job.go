@@ -27,6 +27,10 @@ const (
 	etcdctlPath        = "/usr/local/bin/etcdctl"
 	driverBinaryPath   = "/etcd-snapshot-driver"
 
+	// prepareContainer runs before the save on every attempt of the pod: it removes what a failed
+	// attempt left on the volume (RunPrepareSave), so a retry needs room for one copy only.
+	prepareContainer = "prepare"
+
 	// jobBackoffLimit retries a failed save twice: a member restart or a broken stream is worth another
 	// attempt, a persistent fault is not worth more. A file that verify rejects fails the Job at once
 	// (jobFailurePolicy).
@@ -98,6 +102,9 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 	// No --command-timeout: for snapshot save it would cap the whole transfer; the Job deadline bounds it.
 	saveArgs = append(saveArgs, "--dial-timeout=10s")
 
+	prepare := snapshotContainer(prepareContainer, e.cfg.DriverImage, driverBinaryPath,
+		[]string{"prepare-save", "-file=" + snapshotFilePath},
+		[]corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath}})
 	save := snapshotContainer(saveContainer, e.cfg.EtcdImage, etcdctlPath, saveArgs, mounts)
 	verify := snapshotContainer(verifyContainer, e.cfg.DriverImage, driverBinaryPath,
 		[]string{"verify", "-file=" + snapshotFilePath, "-termination-log=" + terminationLogPath},
@@ -129,7 +136,7 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 					RestartPolicy:                corev1.RestartPolicyNever,
 					AutomountServiceAccountToken: ptr.To(false),
 					SecurityContext:              podSecurity(nonRootUID, nonRootUID, nonRootUID),
-					InitContainers:               []corev1.Container{save},
+					InitContainers:               []corev1.Container{prepare, save},
 					Containers:                   []corev1.Container{verify},
 					Volumes:                      volumes,
 				},
@@ -140,10 +147,9 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 
 // jobFailurePolicy fails the Job as soon as verify rejects the saved file. A retry would gain
 // nothing: the file came complete from etcd (a broken stream fails the save, which is retried), so a
-// member whose data is damaged sends it damaged again. And the volume is sized for one copy of the
-// database: a retried save would write etcdctl's "<file>.part" beside the rejected file and run out
-// of space, reporting that instead of the real reason. A save killed midway leaves only the ".part",
-// which the next attempt's etcdctl truncates and reuses (client/v3/snapshot: SaveWithVersion).
+// member whose data is damaged sends it damaged again, and the record's error would become the
+// retry's instead of verify's reason. Any other failed attempt is retried after the prepare container
+// has removed what it left (RunPrepareSave).
 func jobFailurePolicy() *batchv1.PodFailurePolicy {
 	return &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
 		Action: batchv1.PodFailurePolicyActionFailJob,

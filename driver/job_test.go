@@ -41,10 +41,16 @@ func TestSnapshotJobLayout(t *testing.T) {
 	if pod.RestartPolicy != corev1.RestartPolicyNever || pod.SecurityContext == nil || !*pod.SecurityContext.RunAsNonRoot {
 		t.Errorf("pod restartPolicy %s securityContext %+v", pod.RestartPolicy, pod.SecurityContext)
 	}
-	if len(pod.InitContainers) != 1 || len(pod.Containers) != 1 {
+	if len(pod.InitContainers) != 2 || len(pod.Containers) != 1 {
 		t.Fatalf("containers: %d init, %d main", len(pod.InitContainers), len(pod.Containers))
 	}
-	save, verify := pod.InitContainers[0], pod.Containers[0]
+	prepare, save, verify := pod.InitContainers[0], pod.InitContainers[1], pod.Containers[0]
+	// prepare runs first on every attempt and clears what an earlier one left on the snapshot volume.
+	if prepare.Name != "prepare" || prepare.Image != fxDriverImage || !slices.Equal(prepare.Command, []string{"/etcd-snapshot-driver"}) ||
+		!slices.Equal(prepare.Args, []string{"prepare-save", "-file=/var/lib/etcd-snapshot/snapshot.db"}) ||
+		len(prepare.VolumeMounts) != 1 || prepare.VolumeMounts[0].Name != "snapshot" || prepare.VolumeMounts[0].ReadOnly {
+		t.Errorf("prepare container: %s %s %v %v %+v", prepare.Name, prepare.Image, prepare.Command, prepare.Args, prepare.VolumeMounts)
+	}
 	wantSave := []string{"snapshot", "save", "/var/lib/etcd-snapshot/snapshot.db", "--endpoints=" + endpoint,
 		"--cacert=/etc/etcd-snapshot/tls/ca.crt", "--cert=/etc/etcd-snapshot/tls/tls.crt", "--key=/etc/etcd-snapshot/tls/tls.key"}
 	if save.Name != "save" || save.Image != fxEtcdImage || !slices.Equal(save.Command, []string{"/usr/local/bin/etcdctl"}) ||
@@ -56,7 +62,7 @@ func TestSnapshotJobLayout(t *testing.T) {
 		!slices.Equal(verify.Args, wantVerify) {
 		t.Errorf("verify container: %s %s %v %v", verify.Name, verify.Image, verify.Command, verify.Args)
 	}
-	for _, c := range []corev1.Container{save, verify} {
+	for _, c := range []corev1.Container{prepare, save, verify} {
 		sc := c.SecurityContext
 		if c.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError || sc == nil || !*sc.ReadOnlyRootFilesystem ||
 			*sc.AllowPrivilegeEscalation || c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
@@ -84,8 +90,8 @@ func TestSnapshotJobLayout(t *testing.T) {
 	// Plaintext (allowed by the class): no Secret volume, no TLS flags.
 	plainJob := e.newSnapshotJob(rec, "http://127.0.0.1:2379", false, 0, snapshotParams{})
 	plain := plainJob.Spec.Template.Spec
-	if len(plain.Volumes) != 1 || slices.ContainsFunc(plain.InitContainers[0].Args, func(a string) bool { return a == "--cacert=/etc/etcd-snapshot/tls/ca.crt" }) {
-		t.Errorf("plaintext job still uses TLS: volumes %+v args %v", plain.Volumes, plain.InitContainers[0].Args)
+	if len(plain.Volumes) != 1 || slices.ContainsFunc(plain.InitContainers[1].Args, func(a string) bool { return a == "--cacert=/etc/etcd-snapshot/tls/ca.crt" }) {
+		t.Errorf("plaintext job still uses TLS: volumes %+v args %v", plain.Volumes, plain.InitContainers[1].Args)
 	}
 	if isSuspended(plainJob) || mountsTLSSecret(plainJob) || !mountsTLSSecret(job) {
 		t.Errorf("plaintext job: suspended %v, mounts the Secret %v; TLS job mounts it %v", isSuspended(plainJob), mountsTLSSecret(plainJob), mountsTLSSecret(job))

@@ -31,10 +31,14 @@ func saveEndpoint(job *batchv1.Job) string {
 
 // setEndpoint points job's save container at endpoint.
 func setEndpoint(job *batchv1.Job, endpoint string) {
-	c := &job.Spec.Template.Spec.InitContainers[0]
-	for i, a := range c.Args {
-		if strings.HasPrefix(a, "--endpoints=") {
-			c.Args[i] = "--endpoints=" + endpoint
+	for _, c := range job.Spec.Template.Spec.InitContainers {
+		if c.Name != saveContainer {
+			continue
+		}
+		for i, a := range c.Args {
+			if strings.HasPrefix(a, "--endpoints=") {
+				c.Args[i] = "--endpoints=" + endpoint
+			}
 		}
 	}
 }

@@ -61,9 +61,17 @@ func TestE2EAdmissionRefusesForgedObjects(t *testing.T) {
 		edit func(j *batchv1.Job)
 	}{
 		{forgery{"another image", []string{"docker.io/library/busybox:1.36", "is not one the driver runs"}},
-			func(j *batchv1.Job) { j.Spec.Template.Spec.InitContainers[0].Image = "docker.io/library/busybox:1.36" }},
+			func(j *batchv1.Job) { j.Spec.Template.Spec.InitContainers[1].Image = "docker.io/library/busybox:1.36" }},
 		{forgery{"the driver image in the etcdctl step", []string{rig.DriverImage, "is not one the driver runs"}},
-			func(j *batchv1.Job) { j.Spec.Template.Spec.InitContainers[0].Image = rig.DriverImage }},
+			func(j *batchv1.Job) { j.Spec.Template.Spec.InitContainers[1].Image = rig.DriverImage }},
+		{forgery{"the etcd image in the prepare step", []string{r.EtcdImage, "is not one the driver runs"}},
+			func(j *batchv1.Job) { j.Spec.Template.Spec.InitContainers[0].Image = r.EtcdImage }},
+		{forgery{"the prepare step removing another file", []string{"exactly `etcd-snapshot-driver"}},
+			func(j *batchv1.Job) {
+				j.Spec.Template.Spec.InitContainers[0].Args = []string{"prepare-save", "-file=/var/lib/etcd-snapshot/../etcd/member/snap/db"}
+			}},
+		{forgery{"no prepare step", []string{"exactly `etcd-snapshot-driver"}},
+			func(j *batchv1.Job) { j.Spec.Template.Spec.InitContainers = j.Spec.Template.Spec.InitContainers[1:] }},
 		{forgery{"a service account", []string{"names no service account"}},
 			func(j *batchv1.Job) { j.Spec.Template.Spec.ServiceAccountName = "default" }},
 		{forgery{"a mounted service account token", []string{"mounts no"}},
@@ -82,7 +90,7 @@ func TestE2EAdmissionRefusesForgedObjects(t *testing.T) {
 			}},
 		{forgery{"an added capability", []string{"add no capabilities"}},
 			func(j *batchv1.Job) {
-				j.Spec.Template.Spec.InitContainers[0].SecurityContext.Capabilities.Add = []corev1.Capability{"SYS_ADMIN"}
+				j.Spec.Template.Spec.InitContainers[1].SecurityContext.Capabilities.Add = []corev1.Capability{"SYS_ADMIN"}
 			}},
 		{forgery{"another Secret mounted", []string{"mounts only its PVC", "its Secret " + id + "-tls"}},
 			func(j *batchv1.Job) {
@@ -99,11 +107,11 @@ func TestE2EAdmissionRefusesForgedObjects(t *testing.T) {
 			}},
 		{forgery{"etcdctl settings through env", []string{"sets no environment"}},
 			func(j *batchv1.Job) {
-				j.Spec.Template.Spec.InitContainers[0].Env = []corev1.EnvVar{{Name: "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", Value: "true"}}
+				j.Spec.Template.Spec.InitContainers[1].Env = []corev1.EnvVar{{Name: "ETCDCTL_INSECURE_SKIP_TLS_VERIFY", Value: "true"}}
 			}},
 		{forgery{"an extra etcdctl flag", []string{"with the driver's arguments only"}},
 			func(j *batchv1.Job) {
-				c := &j.Spec.Template.Spec.InitContainers[0]
+				c := &j.Spec.Template.Spec.InitContainers[1]
 				c.Args = append(c.Args, "--insecure-skip-tls-verify")
 			}},
 		{forgery{"another PVC mounted", []string{"mounts only its PVC", rec.Sources[0].PVC}},
@@ -120,9 +128,9 @@ func TestE2EAdmissionRefusesForgedObjects(t *testing.T) {
 			func(j *batchv1.Job) { j.Spec.Template.Spec.HostPID = true }},
 		{forgery{"root", []string{"runs as non-root"}},
 			func(j *batchv1.Job) {
-				j.Spec.Template.Spec.InitContainers[0].SecurityContext.RunAsUser = ptr.To[int64](0)
+				j.Spec.Template.Spec.InitContainers[1].SecurityContext.RunAsUser = ptr.To[int64](0)
 			}},
-		{forgery{"another command", []string{"exactly `etcdctl snapshot save`"}},
+		{forgery{"another command", []string{"exactly `etcd-snapshot-driver"}},
 			func(j *batchv1.Job) {
 				j.Spec.Template.Spec.Containers[0].Args = []string{"restore", "-file=/var/lib/etcd-snapshot/snapshot.db"}
 			}},
