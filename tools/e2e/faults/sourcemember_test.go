@@ -185,6 +185,12 @@ func waitPartialFile(ctx context.Context, r *rig.Rig, rec *driver.Record) (parti
 	return out, nil
 }
 
+// Names of the snapshot Job's init containers (driver/job.go).
+const (
+	prepareContainer = "prepare"
+	saveContainer    = "save"
+)
+
 // checkAttempts checks that the save was cut and retried, and that every attempt saved from the
 // member the record names: the pods of the Job, their save container's exit codes and arguments.
 func checkAttempts(t *testing.T, ctx context.Context, r *rig.Rig, rec *driver.Record) {
@@ -196,12 +202,23 @@ func checkAttempts(t *testing.T, ctx context.Context, r *rig.Rig, rec *driver.Re
 	failed, succeeded := 0, 0
 	for _, p := range pods.Items {
 		for _, c := range p.Spec.InitContainers {
-			if !containsArg(c.Args, "--endpoints="+rec.SourceMember.Endpoint) {
+			if c.Name == saveContainer && !containsArg(c.Args, "--endpoints="+rec.SourceMember.Endpoint) {
 				t.Errorf("pod %s: container %s saves with %v, not from %s", p.Name, c.Name, c.Args, rec.SourceMember.Endpoint)
 			}
 		}
 		for _, cs := range p.Status.InitContainerStatuses {
-			if term := cs.State.Terminated; term != nil {
+			term := cs.State.Terminated
+			if cs.Name == prepareContainer {
+				// Every attempt starts by clearing what the one before left; it must never fail.
+				if term != nil && term.ExitCode != 0 {
+					t.Errorf("pod %s: prepare exited %d: %s", p.Name, term.ExitCode, lastLine(term.Message))
+				}
+				continue
+			}
+			if cs.Name != saveContainer {
+				continue
+			}
+			if term != nil {
 				if term.ExitCode == 0 {
 					succeeded++
 				} else {
