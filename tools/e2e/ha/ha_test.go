@@ -3,16 +3,12 @@ package ha
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/driver"
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
@@ -46,7 +42,11 @@ func TestE2EDriverLeaderKilledMidSnapshot(t *testing.T) {
 			}
 		}
 	})
-	uids, first := watchJobs(t, ctx, r)
+	jobs, err := r.WatchSnapshotJobs(ctx, r.Namespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(jobs.Stop)
 
 	const name = "e2e-ha"
 	if _, err := r.CreateGroupSnapshot(ctx, name); err != nil {
@@ -54,7 +54,7 @@ func TestE2EDriverLeaderKilledMidSnapshot(t *testing.T) {
 	}
 	var job *batchv1.Job
 	select {
-	case job = <-first:
+	case job = <-jobs.First():
 	case <-ctx.Done():
 		_, err := r.WaitGroupSnapshotReady(ctx, name)
 		t.Fatalf("no snapshot Job appeared for %s: %v", name, err)
@@ -81,8 +81,8 @@ func TestE2EDriverLeaderKilledMidSnapshot(t *testing.T) {
 	if rec.Phase != driver.PhaseReady || job.Labels[rig.SnapshotIDLabel] != rec.ID {
 		t.Fatalf("record %s is %s (first Job %s of snapshot %q), want Ready for that Job", rec.ID, rec.Phase, job.Name, job.Labels[rig.SnapshotIDLabel])
 	}
-	if seen := uids(); len(seen) != 1 || len(seen[rec.ID]) != 1 || !seen[rec.ID][job.UID] {
-		t.Errorf("snapshot Jobs seen during the test: %v; want only %s with uid %s", seen, rec.ID, job.UID)
+	if ids, uids := jobs.IDs(), jobs.UIDs(rec.ID); len(ids) != 1 || len(uids) != 1 || uids[0] != job.UID {
+		t.Errorf("snapshot Jobs seen during the test: %v, uids of %s %v; want only %s with uid %s", ids, rec.ID, uids, rec.ID, job.UID)
 	}
 	current, err := r.Kube.BatchV1().Jobs(r.Namespace).Get(ctx, rec.ID, metav1.GetOptions{})
 	if err != nil || current.UID != job.UID {
@@ -107,53 +107,4 @@ func waitLeader(t *testing.T, ctx context.Context, r *rig.Rig, not int) int {
 		t.Fatalf("no live replica (other than %d) leads: %v", not, errors.Join(err, why))
 	}
 	return leader
-}
-
-// watchJobs records the UID of every snapshot Job in the rig's namespace until the test ends; first
-// receives the first one.
-func watchJobs(t *testing.T, ctx context.Context, r *rig.Rig) (uids func() map[string]map[types.UID]bool, first <-chan *batchv1.Job) {
-	t.Helper()
-	var mu sync.Mutex
-	seen := map[string]map[types.UID]bool{}
-	firstc := make(chan *batchv1.Job, 1)
-	add := func(obj any) {
-		job, ok := obj.(*batchv1.Job)
-		if !ok {
-			return
-		}
-		id := job.Labels[rig.SnapshotIDLabel]
-		mu.Lock()
-		defer mu.Unlock()
-		if len(seen) == 0 {
-			firstc <- job
-		}
-		if seen[id] == nil {
-			seen[id] = map[types.UID]bool{}
-		}
-		seen[id][job.UID] = true
-	}
-	factory := informers.NewSharedInformerFactoryWithOptions(r.Kube, 0, informers.WithNamespace(r.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = rig.SnapshotIDLabel }))
-	informer := factory.Batch().V1().Jobs().Informer()
-	if _, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: add, UpdateFunc: func(_, obj any) { add(obj) }}); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	factory.Start(stop)
-	t.Cleanup(func() { close(stop); factory.Shutdown() })
-	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-		t.Fatal("Job informer did not sync")
-	}
-	return func() map[string]map[types.UID]bool {
-		mu.Lock()
-		defer mu.Unlock()
-		out := map[string]map[types.UID]bool{}
-		for id, u := range seen {
-			out[id] = map[types.UID]bool{}
-			for k := range u {
-				out[id][k] = true
-			}
-		}
-		return out
-	}, firstc
 }
