@@ -148,10 +148,14 @@ func managedSelector() labels.Selector {
 	return labels.SelectorFromSet(labels.Set{labelManagedBy: managedByValue})
 }
 
+// managedInformerOption limits an informer factory to the objects this driver created.
+func managedInformerOption() informers.SharedInformerOption {
+	return informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = managedSelector().String() })
+}
+
 func (e *Engine) buildInformers() error {
-	managed := informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = managedSelector().String() })
-	e.metaFactory = informers.NewSharedInformerFactoryWithOptions(e.cfg.Kube, 0, informers.WithNamespace(e.cfg.MetadataNamespace), managed)
-	e.ownFactory = informers.NewSharedInformerFactoryWithOptions(e.cfg.Kube, 0, managed)
+	e.metaFactory = metadataInformers(e.cfg.Kube, e.cfg.MetadataNamespace)
+	e.ownFactory = informers.NewSharedInformerFactoryWithOptions(e.cfg.Kube, 0, managedInformerOption())
 	e.ownedFactories = []informers.SharedInformerFactory{e.metaFactory, e.ownFactory}
 	e.pvFactory = e.cfg.Informers
 	if e.pvFactory == nil {

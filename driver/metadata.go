@@ -278,6 +278,12 @@ func decodeRecord(cm *corev1.ConfigMap) (*Record, error) {
 	return rec, nil
 }
 
+// metadataInformers is the informer factory of the metadata ConfigMaps: the driver's own objects in
+// namespace.
+func metadataInformers(kube kubernetes.Interface, namespace string) informers.SharedInformerFactory {
+	return informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(namespace), managedInformerOption())
+}
+
 // RecordStore is the driver's metadata store for a program outside this package: tools/bench
 // measures its Get and Put latency on a real API server with thousands of records. It makes the
 // same calls as the engine's store (informer-cache reads, resourceVersion writes) on its own
@@ -290,8 +296,7 @@ type RecordStore struct {
 // NewRecordStore starts a store on the metadata ConfigMaps of namespace and returns once its cache
 // has synced; it runs until ctx ends.
 func NewRecordStore(ctx context.Context, kube kubernetes.Interface, namespace string) (*RecordStore, error) {
-	managed := informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = managedSelector().String() })
-	factory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(namespace), managed)
+	factory := metadataInformers(kube, namespace)
 	cms := factory.Core().V1().ConfigMaps()
 	s := &metadataStore{kube: kube, namespace: namespace, cache: cms.Lister().ConfigMaps(namespace)}
 	informer := cms.Informer()
