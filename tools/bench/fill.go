@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/tools/rig"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -87,19 +88,9 @@ func fill(ctx context.Context, cli *clientv3.Client, size int64, progress func(s
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	begin := time.Now()
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(10 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				progress("fill: %s of %s written (%.0f MB/s)", mib(written.Load()), mib(size), float64(written.Load())/1e6/time.Since(begin).Seconds())
-			}
-		}
-	}()
+	stop := rig.Heartbeat(10*time.Second, func() {
+		progress("fill: %s of %s written (%.0f MB/s)", mib(written.Load()), mib(size), float64(written.Load())/1e6/time.Since(begin).Seconds())
+	})
 	for w := range fillWriters {
 		wg.Go(func() {
 			gen := newObjectGen(uint64(w) + 1)
@@ -126,7 +117,7 @@ func fill(ctx context.Context, cli *clientv3.Client, size int64, progress func(s
 		})
 	}
 	wg.Wait()
-	close(done)
+	stop()
 	if first != nil {
 		return 0, first
 	}

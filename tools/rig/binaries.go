@@ -192,21 +192,11 @@ func goBuild(ctx context.Context, progress io.Writer, label, dir, out, ldflags, 
 	var output bytes.Buffer
 	cmd.Stdout = &output
 	cmd.Stderr = &output
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(30 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				fmt.Fprintf(progress, "rig:   still building %s (%s)\n", label, time.Since(start).Round(time.Second))
-			}
-		}
-	}()
+	stop := Heartbeat(30*time.Second, func() {
+		fmt.Fprintf(progress, "rig:   still building %s (%s)\n", label, time.Since(start).Round(time.Second))
+	})
 	err := cmd.Run()
-	close(done)
+	stop()
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("rig: build of %s interrupted: %w", label, ctx.Err())
@@ -367,4 +357,23 @@ func tail(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Heartbeat calls beat every period until the returned stop is called (the progress line of a long
+// step: a build, a fill). Call stop exactly once; it does not wait for a beat under way.
+func Heartbeat(period time.Duration, beat func()) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				beat()
+			}
+		}
+	}()
+	return func() { close(done) }
 }
