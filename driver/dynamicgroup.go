@@ -85,18 +85,14 @@ type DynamicGroupController struct {
 	recorder record.EventRecorder
 }
 
-// NewDynamicGroupController returns a controller for the VolumeGroupSnapshots whose
-// class names driverName; resync is the informers' resync period (0 disables it).
-func NewDynamicGroupController(kube kubernetes.Interface, snap snapclientset.Interface, driverName string, resync time.Duration) *DynamicGroupController {
-	return newDynamicGroupController(kube, snap, driverName, resync, dgRateLimiter())
-}
-
 // dgRateLimiter is the queue's backoff: upstream's defaults for --retry-interval-start and
 // --retry-interval-max.
 func dgRateLimiter() workqueue.TypedRateLimiter[string] {
 	return workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 5*time.Minute)
 }
 
+// newDynamicGroupController is the controller on informer factories of its own, with resync period
+// resync (0 disables it) and the queue backoff limiter: what the tests build.
 func newDynamicGroupController(kube kubernetes.Interface, snap snapclientset.Interface, driverName string, resync time.Duration, limiter workqueue.TypedRateLimiter[string]) *DynamicGroupController {
 	return newDynamicGroupControllerWith(kube, snap, informers.NewSharedInformerFactory(kube, resync),
 		snapinformers.NewSharedInformerFactory(snap, resync), driverName, limiter)

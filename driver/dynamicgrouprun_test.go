@@ -28,7 +28,7 @@ func TestDynamicGroupRunConcurrent(t *testing.T) {
 	errs := make(chan error, 2)
 	ctrls := make([]*DynamicGroupController, 2)
 	for i := range ctrls {
-		c := NewDynamicGroupController(kube, snap, dgtDriver, time.Minute)
+		c := newDynamicGroupController(kube, snap, dgtDriver, time.Minute, dgRateLimiter())
 		ctrls[i] = c
 		go func() { errs <- c.Run(ctx) }()
 	}
