@@ -201,7 +201,7 @@ func (c *DynamicGroupController) enqueueUnbound(namespace string) {
 
 // sync creates the content of one VolumeGroupSnapshot if it is ours and still
 // needs one, and once it is bound and ready gets its members re-checked
-// (memberrecheck.go). It only ever creates group contents, sets a missing class name
+// (dynamicgrouprecheck.go). It only ever creates group contents, sets a missing class name
 // and annotates member contents; it never deletes a content.
 func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
 	namespace, name, err := cache.SplitMetaNamespaceKey(key)

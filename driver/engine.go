@@ -72,7 +72,7 @@ type SnapshotRequest struct {
 	// SourceVolumeIDs are "namespace/pvc-name" or PV volume handles of any CSI driver; exactly one
 	// unless Group.
 	SourceVolumeIDs []string
-	// Parameters are the class parameters (see params.go); they are part of the snapshot's identity.
+	// Parameters are the class parameters (see engineparams.go); they are part of the snapshot's identity.
 	Parameters map[string]string
 	// Secrets are the CSI snapshotter secrets (ca.crt, tls.crt, tls.key); not part of the identity.
 	Secrets map[string]string

@@ -25,7 +25,7 @@ import (
 // The sweeper finishes what no caller will. Three things outlive their caller today:
 //   - a Pending record (with its suspended Job, PVC and credentials Secret) whose Create was cut short
 //     and whose VolumeGroupSnapshot or VolumeSnapshot was deleted before the sidecar retried;
-//   - a Pending record whose rollback failed (cleanup.go), which is retried at once with backoff;
+//   - a Pending record whose rollback failed (enginedelete.go), which is retried at once with backoff;
 //   - a VolumeGroupSnapshotContent dynamicgroup.go pre-created for a VolumeGroupSnapshot deleted before
 //     upstream bound it (upstream v8.7.0 never collects it), and the snapshot the sidecar took for it.
 //

@@ -290,7 +290,7 @@ func TestSweeperFollowsInformers(t *testing.T) {
 	})
 }
 
-// TestSweeperRetriesFailedRollback checks that a rollback which failed (cleanup.go) is finished by the
+// TestSweeperRetriesFailedRollback checks that a rollback which failed (enginedelete.go) is finished by the
 // sweeper with backoff, without waiting for the grace period.
 func TestSweeperRetriesFailedRollback(t *testing.T) {
 	rec, objs := swPending(t, "groupsnapshot-1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", true, 0)

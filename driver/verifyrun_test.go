@@ -118,7 +118,7 @@ func TestRunVerifyReportsCrashOnCorruptPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The page walk before bbolt (boltcheck.go) finds the zeroed page; without it bbolt hit the page
+	// The page walk before bbolt (verifybolt.go) finds the zeroed page; without it bbolt hit the page
 	// in its consistency check or in its unrecoverable freelist walk goroutine. The first line names
 	// the file and the page either way.
 	first, _, _ := strings.Cut(string(logged), "\n")

@@ -24,7 +24,7 @@ import (
 // these observation times (milliseconds, the bench's clock, which is also the driver's: one machine)
 // and the record's own createdAt and readyAt.
 const (
-	labelSnapshotID        = "snapshot.etcd.io/id" // on the driver's Jobs and pods (driver/metadata.go)
+	labelSnapshotID        = "snapshot.etcd.io/id" // on the driver's Jobs and pods (driver/enginerecordstore.go)
 	beingCreatedAnnotation = "groupsnapshot.storage.kubernetes.io/volumegroupsnapshot-being-created"
 	saveContainer          = "save"
 	verifyContainer        = "verify"

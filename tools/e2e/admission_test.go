@@ -147,7 +147,7 @@ func TestE2EAdmissionRefusesForgedObjects(t *testing.T) {
 		})
 	}
 
-	// Secrets and PVCs shaped like the driver's (driver/job.go newTLSSecret, driver/snapshotpvc.go).
+	// Secrets and PVCs shaped like the driver's (driver/job.go newTLSSecret, driver/jobpvc.go).
 	secret := func() *corev1.Secret {
 		return &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: id + "-tls", Namespace: ns, Labels: base.Labels,

@@ -145,7 +145,7 @@ func TestE2EDynamicGroup(t *testing.T) {
 // waitMembers waits up to memberReadyTimeout until the group has want member VolumeSnapshots, each
 // readyToUse and bound to a content that carries a snapshot handle, and returns them.
 //
-// Without the driver's re-check (driver/memberrecheck.go) members would stay readyToUse=false for up
+// Without the driver's re-check (driver/dynamicgrouprecheck.go) members would stay readyToUse=false for up
 // to the csi-snapshotter's 15-minute resync: snapshot-controller v8.7.0 rewrites their status from
 // the group content's first, not-ready volumeSnapshotInfoList until the group is ready, and the
 // sidecar ignores status-only changes. The bound catches that regression well before the resync.
@@ -196,7 +196,7 @@ func waitMembers(t *testing.T, ctx context.Context, r *rig.Rig, vgs *groupsnapsh
 const (
 	// memberReadyTimeout bounds the wait for member readiness after the group is ready.
 	memberReadyTimeout = 2 * time.Minute
-	// memberCheckAnnotation is the annotation driver/memberrecheck.go puts on a member content it
+	// memberCheckAnnotation is the annotation driver/dynamicgrouprecheck.go puts on a member content it
 	// asks the csi-snapshotter to re-check.
 	memberCheckAnnotation = "snapshot.etcd.io/readiness-check"
 )

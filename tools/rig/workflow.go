@@ -29,7 +29,7 @@ import (
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/driver"
 )
 
-// Files and keys of the documented user workflow (manifests/examples, driver/record.go).
+// Files and keys of the documented user workflow (manifests/examples, driver/enginerecord.go).
 const (
 	// ExamplesDir holds the example classes and the credentials RoleBinding, relative to the repository root.
 	ExamplesDir = "manifests/examples"

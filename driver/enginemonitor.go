@@ -143,7 +143,7 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 // sync the VolumeGroupSnapshot, about 20 API calls for three members under its client rate limit,
 // and the sync that finally marks it ready waits behind those. A small database's Job finishes in
 // about a second: waiting for it makes the first answer the ready one. A longer Job is answered
-// not ready after the wait, as without it, and the wake-up (groupwake.go) shortens the rest. The
+// not ready after the wait, as without it, and the wake-up (dynamicgroupwake.go) shortens the rest. The
 // record is watched through the metadata cache, so a Job another replica follows wakes it too.
 func (e *Engine) AwaitFinished(ctx context.Context, rec *Record) *Record {
 	if e.cfg.CreateWait <= 0 || rec == nil || rec.Phase != PhaseRunning {

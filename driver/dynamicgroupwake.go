@@ -20,7 +20,7 @@ import (
 // database, minutes for a large one). An annotation change of the VolumeGroupSnapshotContent is a
 // change the sidecar does not ignore (ShouldEnqueueGroupContentChange in external-snapshotter
 // v8.7.0 pkg/utils), so writing one the moment the record turns Ready makes it sync, and re-call
-// Create, at once. memberrecheck.go does the same for the member contents afterwards.
+// Create, at once. dynamicgrouprecheck.go does the same for the member contents afterwards.
 
 // dgReadyAnnotation is the annotation whose change wakes the sidecar; its value is the time the
 // record turned Ready, so every wake-up is a change.

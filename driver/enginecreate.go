@@ -101,7 +101,7 @@ func sameSnapshot(rec *Record, req SnapshotRequest, sources []string, phash stri
 
 // provision runs the create flow: resolve, discover, check health, write metadata, then PVC, Job
 // (suspended), Secret, and resume the Job. prior is a Pending record left by an interrupted attempt,
-// whose objects are adopted only as far as they match this attempt's plan (resume.go; its Secret is
+// whose objects are adopted only as far as they match this attempt's plan (engineadopt.go; its Secret is
 // always replaced).
 func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, p snapshotParams, phash string, prior *Record) (*Record, error) {
 	src, err := e.resolveSources(ctx, req.SourceVolumeIDs)
