@@ -3,6 +3,7 @@ package driver
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -273,4 +274,45 @@ func pageSnapshots(snapshots []*csi.Snapshot, start string, limit int) *csi.List
 // isSnapshotID reports whether id has the form of a snapshot id this driver issues (single or member).
 func isSnapshotID(id string) bool {
 	return singleIDPattern.MatchString(id) || memberIDPattern.MatchString(id)
+}
+
+// ValidateVolumeCapabilities, which the CSI spec requires of every Controller plugin, answers for the
+// etcd volumes the driver snapshots (a PV's CSI handle or namespace/pvc-name, as CreateSnapshot takes
+// them) but confirms no capability: those volumes belong to another CSI driver, and this one never
+// provisions, attaches or mounts a volume, so it cannot vouch for an access mode. An id that names no
+// volume is NOT_FOUND.
+func (d *Driver) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
+	if err := checkString("volume_id", req.GetVolumeId()); err != nil {
+		return nil, err
+	}
+	if len(req.GetVolumeCapabilities()) == 0 {
+		return nil, invalidArgument("volume_capabilities", "is required")
+	}
+	for i, c := range req.GetVolumeCapabilities() {
+		if c.GetAccessMode() == nil {
+			return nil, invalidArgument(fmt.Sprintf("volume_capabilities[%d].access_mode", i), "is required")
+		}
+	}
+	if err := checkMap("volume_context", req.GetVolumeContext(), maxMapBytes); err != nil {
+		return nil, err
+	}
+	if err := checkMap("parameters", req.GetParameters(), maxMapBytes); err != nil {
+		return nil, err
+	}
+	if err := checkSecrets("secrets", req.GetSecrets()); err != nil {
+		return nil, err
+	}
+	if err := d.engine.notStarted(); err != nil {
+		return nil, err
+	}
+	pvc, err := d.engine.lookupVolume(ctx, req.GetVolumeId())
+	if errors.Is(err, errUnnamedVolume) {
+		return nil, status.Errorf(codes.NotFound, "volume %q: no PV has this CSI volume handle, and it is not of the form namespace/pvc-name", req.GetVolumeId())
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &csi.ValidateVolumeCapabilitiesResponse{Message: fmt.Sprintf(
+		"volume %q is PVC %s/%s; %s does not provision, attach or mount volumes (it only snapshots the etcd cluster owning them), so it confirms no capability: ask the volume's own CSI driver",
+		req.GetVolumeId(), pvc.Namespace, pvc.Name, d.cfg.DriverName)}, nil
 }

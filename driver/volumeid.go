@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -84,6 +85,20 @@ func (e *Engine) resolveVolume(ctx context.Context, id string) (*corev1.Persiste
 	if id == "" {
 		return nil, status.Error(codes.InvalidArgument, "a source volume id is empty")
 	}
+	pvc, err := e.lookupVolume(ctx, id)
+	if errors.Is(err, errUnnamedVolume) {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %q is neither the CSI volume handle of a known PV nor of the form namespace/pvc-name", id)
+	}
+	return pvc, err
+}
+
+// errUnnamedVolume is lookupVolume's answer for an id that is neither the handle of a known PV nor of
+// the form namespace/pvc-name: a caller that must name a volume gets InvalidArgument, one asking
+// whether a volume exists gets NotFound.
+var errUnnamedVolume = errors.New("driver: the volume id names no PV handle and no namespace/pvc-name")
+
+// lookupVolume is resolveVolume without the empty-id check, returning errUnnamedVolume unwrapped.
+func (e *Engine) lookupVolume(ctx context.Context, id string) (*corev1.PersistentVolumeClaim, error) {
 	pvs, err := e.pvIndexer.ByIndex(pvHandleIndex, id)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "volume %q: PV index: %v", id, err)
@@ -102,7 +117,7 @@ func (e *Engine) resolveVolume(ctx context.Context, id string) (*corev1.Persiste
 	}
 	ns, name, ok := splitPVCID(id)
 	if !ok {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %q is neither the CSI volume handle of a known PV nor of the form namespace/pvc-name", id)
+		return nil, errUnnamedVolume
 	}
 	return e.getPVC(ctx, id, ns, name)
 }
