@@ -31,14 +31,10 @@ import (
 // version is stamped at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// imageRepository is where the driver's own image is published; the snapshot Jobs run `verify` from it.
-const imageRepository = "ghcr.io/etcd-snapshot-driver/etcd-snapshot-driver"
-
-// Defaults shared by the driver's flags and the restore subcommand's.
-const (
-	defaultDriverName = "etcd-snapshot.csi.io"
-	defaultEtcdImage  = "gcr.io/etcd-development/etcd:v3.7.3"
-)
+// driverImage is the default -driver-image: this binary's own image.
+func driverImage() string {
+	return driver.DriverImageRepository + ":" + version
+}
 
 // options are the command-line flags of the driver.
 type options struct {
@@ -72,13 +68,13 @@ type options struct {
 // flag.CommandLine.
 func registerFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: the unix socket the CSI services listen on")
-	fs.StringVar(&o.driverName, "driver-name", defaultDriverName, "CSI driver name, as in the CSIDriver object and the snapshot classes")
+	fs.StringVar(&o.driverName, "driver-name", driver.DefaultDriverName, "CSI driver name, as in the CSIDriver object and the snapshot classes")
 	fs.StringVar(&o.httpAddress, "http-address", ":8080", "address serving /metrics, /healthz and /ready")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty means the in-cluster configuration")
-	fs.StringVar(&o.clusterLabel, "cluster-label", "etcd.io/cluster", "label key naming the etcd cluster on its PVCs and client Service")
-	fs.StringVar(&o.metadataNamespace, "metadata-namespace", "kube-system", "namespace of the snapshot metadata ConfigMaps")
-	fs.StringVar(&o.etcdImage, "etcd-image", defaultEtcdImage, "image providing /usr/local/bin/etcdctl for `etcdctl snapshot save`")
-	fs.StringVar(&o.driverImage, "driver-image", imageRepository+":"+version, "image of this driver, whose `verify` subcommand checks each snapshot")
+	fs.StringVar(&o.clusterLabel, "cluster-label", driver.DefaultClusterLabel, "label key naming the etcd cluster on its PVCs and client Service")
+	fs.StringVar(&o.metadataNamespace, "metadata-namespace", driver.DefaultMetadataNamespace, "namespace of the snapshot metadata ConfigMaps")
+	fs.StringVar(&o.etcdImage, "etcd-image", driver.DefaultEtcdImage, "image providing /usr/local/bin/etcdctl for `etcdctl snapshot save`")
+	fs.StringVar(&o.driverImage, "driver-image", driverImage(), "image of this driver, whose `verify` subcommand checks each snapshot")
 	fs.StringVar(&o.etcdCA, "etcd-ca", "", "fallback etcd client CA bundle (PEM), used when a snapshot class names no secret")
 	fs.StringVar(&o.etcdCert, "etcd-cert", "", "fallback etcd client certificate (PEM); needs -etcd-ca and -etcd-key")
 	fs.StringVar(&o.etcdKey, "etcd-key", "", "fallback etcd client private key (PEM); needs -etcd-ca and -etcd-cert")
@@ -88,9 +84,8 @@ func registerFlags(fs *flag.FlagSet, o *options) {
 	// Shorter than the csi-snapshotter's CSI --timeout (1 minute by default) by far: a Create that
 	// waits holds one of the sidecar's workers.
 	fs.DurationVar(&o.createWait, "create-wait", 5*time.Second, "how long a Create waits for its snapshot's Job to finish, so that its answer is already ready; 0 answers not ready at once")
-	// client-go's own defaults (5 and 10) throttle a single snapshot's few dozen requests by seconds.
-	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 50, "queries per second to the Kubernetes API server (client-side rate limit)")
-	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 100, "burst of queries to the Kubernetes API server above -kube-api-qps")
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", driver.DefaultKubeAPIQPS, "queries per second to the Kubernetes API server (client-side rate limit)")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", driver.DefaultKubeAPIBurst, "burst of queries to the Kubernetes API server above -kube-api-qps")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.BoolVar(&o.leaderElection, "leader-election", true, "run the driver's controllers only on the replica holding the Lease "+driver.DefaultLeaseName+" (every replica serves CSI)")
 	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader Lease; default -metadata-namespace")
@@ -115,9 +110,9 @@ func run(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 			return driver.RunRestoreStep(args[1:], stdout, stderr)
 		case "restore":
 			return driver.RunRestore(args[1:], driver.RestoreDefaults{
-				DriverName:  defaultDriverName,
-				EtcdImage:   defaultEtcdImage,
-				DriverImage: imageRepository + ":" + version,
+				DriverName:  driver.DefaultDriverName,
+				EtcdImage:   driver.DefaultEtcdImage,
+				DriverImage: driverImage(),
 				UserAgent:   "etcd-snapshot-driver-restore/" + version,
 			}, stdout, stderr)
 		}

@@ -227,7 +227,7 @@ func TestConfigFromFlags(t *testing.T) {
 		cfg.Snapshots == nil || cfg.Engine.Kube == nil || cfg.Engine.ClusterLabel != "app.example/etcd" ||
 		cfg.Engine.MetadataNamespace != "kube-system" || cfg.Engine.SnapshotStorageClass != "fast" ||
 		cfg.Engine.HealthTimeout != 3*time.Second || cfg.Engine.SweepGrace != 90*time.Second || cfg.Engine.CreateWait != 2*time.Second || cfg.Engine.FallbackCreds != nil ||
-		cfg.Engine.DriverImage != imageRepository+":"+version || cfg.Engine.EtcdImage != "gcr.io/etcd-development/etcd:v3.7.3" {
+		cfg.Engine.DriverImage != driver.DriverImageRepository+":"+version || cfg.Engine.EtcdImage != "gcr.io/etcd-development/etcd:v3.7.3" {
 		t.Fatalf("config = %+v", cfg)
 	}
 }

@@ -98,8 +98,8 @@ func RunRestore(args []string, d RestoreDefaults, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.VolumeSnapshot, "volume-snapshot", "", "VolumeSnapshot to restore, NAMESPACE/NAME or NAME")
 	fs.StringVar(&cfg.SnapshotID, "snapshot-id", "", "snapshot id (etcdgs-... or etcds-...) to restore, for a retained content whose snapshot object is gone")
 	fs.StringVar(&cfg.DriverName, "driver-name", d.DriverName, "CSI driver name of the snapshots")
-	fs.StringVar(&cfg.MetadataNamespace, "metadata-namespace", "kube-system", "namespace of the driver's snapshot records")
-	fs.StringVar(&cfg.ClusterLabel, "cluster-label", "etcd.io/cluster", "label key naming the etcd cluster on its PVCs and client Service")
+	fs.StringVar(&cfg.MetadataNamespace, "metadata-namespace", DefaultMetadataNamespace, "namespace of the driver's snapshot records")
+	fs.StringVar(&cfg.ClusterLabel, "cluster-label", DefaultClusterLabel, "label key naming the etcd cluster on its PVCs and client Service")
 	fs.StringVar(&cfg.EtcdImage, "etcd-image", d.EtcdImage, "image providing /usr/local/bin/etcdutl")
 	fs.StringVar(&cfg.DriverImage, "driver-image", d.DriverImage, "this driver's image, which verifies the snapshot and swaps the data dirs")
 	fs.StringVar(&cfg.TargetNamespace, "target-namespace", "", "restore into a NEW cluster: new PVCs in this namespace (default: in place, into the snapshot's own PVCs)")
@@ -108,7 +108,7 @@ func RunRestore(args []string, d RestoreDefaults, stdout, stderr io.Writer) int 
 	fs.IntVar(&cfg.Members, "members", 0, "new cluster: number of members; default the snapshot's voting members")
 	fs.StringVar(&cfg.StorageClass, "storage-class", "", "new cluster: StorageClass of the new PVCs; default the source PVCs'")
 	fs.StringVar(&cfg.Size, "size", "", "new cluster: size of the new PVCs; default the source PVCs'")
-	fs.StringVar(&cfg.PeerURLTemplate, "peer-url-template", "", "new cluster: peer URL of each member, with {name}, {ordinal}, {statefulset}, {service}, {namespace}; default "+defaultPeerURLTemplate)
+	fs.StringVar(&cfg.PeerURLTemplate, "peer-url-template", "", "new cluster: peer URL of each member, with {name}, {ordinal}, {statefulset}, {service}, {namespace}; default "+DefaultPeerURLTemplate)
 	fs.Var(peerURLs, "peer-urls", "new cluster: explicit peer URLs, MEMBER=URL[,MEMBER=URL...]")
 	fs.StringVar(&cfg.Service, "service", "", "new cluster: the headless Service for {service}; default the StatefulSet name")
 	fs.Var(memberPVCs, "member-pvc", "in place: which PVC holds which member, MEMBER=PVC[,...], when PVC names do not follow <template>-<member>")
@@ -125,7 +125,7 @@ func RunRestore(args []string, d RestoreDefaults, stdout, stderr io.Writer) int 
 	fs.StringVar(&certFile, "etcd-cert", "", "client certificate (PEM) for the check")
 	fs.StringVar(&keyFile, "etcd-key", "", "client key (PEM) for the check")
 	fs.StringVar(&cfg.CredentialsSecret, "credentials-secret", "", "Secret NAMESPACE/NAME with ca.crt, tls.crt, tls.key for the check; default the one the snapshot's class names")
-	fs.DurationVar(&cfg.Timeout, "timeout", defaultRestoreCheckTimeout, "how long to wait for the restored cluster to be healthy")
+	fs.DurationVar(&cfg.Timeout, "timeout", DefaultRestoreCheckTimeout, "how long to wait for the restored cluster to be healthy")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -170,7 +170,7 @@ func RunRestore(args []string, d RestoreDefaults, stdout, stderr io.Writer) int 
 		return 1
 	}
 	rc.UserAgent = d.UserAgent
-	rc.QPS, rc.Burst = 50, 100
+	rc.QPS, rc.Burst = DefaultKubeAPIQPS, DefaultKubeAPIBurst
 	if cfg.Namespace == "" {
 		if cfg.Namespace, _, err = cc.Namespace(); err != nil {
 			fmt.Fprintf(stderr, "restore: namespace of the kubeconfig context: %v\n", err)
