@@ -14,6 +14,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -103,18 +106,13 @@ func run(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "verify":
-			return driver.RunVerify(args[1:], stdout, stderr)
+			return runVerify(args[1:], stdout, stderr)
 		case "prepare-save":
-			return driver.RunPrepareSave(args[1:], stdout, stderr)
+			return runPrepareSave(args[1:], stdout, stderr)
 		case "restore-step":
-			return driver.RunRestoreStep(args[1:], stdout, stderr)
+			return runRestoreStep(args[1:], stdout, stderr)
 		case "restore":
-			return driver.RunRestore(args[1:], driver.RestoreDefaults{
-				DriverName:  driver.DefaultDriverName,
-				EtcdImage:   driver.DefaultEtcdImage,
-				DriverImage: driverImage(),
-				UserAgent:   "etcd-snapshot-driver-restore/" + version,
-			}, stdout, stderr)
+			return runRestore(args[1:], stdout, stderr)
 		}
 	}
 
@@ -257,4 +255,231 @@ func kubeRESTConfig(o options) (*rest.Config, error) {
 // fallbackCredentials reads -etcd-ca, -etcd-cert and -etcd-key: all three or none.
 func fallbackCredentials(caFile, certFile, keyFile string) (*driver.Credentials, error) {
 	return driver.ReadCredentialFiles(caFile, certFile, keyFile)
+}
+
+// runVerify parses the flags of `verify` and runs it.
+func runVerify(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o driver.VerifyOptions
+	fs.StringVar(&o.File, "file", "", "snapshot file written by `etcdctl snapshot save` (required)")
+	fs.StringVar(&o.SHA256, "sha256", "", "hex sha256 the whole file must have (the snapshot record's); empty to skip")
+	fs.StringVar(&o.TerminationLog, "termination-log", "/dev/termination-log", "file that receives the result for the pod's termination message; empty to skip")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if o.File == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "verify: usage: verify -file <snapshot.db> [-sha256 <hex>] [-termination-log <path>]")
+		return 2
+	}
+	return driver.RunVerify(o, stdout, stderr)
+}
+
+// runPrepareSave parses the flags of `prepare-save` and runs it.
+func runPrepareSave(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("prepare-save", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("file", "", "snapshot file the save will write (required)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *file == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "prepare-save: usage: prepare-save -file <snapshot.db>")
+		return 2
+	}
+	return driver.RunPrepareSave(*file, stdout, stderr)
+}
+
+// restoreStepUsage is the usage line of the restore-step subcommand.
+const restoreStepUsage = "restore-step: usage: restore-step prepare|swap -volume <dir> -data-dir <relative dir> -restore-id <id> [-delete-old (swap)] [-termination-log <path>]"
+
+// runRestoreStep parses the step and the flags of `restore-step` and runs it; args[0] is the step,
+// prepare or swap, which take the same flags but -delete-old (swap only).
+func runRestoreStep(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "prepare" && args[0] != "swap") {
+		fmt.Fprintln(stderr, restoreStepUsage)
+		return 2
+	}
+	o := driver.RestoreStepOptions{Step: args[0]}
+	fs := flag.NewFlagSet("restore-step "+o.Step, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.Volume, "volume", "", "mount path of the member's volume (required)")
+	fs.StringVar(&o.DataDir, "data-dir", "", "etcd data dir relative to -volume, like \"data\" (required)")
+	fs.StringVar(&o.RestoreID, "restore-id", "", "id of this restore; names the restored, kept and marker files (required)")
+	if o.Step == "swap" {
+		fs.BoolVar(&o.DeleteOld, "delete-old", false, "after the swap, delete the old data dir instead of keeping it")
+	}
+	fs.StringVar(&o.TerminationLog, "termination-log", "/dev/termination-log", "file that receives the result for the pod's termination message; empty to skip")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return driver.ReportFailure(o.TerminationLog, 2, fmt.Sprintf("restore-step %s: unexpected argument %q; %s", o.Step, fs.Arg(0), restoreStepUsage), stderr)
+	}
+	return driver.RunRestoreStep(o, stdout, stderr)
+}
+
+// mapFlag is a repeatable or comma-separated key=value flag.
+type mapFlag map[string]string
+
+func (m mapFlag) String() string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func (m mapFlag) Set(v string) error {
+	for _, kv := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" || val == "" {
+			return fmt.Errorf("%q is not <member>=<value>", kv)
+		}
+		if _, dup := m[k]; dup {
+			return fmt.Errorf("%q is given twice", k)
+		}
+		m[k] = val
+	}
+	return nil
+}
+
+// int64Flag is an optional int64 flag.
+type int64Flag struct{ v *int64 }
+
+func (f *int64Flag) String() string {
+	if f.v == nil {
+		return ""
+	}
+	return strconv.FormatInt(*f.v, 10)
+}
+
+func (f *int64Flag) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a user or group id", s)
+	}
+	f.v = &n
+	return nil
+}
+
+// runRestore parses the flags of `restore`, builds its Kubernetes clients and runs it. Exit 0 when
+// restored (and, with -scale or -wait, checked), 1 on failure, 2 on bad usage.
+func runRestore(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: etcd-snapshot-driver restore (-group-snapshot NS/NAME | -volume-snapshot NS/NAME | -snapshot-id ID) [-scale] [flags]")
+		fs.PrintDefaults()
+	}
+	var cfg driver.RestoreConfig
+	var kubeconfig, kubeContext, endpoints, caFile, certFile, keyFile string
+	uid, gid := &int64Flag{}, &int64Flag{}
+	peerURLs, memberPVCs := mapFlag{}, mapFlag{}
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG or ~/.kube/config, else in-cluster")
+	fs.StringVar(&kubeContext, "context", "", "kubeconfig context")
+	fs.StringVar(&cfg.Namespace, "namespace", "", "namespace of -group-snapshot and -volume-snapshot given without one; default the context's")
+	fs.StringVar(&cfg.GroupSnapshot, "group-snapshot", "", "VolumeGroupSnapshot to restore, NAMESPACE/NAME or NAME")
+	fs.StringVar(&cfg.VolumeSnapshot, "volume-snapshot", "", "VolumeSnapshot to restore, NAMESPACE/NAME or NAME")
+	fs.StringVar(&cfg.SnapshotID, "snapshot-id", "", "snapshot id (etcdgs-... or etcds-...) to restore, for a retained content whose snapshot object is gone")
+	fs.StringVar(&cfg.DriverName, "driver-name", driver.DefaultDriverName, "CSI driver name of the snapshots")
+	fs.StringVar(&cfg.MetadataNamespace, "metadata-namespace", driver.DefaultMetadataNamespace, "namespace of the driver's snapshot records")
+	fs.StringVar(&cfg.ClusterLabel, "cluster-label", driver.DefaultClusterLabel, "label key naming the etcd cluster on its PVCs and client Service")
+	fs.StringVar(&cfg.EtcdImage, "etcd-image", driver.DefaultEtcdImage, "image providing /usr/local/bin/etcdutl")
+	fs.StringVar(&cfg.DriverImage, "driver-image", driverImage(), "this driver's image, which verifies the snapshot and swaps the data dirs")
+	fs.StringVar(&cfg.TargetNamespace, "target-namespace", "", "restore into a NEW cluster: new PVCs in this namespace (default: in place, into the snapshot's own PVCs)")
+	fs.StringVar(&cfg.StatefulSet, "statefulset", "", "new cluster: StatefulSet name (members <statefulset>-<i>); default the snapshot's")
+	fs.StringVar(&cfg.ClaimTemplate, "claim-template", "", "new cluster: volumeClaimTemplate name (PVCs <template>-<statefulset>-<i>); default the snapshot's")
+	fs.IntVar(&cfg.Members, "members", 0, "new cluster: number of members; default the snapshot's voting members")
+	fs.StringVar(&cfg.StorageClass, "storage-class", "", "new cluster: StorageClass of the new PVCs; default the source PVCs'")
+	fs.StringVar(&cfg.Size, "size", "", "new cluster: size of the new PVCs; default the source PVCs'")
+	fs.StringVar(&cfg.PeerURLTemplate, "peer-url-template", "", "new cluster: peer URL of each member, with {name}, {ordinal}, {statefulset}, {service}, {namespace}; default "+driver.DefaultPeerURLTemplate)
+	fs.Var(peerURLs, "peer-urls", "new cluster: explicit peer URLs, MEMBER=URL[,MEMBER=URL...]")
+	fs.StringVar(&cfg.Service, "service", "", "new cluster: the headless Service for {service}; default the StatefulSet name")
+	fs.Var(memberPVCs, "member-pvc", "in place: which PVC holds which member, MEMBER=PVC[,...], when PVC names do not follow <template>-<member>")
+	fs.StringVar(&cfg.DataDirInVolume, "data-dir-in-volume", "", "etcd's data dir relative to the PVC's root (e.g. data); default read from the StatefulSet")
+	fs.Var(uid, "uid", "user id etcd runs as; default the StatefulSet's runAsUser, else 65532")
+	fs.Var(gid, "gid", "group id etcd runs as; default the StatefulSet's runAsGroup, else 65532")
+	fs.Int64Var(&cfg.BumpRevision, "bump-revision", driver.DefaultBumpRevision, "added to the revision, with --mark-compacted, so watchers re-list; 0 turns both off")
+	fs.BoolVar(&cfg.Scale, "scale", false, "scale the StatefulSet to 0, restore, scale it back and check the cluster")
+	fs.BoolVar(&cfg.Wait, "wait", false, "after the restore, wait for the cluster (started by you) and check it")
+	fs.BoolVar(&cfg.DeleteOldData, "delete-old-data", false, "delete each member's old data dir once the restore is done (default: keep it as <data-dir>.before-restore-<id>)")
+	fs.StringVar(&cfg.RestoreID, "restore-id", "", "id of this restore (default: new, or the one an interrupted run of the same restore left)")
+	fs.StringVar(&endpoints, "endpoints", "", "client URLs of the restored cluster for the check, comma-separated; default the recorded members' (in place) or the new cluster's Service")
+	fs.StringVar(&caFile, "etcd-ca", "", "CA bundle (PEM) for the check; with -etcd-cert and -etcd-key")
+	fs.StringVar(&certFile, "etcd-cert", "", "client certificate (PEM) for the check")
+	fs.StringVar(&keyFile, "etcd-key", "", "client key (PEM) for the check")
+	fs.StringVar(&cfg.CredentialsSecret, "credentials-secret", "", "Secret NAMESPACE/NAME with ca.crt, tls.crt, tls.key for the check; default the one the snapshot's class names")
+	fs.DurationVar(&cfg.Timeout, "timeout", driver.DefaultRestoreCheckTimeout, "how long to wait for the restored cluster to be healthy")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "restore: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	cfg.UID, cfg.GID = uid.v, gid.v
+	if len(peerURLs) > 0 {
+		cfg.PeerURLs = peerURLs
+	}
+	if len(memberPVCs) > 0 {
+		cfg.MemberPVCs = memberPVCs
+	}
+	if endpoints != "" {
+		eps, err := driver.ParseEndpoints(endpoints)
+		if err != nil {
+			fmt.Fprintf(stderr, "restore: -endpoints: %v\n", err)
+			return 2
+		}
+		cfg.Endpoints = eps
+	}
+	creds, err := driver.ReadCredentialFiles(caFile, certFile, keyFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "restore: %v\n", err)
+		return 2
+	}
+	cfg.Creds = creds
+	if err := driver.CheckRestoreConfig(cfg); err != nil {
+		fmt.Fprintf(stderr, "restore: %v\n", err)
+		return 2
+	}
+	if err := restoreClients(&cfg, kubeconfig, kubeContext); err != nil {
+		fmt.Fprintf(stderr, "restore: %v\n", err)
+		return 1
+	}
+	cfg.Progress = stderr
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return driver.RunRestore(ctx, cfg, stdout, stderr)
+}
+
+// restoreClients sets the Kubernetes clients of cfg from -kubeconfig and -context, and cfg.Namespace
+// to the context's when -namespace is not given.
+func restoreClients(cfg *driver.RestoreConfig, kubeconfig, kubeContext string) error {
+	loading := clientcmd.NewDefaultClientConfigLoadingRules()
+	loading.ExplicitPath = kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(loading, &clientcmd.ConfigOverrides{CurrentContext: kubeContext})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return fmt.Errorf("kubernetes client configuration: %w", err)
+	}
+	rc.UserAgent = "etcd-snapshot-driver-restore/" + version
+	rc.QPS, rc.Burst = driver.DefaultKubeAPIQPS, driver.DefaultKubeAPIBurst
+	if cfg.Namespace == "" {
+		if cfg.Namespace, _, err = cc.Namespace(); err != nil {
+			return fmt.Errorf("namespace of the kubeconfig context: %w", err)
+		}
+	}
+	if cfg.Kube, err = kubernetes.NewForConfig(rc); err == nil {
+		cfg.Snap, err = snapclientset.NewForConfig(rc)
+	}
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	return nil
 }
