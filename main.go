@@ -1,8 +1,5 @@
 // Command etcd-snapshot-driver is a CSI driver that takes verified etcd snapshots through Kubernetes
-// Jobs; `etcd-snapshot-driver verify` is the check those Jobs run (after `prepare-save`, which clears
-// a failed attempt's file), `etcd-snapshot-driver restore`
-// (also `kubectl etcd-snapshot restore` when installed as kubectl-etcd_snapshot) restores a snapshot,
-// and `restore-step` is what its Jobs run.
+// Jobs; the subcommands table below lists what else the binary does.
 package main
 
 import (
@@ -33,6 +30,28 @@ import (
 
 // version is stamped at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// subcommands are what the binary does besides serving as the driver: `etcd-snapshot-driver NAME
+// [flags]`, also `kubectl etcd-snapshot NAME` when it is installed as kubectl-etcd_snapshot. The pod
+// specs of the snapshot Jobs (driver/job.go) and the restore Jobs (driver/restorejob.go) run them.
+var subcommands = []struct {
+	name, summary string
+	run           func(args []string, stdout, stderr io.Writer) int
+}{
+	{"restore", "restore a snapshot into its cluster's volumes or a new cluster's", runRestore},
+	{"verify", "check a snapshot file (the snapshot and restore Jobs run it)", runVerify},
+	{"prepare-save", "remove what a failed attempt left before a snapshot Job's save", runPrepareSave},
+	{"restore-step", "prepare a member's volume for etcdutl, or swap the restored data dir in (restore Jobs)", runRestoreStep},
+}
+
+// subcommandNames lists the subcommands for a message: "a, b and c".
+func subcommandNames() string {
+	names := make([]string, len(subcommands))
+	for i, c := range subcommands {
+		names[i] = c.name
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
 
 // driverImage is the default -driver-image: this binary's own image.
 func driverImage() string {
@@ -104,15 +123,10 @@ func main() {
 // run is the whole command; fs must hold glog's flags (flag.CommandLine, where glog registers them).
 func run(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
-		switch args[0] {
-		case "verify":
-			return runVerify(args[1:], stdout, stderr)
-		case "prepare-save":
-			return runPrepareSave(args[1:], stdout, stderr)
-		case "restore-step":
-			return runRestoreStep(args[1:], stdout, stderr)
-		case "restore":
-			return runRestore(args[1:], stdout, stderr)
+		for _, c := range subcommands {
+			if c.name == args[0] {
+				return c.run(args[1:], stdout, stderr)
+			}
 		}
 	}
 
@@ -124,6 +138,14 @@ func run(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage of %s:\n", fs.Name())
+		fs.PrintDefaults()
+		fmt.Fprintln(fs.Output(), "Subcommands, each with flags of its own (SUBCOMMAND -h):")
+		for _, c := range subcommands {
+			fmt.Fprintf(fs.Output(), "  %-13s %s\n", c.name, c.summary)
+		}
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -139,7 +161,7 @@ func run(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "unexpected arguments %q; the subcommands are restore and verify\n", fs.Args())
+		fmt.Fprintf(stderr, "unexpected arguments %q; the subcommands are %s\n", fs.Args(), subcommandNames())
 		return 2
 	}
 

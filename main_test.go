@@ -90,7 +90,7 @@ func TestRunUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown flag", []string{"-no-such-flag"}, "no-such-flag"},
-		{"unknown subcommand", []string{"backup"}, `unexpected arguments ["backup"]; the subcommands are restore and verify`},
+		{"unknown subcommand", []string{"backup"}, `unexpected arguments ["backup"]; the subcommands are restore, verify, prepare-save and restore-step`},
 		{"restore without a source", []string{"restore"}, "restore: give exactly one of -group-snapshot, -volume-snapshot and -snapshot-id"},
 		{"restore with a bad flag", []string{"restore", "-group-snapshot=a", "-uid=-1"}, `invalid value "-1" for flag -uid`},
 		{"restore-step without a step", []string{"restore-step"}, "restore-step"},
@@ -107,6 +107,19 @@ func TestRunUsageErrors(t *testing.T) {
 				t.Fatalf("stderr %q does not mention %q", stderr.String(), tc.want)
 			}
 		})
+	}
+}
+
+// TestRunHelpListsSubcommands checks -h names every subcommand, from the table run dispatches on.
+func TestRunHelpListsSubcommands(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(commandLine(), []string{"-h"}, &stdout, &stderr); code != 2 {
+		t.Fatalf("-h: exit %d, want 2", code)
+	}
+	for _, name := range []string{"restore", "verify", "prepare-save", "restore-step"} {
+		if !strings.Contains(stderr.String(), "\n  "+name+" ") {
+			t.Errorf("-h output does not list the subcommand %s:\n%s", name, stderr.String())
+		}
 	}
 }
 
