@@ -286,7 +286,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	var o driver.VerifyOptions
 	fs.StringVar(&o.File, "file", "", "snapshot file written by `etcdctl snapshot save` (required)")
 	fs.StringVar(&o.SHA256, "sha256", "", "hex sha256 the whole file must have (the snapshot record's); empty to skip")
-	fs.StringVar(&o.TerminationLog, "termination-log", "/dev/termination-log", "file that receives the result for the pod's termination message; empty to skip")
+	fs.StringVar(&o.TerminationLog, "termination-log", driver.DefaultTerminationLog, "file that receives the result for the pod's termination message; empty to skip")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -331,7 +331,7 @@ func runRestoreStep(args []string, stdout, stderr io.Writer) int {
 	if o.Step == "swap" {
 		fs.BoolVar(&o.DeleteOld, "delete-old", false, "after the swap, delete the old data dir instead of keeping it")
 	}
-	fs.StringVar(&o.TerminationLog, "termination-log", "/dev/termination-log", "file that receives the result for the pod's termination message; empty to skip")
+	fs.StringVar(&o.TerminationLog, "termination-log", driver.DefaultTerminationLog, "file that receives the result for the pod's termination message; empty to skip")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}

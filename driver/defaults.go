@@ -16,6 +16,9 @@ const (
 	DefaultClusterLabel = "etcd.io/cluster"
 	// DefaultMetadataNamespace holds the snapshot records (ConfigMaps) and the leader Lease.
 	DefaultMetadataNamespace = "kube-system"
+	// DefaultTerminationLog is where verify and restore-step leave their result: Kubernetes' default
+	// terminationMessagePath, which the pod's termination message is read from.
+	DefaultTerminationLog = "/dev/termination-log"
 	// DefaultKubeAPIQPS and DefaultKubeAPIBurst are the client-side rate limit towards the Kubernetes
 	// API server; client-go's own defaults (5 and 10) throttle a single snapshot's few dozen requests
 	// by seconds.
