@@ -390,6 +390,57 @@ func (f *int64Flag) Set(s string) error {
 	return nil
 }
 
+// restoreOptions are the flags of `restore`: the RestoreConfig they fill and those main.go reads.
+type restoreOptions struct {
+	cfg driver.RestoreConfig
+
+	kubeconfig, kubeContext   string
+	endpoints                 string
+	caFile, certFile, keyFile string
+	uid, gid                  int64Flag
+	peerURLs, memberPVCs      mapFlag
+}
+
+// registerRestoreFlags defines the flags of `restore` on fs.
+func registerRestoreFlags(fs *flag.FlagSet, o *restoreOptions) {
+	o.peerURLs, o.memberPVCs = mapFlag{}, mapFlag{}
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG or ~/.kube/config, else in-cluster")
+	fs.StringVar(&o.kubeContext, "context", "", "kubeconfig context")
+	fs.StringVar(&o.cfg.Namespace, "namespace", "", "namespace of -group-snapshot and -volume-snapshot given without one; default the context's")
+	fs.StringVar(&o.cfg.GroupSnapshot, "group-snapshot", "", "VolumeGroupSnapshot to restore, NAMESPACE/NAME or NAME")
+	fs.StringVar(&o.cfg.VolumeSnapshot, "volume-snapshot", "", "VolumeSnapshot to restore, NAMESPACE/NAME or NAME")
+	fs.StringVar(&o.cfg.SnapshotID, "snapshot-id", "", "snapshot id (etcdgs-... or etcds-...) to restore, for a retained content whose snapshot object is gone")
+	fs.StringVar(&o.cfg.DriverName, "driver-name", driver.DefaultDriverName, "CSI driver name of the snapshots")
+	fs.StringVar(&o.cfg.MetadataNamespace, "metadata-namespace", driver.DefaultMetadataNamespace, "namespace of the driver's snapshot records")
+	fs.StringVar(&o.cfg.ClusterLabel, "cluster-label", driver.DefaultClusterLabel, "label key naming the etcd cluster on its PVCs and client Service")
+	fs.StringVar(&o.cfg.EtcdImage, "etcd-image", driver.DefaultEtcdImage, "image providing /usr/local/bin/etcdutl")
+	fs.StringVar(&o.cfg.DriverImage, "driver-image", driverImage(), "this driver's image, which verifies the snapshot and swaps the data dirs")
+	fs.StringVar(&o.cfg.TargetNamespace, "target-namespace", "", "restore into a NEW cluster: new PVCs in this namespace (default: in place, into the snapshot's own PVCs)")
+	fs.StringVar(&o.cfg.StatefulSet, "statefulset", "", "new cluster: StatefulSet name (members <statefulset>-<i>); default the snapshot's")
+	fs.StringVar(&o.cfg.ClaimTemplate, "claim-template", "", "new cluster: volumeClaimTemplate name (PVCs <template>-<statefulset>-<i>); default the snapshot's")
+	fs.IntVar(&o.cfg.Members, "members", 0, "new cluster: number of members; default the snapshot's voting members")
+	fs.StringVar(&o.cfg.StorageClass, "storage-class", "", "new cluster: StorageClass of the new PVCs; default the source PVCs'")
+	fs.StringVar(&o.cfg.Size, "size", "", "new cluster: size of the new PVCs; default the source PVCs'")
+	fs.StringVar(&o.cfg.PeerURLTemplate, "peer-url-template", "", "new cluster: peer URL of each member, with {name}, {ordinal}, {statefulset}, {service}, {namespace}; default "+driver.DefaultPeerURLTemplate)
+	fs.Var(o.peerURLs, "peer-urls", "new cluster: explicit peer URLs, MEMBER=URL[,MEMBER=URL...]")
+	fs.StringVar(&o.cfg.Service, "service", "", "new cluster: the headless Service for {service}; default the StatefulSet name")
+	fs.Var(o.memberPVCs, "member-pvc", "in place: which PVC holds which member, MEMBER=PVC[,...], when PVC names do not follow <template>-<member>")
+	fs.StringVar(&o.cfg.DataDirInVolume, "data-dir-in-volume", "", "etcd's data dir relative to the PVC's root (e.g. data); default read from the StatefulSet")
+	fs.Var(&o.uid, "uid", "user id etcd runs as; default the StatefulSet's runAsUser, else 65532")
+	fs.Var(&o.gid, "gid", "group id etcd runs as; default the StatefulSet's runAsGroup, else 65532")
+	fs.Int64Var(&o.cfg.BumpRevision, "bump-revision", driver.DefaultBumpRevision, "added to the revision, with --mark-compacted, so watchers re-list; 0 turns both off")
+	fs.BoolVar(&o.cfg.Scale, "scale", false, "scale the StatefulSet to 0, restore, scale it back and check the cluster")
+	fs.BoolVar(&o.cfg.Wait, "wait", false, "after the restore, wait for the cluster (started by you) and check it")
+	fs.BoolVar(&o.cfg.DeleteOldData, "delete-old-data", false, "delete each member's old data dir once the restore is done (default: keep it as <data-dir>.before-restore-<id>)")
+	fs.StringVar(&o.cfg.RestoreID, "restore-id", "", "id of this restore (default: new, or the one an interrupted run of the same restore left)")
+	fs.StringVar(&o.endpoints, "endpoints", "", "client URLs of the restored cluster for the check, comma-separated; default the recorded members' (in place) or the new cluster's Service")
+	fs.StringVar(&o.caFile, "etcd-ca", "", "CA bundle (PEM) for the check; with -etcd-cert and -etcd-key")
+	fs.StringVar(&o.certFile, "etcd-cert", "", "client certificate (PEM) for the check")
+	fs.StringVar(&o.keyFile, "etcd-key", "", "client key (PEM) for the check")
+	fs.StringVar(&o.cfg.CredentialsSecret, "credentials-secret", "", "Secret NAMESPACE/NAME with ca.crt, tls.crt, tls.key for the check; default the one the snapshot's class names")
+	fs.DurationVar(&o.cfg.Timeout, "timeout", driver.DefaultRestoreCheckTimeout, "how long to wait for the restored cluster to be healthy")
+}
+
 // runRestore parses the flags of `restore`, builds its Kubernetes clients and runs it. Exit 0 when
 // restored (and, with -scale or -wait, checked), 1 on failure, 2 on bad usage.
 func runRestore(args []string, stdout, stderr io.Writer) int {
@@ -399,45 +450,8 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: etcd-snapshot-driver restore (-group-snapshot NS/NAME | -volume-snapshot NS/NAME | -snapshot-id ID) [-scale] [flags]")
 		fs.PrintDefaults()
 	}
-	var cfg driver.RestoreConfig
-	var kubeconfig, kubeContext, endpoints, caFile, certFile, keyFile string
-	uid, gid := &int64Flag{}, &int64Flag{}
-	peerURLs, memberPVCs := mapFlag{}, mapFlag{}
-	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG or ~/.kube/config, else in-cluster")
-	fs.StringVar(&kubeContext, "context", "", "kubeconfig context")
-	fs.StringVar(&cfg.Namespace, "namespace", "", "namespace of -group-snapshot and -volume-snapshot given without one; default the context's")
-	fs.StringVar(&cfg.GroupSnapshot, "group-snapshot", "", "VolumeGroupSnapshot to restore, NAMESPACE/NAME or NAME")
-	fs.StringVar(&cfg.VolumeSnapshot, "volume-snapshot", "", "VolumeSnapshot to restore, NAMESPACE/NAME or NAME")
-	fs.StringVar(&cfg.SnapshotID, "snapshot-id", "", "snapshot id (etcdgs-... or etcds-...) to restore, for a retained content whose snapshot object is gone")
-	fs.StringVar(&cfg.DriverName, "driver-name", driver.DefaultDriverName, "CSI driver name of the snapshots")
-	fs.StringVar(&cfg.MetadataNamespace, "metadata-namespace", driver.DefaultMetadataNamespace, "namespace of the driver's snapshot records")
-	fs.StringVar(&cfg.ClusterLabel, "cluster-label", driver.DefaultClusterLabel, "label key naming the etcd cluster on its PVCs and client Service")
-	fs.StringVar(&cfg.EtcdImage, "etcd-image", driver.DefaultEtcdImage, "image providing /usr/local/bin/etcdutl")
-	fs.StringVar(&cfg.DriverImage, "driver-image", driverImage(), "this driver's image, which verifies the snapshot and swaps the data dirs")
-	fs.StringVar(&cfg.TargetNamespace, "target-namespace", "", "restore into a NEW cluster: new PVCs in this namespace (default: in place, into the snapshot's own PVCs)")
-	fs.StringVar(&cfg.StatefulSet, "statefulset", "", "new cluster: StatefulSet name (members <statefulset>-<i>); default the snapshot's")
-	fs.StringVar(&cfg.ClaimTemplate, "claim-template", "", "new cluster: volumeClaimTemplate name (PVCs <template>-<statefulset>-<i>); default the snapshot's")
-	fs.IntVar(&cfg.Members, "members", 0, "new cluster: number of members; default the snapshot's voting members")
-	fs.StringVar(&cfg.StorageClass, "storage-class", "", "new cluster: StorageClass of the new PVCs; default the source PVCs'")
-	fs.StringVar(&cfg.Size, "size", "", "new cluster: size of the new PVCs; default the source PVCs'")
-	fs.StringVar(&cfg.PeerURLTemplate, "peer-url-template", "", "new cluster: peer URL of each member, with {name}, {ordinal}, {statefulset}, {service}, {namespace}; default "+driver.DefaultPeerURLTemplate)
-	fs.Var(peerURLs, "peer-urls", "new cluster: explicit peer URLs, MEMBER=URL[,MEMBER=URL...]")
-	fs.StringVar(&cfg.Service, "service", "", "new cluster: the headless Service for {service}; default the StatefulSet name")
-	fs.Var(memberPVCs, "member-pvc", "in place: which PVC holds which member, MEMBER=PVC[,...], when PVC names do not follow <template>-<member>")
-	fs.StringVar(&cfg.DataDirInVolume, "data-dir-in-volume", "", "etcd's data dir relative to the PVC's root (e.g. data); default read from the StatefulSet")
-	fs.Var(uid, "uid", "user id etcd runs as; default the StatefulSet's runAsUser, else 65532")
-	fs.Var(gid, "gid", "group id etcd runs as; default the StatefulSet's runAsGroup, else 65532")
-	fs.Int64Var(&cfg.BumpRevision, "bump-revision", driver.DefaultBumpRevision, "added to the revision, with --mark-compacted, so watchers re-list; 0 turns both off")
-	fs.BoolVar(&cfg.Scale, "scale", false, "scale the StatefulSet to 0, restore, scale it back and check the cluster")
-	fs.BoolVar(&cfg.Wait, "wait", false, "after the restore, wait for the cluster (started by you) and check it")
-	fs.BoolVar(&cfg.DeleteOldData, "delete-old-data", false, "delete each member's old data dir once the restore is done (default: keep it as <data-dir>.before-restore-<id>)")
-	fs.StringVar(&cfg.RestoreID, "restore-id", "", "id of this restore (default: new, or the one an interrupted run of the same restore left)")
-	fs.StringVar(&endpoints, "endpoints", "", "client URLs of the restored cluster for the check, comma-separated; default the recorded members' (in place) or the new cluster's Service")
-	fs.StringVar(&caFile, "etcd-ca", "", "CA bundle (PEM) for the check; with -etcd-cert and -etcd-key")
-	fs.StringVar(&certFile, "etcd-cert", "", "client certificate (PEM) for the check")
-	fs.StringVar(&keyFile, "etcd-key", "", "client key (PEM) for the check")
-	fs.StringVar(&cfg.CredentialsSecret, "credentials-secret", "", "Secret NAMESPACE/NAME with ca.crt, tls.crt, tls.key for the check; default the one the snapshot's class names")
-	fs.DurationVar(&cfg.Timeout, "timeout", driver.DefaultRestoreCheckTimeout, "how long to wait for the restored cluster to be healthy")
+	var o restoreOptions
+	registerRestoreFlags(fs, &o)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -445,22 +459,23 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "restore: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
-	cfg.UID, cfg.GID = uid.v, gid.v
-	if len(peerURLs) > 0 {
-		cfg.PeerURLs = peerURLs
+	cfg := o.cfg
+	cfg.UID, cfg.GID = o.uid.v, o.gid.v
+	if len(o.peerURLs) > 0 {
+		cfg.PeerURLs = o.peerURLs
 	}
-	if len(memberPVCs) > 0 {
-		cfg.MemberPVCs = memberPVCs
+	if len(o.memberPVCs) > 0 {
+		cfg.MemberPVCs = o.memberPVCs
 	}
-	if endpoints != "" {
-		eps, err := driver.ParseEndpoints(endpoints)
+	if o.endpoints != "" {
+		eps, err := driver.ParseEndpoints(o.endpoints)
 		if err != nil {
 			fmt.Fprintf(stderr, "restore: -endpoints: %v\n", err)
 			return 2
 		}
 		cfg.Endpoints = eps
 	}
-	creds, err := driver.ReadCredentialFiles(caFile, certFile, keyFile)
+	creds, err := driver.ReadCredentialFiles(o.caFile, o.certFile, o.keyFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "restore: %v\n", err)
 		return 2
@@ -470,7 +485,7 @@ func runRestore(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "restore: %v\n", err)
 		return 2
 	}
-	if err := restoreClients(&cfg, kubeconfig, kubeContext); err != nil {
+	if err := restoreClients(&cfg, o.kubeconfig, o.kubeContext); err != nil {
 		fmt.Fprintf(stderr, "restore: %v\n", err)
 		return 1
 	}

@@ -73,6 +73,48 @@ func TestFlagDefaults(t *testing.T) {
 	}
 }
 
+// TestRestoreFlagDefaults checks every flag of `restore` and its default, and that the flags it
+// shares with the driver default alike, so a restore finds what a driver with default flags made.
+func TestRestoreFlagDefaults(t *testing.T) {
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	var o restoreOptions
+	registerRestoreFlags(fs, &o)
+	want := map[string]string{
+		"kubeconfig": "", "context": "", "namespace": "", "group-snapshot": "", "volume-snapshot": "", "snapshot-id": "",
+		"driver-name":        "etcd-snapshot.csi.io",
+		"metadata-namespace": "kube-system",
+		"cluster-label":      "etcd.io/cluster",
+		"etcd-image":         "gcr.io/etcd-development/etcd:v3.7.3",
+		"driver-image":       "ghcr.io/etcd-snapshot-driver/etcd-snapshot-driver:" + version,
+		"target-namespace":   "", "statefulset": "", "claim-template": "", "members": "0", "storage-class": "", "size": "",
+		"peer-url-template": "", "peer-urls": "", "service": "", "member-pvc": "", "data-dir-in-volume": "", "uid": "", "gid": "",
+		"bump-revision": "1000000000",
+		"scale":         "false", "wait": "false", "delete-old-data": "false", "restore-id": "", "endpoints": "",
+		"etcd-ca": "", "etcd-cert": "", "etcd-key": "", "credentials-secret": "",
+		"timeout": "5m0s",
+	}
+	driverFlags := flag.NewFlagSet("driver", flag.ContinueOnError)
+	registerFlags(driverFlags, &options{})
+	seen := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		seen++
+		w, ok := want[f.Name]
+		if !ok {
+			t.Errorf("flag -%s is not in the expected list", f.Name)
+		} else if f.DefValue != w {
+			t.Errorf("-%s defaults to %q, want %q", f.Name, f.DefValue, w)
+		}
+	})
+	if seen != len(want) {
+		t.Errorf("%d flags, want %d", seen, len(want))
+	}
+	for _, name := range []string{"driver-name", "metadata-namespace", "cluster-label", "etcd-image", "driver-image"} {
+		if r, d := fs.Lookup(name).DefValue, driverFlags.Lookup(name).DefValue; r != d {
+			t.Errorf("restore -%s defaults to %q, the driver's to %q", name, r, d)
+		}
+	}
+}
+
 func TestRunVersion(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run(commandLine(), []string{"-version"}, &stdout, &stderr); code != 0 {
