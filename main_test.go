@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"flag"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,6 +73,48 @@ func TestFlagDefaults(t *testing.T) {
 	}
 }
 
+// TestRestoreFlagDefaults checks every flag of `restore` and its default, and that the flags it
+// shares with the driver default alike, so a restore finds what a driver with default flags made.
+func TestRestoreFlagDefaults(t *testing.T) {
+	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
+	var o restoreOptions
+	registerRestoreFlags(fs, &o)
+	want := map[string]string{
+		"kubeconfig": "", "context": "", "namespace": "", "group-snapshot": "", "volume-snapshot": "", "snapshot-id": "",
+		"driver-name":        "etcd-snapshot.csi.io",
+		"metadata-namespace": "kube-system",
+		"cluster-label":      "etcd.io/cluster",
+		"etcd-image":         "gcr.io/etcd-development/etcd:v3.7.3",
+		"driver-image":       "ghcr.io/etcd-snapshot-driver/etcd-snapshot-driver:" + version,
+		"target-namespace":   "", "statefulset": "", "claim-template": "", "members": "0", "storage-class": "", "size": "",
+		"peer-url-template": "", "peer-urls": "", "service": "", "member-pvc": "", "data-dir-in-volume": "", "uid": "", "gid": "",
+		"bump-revision": "1000000000",
+		"scale":         "false", "wait": "false", "delete-old-data": "false", "restore-id": "", "endpoints": "",
+		"etcd-ca": "", "etcd-cert": "", "etcd-key": "", "credentials-secret": "",
+		"timeout": "5m0s",
+	}
+	driverFlags := flag.NewFlagSet("driver", flag.ContinueOnError)
+	registerFlags(driverFlags, &options{})
+	seen := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		seen++
+		w, ok := want[f.Name]
+		if !ok {
+			t.Errorf("flag -%s is not in the expected list", f.Name)
+		} else if f.DefValue != w {
+			t.Errorf("-%s defaults to %q, want %q", f.Name, f.DefValue, w)
+		}
+	})
+	if seen != len(want) {
+		t.Errorf("%d flags, want %d", seen, len(want))
+	}
+	for _, name := range []string{"driver-name", "metadata-namespace", "cluster-label", "etcd-image", "driver-image"} {
+		if r, d := fs.Lookup(name).DefValue, driverFlags.Lookup(name).DefValue; r != d {
+			t.Errorf("restore -%s defaults to %q, the driver's to %q", name, r, d)
+		}
+	}
+}
+
 func TestRunVersion(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if code := run(commandLine(), []string{"-version"}, &stdout, &stderr); code != 0 {
@@ -88,10 +132,12 @@ func TestRunUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown flag", []string{"-no-such-flag"}, "no-such-flag"},
-		{"unknown subcommand", []string{"backup"}, `unexpected arguments ["backup"]; the subcommands are restore and verify`},
+		{"unknown subcommand", []string{"backup"}, `unexpected arguments ["backup"]; the subcommands are restore, verify, prepare-save and restore-step`},
 		{"restore without a source", []string{"restore"}, "restore: give exactly one of -group-snapshot, -volume-snapshot and -snapshot-id"},
 		{"restore with a bad flag", []string{"restore", "-group-snapshot=a", "-uid=-1"}, `invalid value "-1" for flag -uid`},
 		{"restore-step without a step", []string{"restore-step"}, "restore-step"},
+		{"verify without -file", []string{"verify"}, "-file"},
+		{"prepare-save without -file", []string{"prepare-save"}, "-file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,6 +150,114 @@ func TestRunUsageErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunHelpListsSubcommands checks -h names every subcommand, from the table run dispatches on.
+func TestRunHelpListsSubcommands(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run(commandLine(), []string{"-h"}, &stdout, &stderr); code != 2 {
+		t.Fatalf("-h: exit %d, want 2", code)
+	}
+	for _, name := range []string{"restore", "verify", "prepare-save", "restore-step"} {
+		if !strings.Contains(stderr.String(), "\n  "+name+" ") {
+			t.Errorf("-h output does not list the subcommand %s:\n%s", name, stderr.String())
+		}
+	}
+}
+
+// TestRestoreStepFlagErrors checks what the flag parsing of restore-step rejects is a usage error that
+// changes nothing on the volume; driver's TestRestoreStepRejectsBadFlags checks the flags' values.
+func TestRestoreStepFlagErrors(t *testing.T) {
+	vol := t.TempDir()
+	for name, content := range map[string]string{"data/member/snap/db": "old member", "data.restore-r1/member/snap/db": "half a db"} {
+		path := filepath.Join(vol, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := readTree(t, vol)
+	stepArgs := func(step string, extra ...string) []string {
+		return append([]string{step, "-volume=" + vol, "-data-dir=data", "-restore-id=r1"}, extra...)
+	}
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"no step", nil, []string{"usage", "prepare|swap"}},
+		{"unknown step", []string{"restore", "-volume=" + vol}, []string{"usage", "prepare|swap"}},
+		{"extra argument", stepArgs("swap", "more"), []string{"unexpected argument", `"more"`}},
+		{"-delete-old on prepare", stepArgs("prepare", "-delete-old"), []string{"-delete-old"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			termLog := filepath.Join(t.TempDir(), "termination-log")
+			var stdout, stderr bytes.Buffer
+			args := tc.args
+			if len(args) > 0 {
+				args = append([]string{args[0], "-termination-log=" + termLog}, args[1:]...)
+			}
+			if code := run(commandLine(), append([]string{"restore-step"}, args...), &stdout, &stderr); code != 2 {
+				t.Errorf("exit %d, want 2 (stderr %q)", code, stderr.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr %q does not contain %q", stderr.String(), w)
+				}
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("stdout %q, want nothing", stdout.String())
+			}
+			if after := readTree(t, vol); !maps.Equal(after, before) {
+				t.Errorf("volume changed: %v, was %v", after, before)
+			}
+		})
+	}
+}
+
+// TestRestoreStepParsesJobArgs runs restore-step swap with the flags a restore Job passes
+// (driver/restorejob.go), -delete-old last: parsed, the step runs and fails on a volume with nothing
+// restored (1, not the usage error 2).
+func TestRestoreStepParsesJobArgs(t *testing.T) {
+	vol, termLog := t.TempDir(), filepath.Join(t.TempDir(), "termination-log")
+	var stdout, stderr bytes.Buffer
+	code := run(commandLine(), []string{"restore-step", "swap", "-volume=" + vol, "-data-dir=data", "-restore-id=r1", "-termination-log=" + termLog, "-delete-old"}, &stdout, &stderr)
+	logged, _ := os.ReadFile(termLog)
+	if code != 1 || !strings.HasPrefix(string(logged), "restore-step swap r1 in "+vol+": ") {
+		t.Fatalf("exit %d, termination log %q, stderr %q; want 1 and the step's failure", code, logged, stderr.String())
+	}
+}
+
+// readTree maps each path below dir to its mode and, for a file, its content.
+func readTree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	tree := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		tree[rel] = info.Mode().String()
+		if info.Mode().IsRegular() {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			tree[rel] += " " + string(b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("read tree %s: %v", dir, err)
+	}
+	return tree
 }
 
 func TestRunVerifyDispatch(t *testing.T) {
@@ -227,7 +381,7 @@ func TestConfigFromFlags(t *testing.T) {
 		cfg.Snapshots == nil || cfg.Engine.Kube == nil || cfg.Engine.ClusterLabel != "app.example/etcd" ||
 		cfg.Engine.MetadataNamespace != "kube-system" || cfg.Engine.SnapshotStorageClass != "fast" ||
 		cfg.Engine.HealthTimeout != 3*time.Second || cfg.Engine.SweepGrace != 90*time.Second || cfg.Engine.CreateWait != 2*time.Second || cfg.Engine.FallbackCreds != nil ||
-		cfg.Engine.DriverImage != imageRepository+":"+version || cfg.Engine.EtcdImage != "gcr.io/etcd-development/etcd:v3.7.3" {
+		cfg.Engine.DriverImage != driver.DriverImageRepository+":"+version || cfg.Engine.EtcdImage != "gcr.io/etcd-development/etcd:v3.7.3" {
 		t.Fatalf("config = %+v", cfg)
 	}
 }

@@ -178,7 +178,7 @@ func TestSnapshotJobFailsAtOnceWhenVerifyRejects(t *testing.T) {
 	if err := os.WriteFile(bad, flipBit(data, len(data)/2), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code := RunVerify([]string{"-file=" + bad, "-termination-log="}, io.Discard, io.Discard)
+	code := RunVerify(VerifyOptions{File: bad}, io.Discard, io.Discard)
 
 	e := &Engine{cfg: EngineConfig{EtcdImage: fxEtcdImage, DriverImage: fxDriverImage}}
 	job := e.newSnapshotJob(&Record{ID: snapshotID("n", true), Namespace: fxNS, Cluster: fxCluster}, "https://127.0.0.1:2379", true, 1<<30, snapshotParams{})

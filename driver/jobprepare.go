@@ -2,7 +2,6 @@ package driver
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -13,23 +12,13 @@ import (
 // place (client/v3/snapshot: SaveWithVersion).
 const partSuffix = ".part"
 
-// RunPrepareSave is the `prepare-save` subcommand, the container that runs before the save in every
-// attempt of a snapshot Job's pod: it removes the snapshot file and etcdctl's "<file>.part" that a
-// failed attempt left (a verify that failed after a complete save, a pod killed mid-save), so the
-// retried save never needs room for two copies on a volume sized for one. It returns 1 when a file
-// cannot be removed and 2 for bad usage.
-func RunPrepareSave(args []string, stdout, stderr io.Writer) int {
-	fset := flag.NewFlagSet("prepare-save", flag.ContinueOnError)
-	fset.SetOutput(stderr)
-	file := fset.String("file", "", "snapshot file the save will write (required)")
-	if err := fset.Parse(args); err != nil {
-		return 2
-	}
-	if *file == "" || fset.NArg() > 0 {
-		fmt.Fprintln(stderr, "prepare-save: usage: prepare-save -file <snapshot.db>")
-		return 2
-	}
-	for _, path := range []string{*file + partSuffix, *file} {
+// RunPrepareSave is the `prepare-save` subcommand once its flags are parsed (main.go), the container
+// that runs before the save in every attempt of a snapshot Job's pod: it removes the snapshot file
+// and etcdctl's "<file>.part" that a failed attempt left (a verify that failed after a complete save,
+// a pod killed mid-save), so the retried save never needs room for two copies on a volume sized for
+// one. It returns 1 when a file cannot be removed.
+func RunPrepareSave(file string, stdout, stderr io.Writer) int {
+	for _, path := range []string{file + partSuffix, file} {
 		info, err := os.Lstat(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue

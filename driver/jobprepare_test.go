@@ -44,7 +44,7 @@ func TestRunPrepareSaveClearsFailedAttempt(t *testing.T) {
 				}
 			}
 			var stdout, stderr bytes.Buffer
-			code := RunPrepareSave([]string{"-file=" + filepath.Join(vol, "snapshot.db")}, &stdout, &stderr)
+			code := RunPrepareSave(filepath.Join(vol, "snapshot.db"), &stdout, &stderr)
 			if code != tc.wantCode {
 				t.Fatalf("exit %d, want %d (stdout %q, stderr %q)", code, tc.wantCode, stdout.String(), stderr.String())
 			}
@@ -70,10 +70,4 @@ func TestRunPrepareSaveClearsFailedAttempt(t *testing.T) {
 			}
 		})
 	}
-	t.Run("usage", func(t *testing.T) {
-		var stdout, stderr bytes.Buffer
-		if code := RunPrepareSave(nil, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "-file") {
-			t.Errorf("without -file: code %d stderr %q, want 2 and a usage line", code, stderr.String())
-		}
-	})
 }

@@ -18,13 +18,6 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// DefaultBumpRevision is added to the snapshot's revision on restore, with --mark-compacted, so that
-// watchers see revisions move forward and re-list instead of missing events (etcd-io/etcd#16028).
-const DefaultBumpRevision = 1_000_000_000
-
-// defaultPeerURLTemplate is a StatefulSet member's stable DNS name behind its headless Service.
-const defaultPeerURLTemplate = "https://{name}.{service}.{namespace}.svc:2380"
-
 // Annotations on a StatefulSet that a restore scaled to 0: a rerun after an interruption reads the
 // restore id and the former replicas from them.
 const (
@@ -318,7 +311,7 @@ func defaultNewClusterSpec(s *newClusterSpec, rec *Record) error {
 		s.Service = s.StatefulSet
 	}
 	if s.PeerURLTemplate == "" {
-		s.PeerURLTemplate = defaultPeerURLTemplate
+		s.PeerURLTemplate = DefaultPeerURLTemplate
 	}
 	return nil
 }

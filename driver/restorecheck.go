@@ -38,7 +38,7 @@ func checkRestoredCluster(ctx context.Context, cfg RestoreConfig, p *restorePlan
 	}
 	timeout := cfg.Timeout
 	if timeout <= 0 {
-		timeout = defaultRestoreCheckTimeout
+		timeout = DefaultRestoreCheckTimeout
 	}
 	check := &RestoreCheck{Endpoints: target.Endpoints, WantRevision: p.Record.Revision + p.BumpRevision, WantKeys: p.Record.Keys}
 	progress("checking the restored cluster at %s", strings.Join(target.Endpoints, ","))

@@ -72,16 +72,16 @@ func TestPlanNewCluster(t *testing.T) {
 		want    []string // name pvc url
 		wantErr string
 	}{
-		{name: "default template", spec: newClusterSpec{Namespace: "copy", StatefulSet: "main", Service: "main", ClaimTemplate: "data", Members: 2, PeerURLTemplate: defaultPeerURLTemplate},
+		{name: "default template", spec: newClusterSpec{Namespace: "copy", StatefulSet: "main", Service: "main", ClaimTemplate: "data", Members: 2, PeerURLTemplate: DefaultPeerURLTemplate},
 			want: []string{"main-0 data-main-0 https://main-0.main.copy.svc:2380", "main-1 data-main-1 https://main-1.main.copy.svc:2380"}},
 		{name: "ordinal in a port", spec: newClusterSpec{Namespace: "n", StatefulSet: "e", ClaimTemplate: "d", Members: 1, PeerURLTemplate: "http://10.0.0.{ordinal}:2380"},
 			want: []string{"e-0 d-e-0 http://10.0.0.0:2380"}},
-		{name: "explicit URL wins", spec: newClusterSpec{Namespace: "n", StatefulSet: "e", ClaimTemplate: "d", Members: 1, PeerURLTemplate: defaultPeerURLTemplate, Service: "s", PeerURLs: map[string]string{"e-0": "https://127.0.0.1:4000"}},
+		{name: "explicit URL wins", spec: newClusterSpec{Namespace: "n", StatefulSet: "e", ClaimTemplate: "d", Members: 1, PeerURLTemplate: DefaultPeerURLTemplate, Service: "s", PeerURLs: map[string]string{"e-0": "https://127.0.0.1:4000"}},
 			want: []string{"e-0 d-e-0 https://127.0.0.1:4000"}},
 		{name: "unknown placeholder", spec: newClusterSpec{Namespace: "n", StatefulSet: "e", ClaimTemplate: "d", Members: 1, PeerURLTemplate: "https://{pod}:2380"}, wantErr: "unknown placeholder {pod}"},
 		{name: "empty placeholder", spec: newClusterSpec{Namespace: "n", StatefulSet: "e", ClaimTemplate: "d", Members: 1, PeerURLTemplate: "https://{name}.{service}:2380"}, wantErr: "placeholder {service} has no value"},
 		{name: "no port", spec: newClusterSpec{Namespace: "n", StatefulSet: "e", ClaimTemplate: "d", Members: 1, PeerURLTemplate: "https://{name}"}, wantErr: "is not scheme://host:port"},
-		{name: "explicit URL of a member that does not exist", spec: newClusterSpec{Namespace: "n", StatefulSet: "e", ClaimTemplate: "d", Members: 1, PeerURLTemplate: defaultPeerURLTemplate, Service: "s", PeerURLs: map[string]string{"e-5": "https://h:1"}}, wantErr: `member "e-5", which the new cluster does not have`},
+		{name: "explicit URL of a member that does not exist", spec: newClusterSpec{Namespace: "n", StatefulSet: "e", ClaimTemplate: "d", Members: 1, PeerURLTemplate: DefaultPeerURLTemplate, Service: "s", PeerURLs: map[string]string{"e-5": "https://h:1"}}, wantErr: `member "e-5", which the new cluster does not have`},
 		{name: "zero members", spec: newClusterSpec{Namespace: "n", StatefulSet: "e", ClaimTemplate: "d"}, wantErr: "-members must be at least 1"},
 	}
 	for _, tc := range cases {

@@ -18,8 +18,6 @@ import (
 const (
 	// restoreStepTimeout bounds waits for the API's own work (pods gone, claims bound, Jobs removed).
 	restoreStepTimeout = 5 * time.Minute
-	// defaultRestoreCheckTimeout bounds the wait for the restored cluster to turn healthy.
-	defaultRestoreCheckTimeout = 5 * time.Minute
 )
 
 // runRestore does the restore a successful preflight allowed.

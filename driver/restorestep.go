@@ -3,7 +3,6 @@ package driver
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -288,42 +287,36 @@ func (s *restoreStep) readRestored() (revision, keys int64, err error) {
 	return res.Revision, res.Keys, nil
 }
 
-// restoreStepUsage is the usage line of the restore-step subcommand.
-const restoreStepUsage = "restore-step: usage: restore-step prepare|swap -volume <dir> -data-dir <relative dir> -restore-id <id> [-delete-old (swap)] [-termination-log <path>]"
+// RestoreStepOptions are the step and the flags of the restore-step subcommand.
+type RestoreStepOptions struct {
+	// Step is "prepare" (before etcdutl snapshot restore) or "swap" (after it).
+	Step string
+	// Volume is the mount path of the member's volume (-volume).
+	Volume string
+	// DataDir is the etcd data dir relative to Volume, like "data" (-data-dir).
+	DataDir string
+	// RestoreID is the id of this restore; it names the restored, kept and marker files (-restore-id).
+	RestoreID string
+	// DeleteOld deletes the old data dir after the swap instead of keeping it (-delete-old, swap only).
+	DeleteOld bool
+	// TerminationLog receives the result for the pod's termination message; "" skips it
+	// (-termination-log).
+	TerminationLog string
+}
 
-// RunRestoreStep is the `restore-step` subcommand run by a restore Job's pod in the member's volume:
-// args[0] is the step, `prepare` (before etcdutl snapshot restore) or `swap` (after it). It prints a
-// RestoreStepResult as JSON and writes it to -termination-log; on failure it writes a one-line reason to
-// both the termination log and stderr and returns 1 (2 for bad usage).
-func RunRestoreStep(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "prepare" && args[0] != "swap") {
-		fmt.Fprintln(stderr, restoreStepUsage)
-		return 2
-	}
-	step := args[0]
-	flags := flag.NewFlagSet("restore-step "+step, flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	volume := flags.String("volume", "", "mount path of the member's volume (required)")
-	dataDir := flags.String("data-dir", "", "etcd data dir relative to -volume, like \"data\" (required)")
-	id := flags.String("restore-id", "", "id of this restore; names the restored, kept and marker files (required)")
-	var deleteOld *bool
-	if step == "swap" {
-		deleteOld = flags.Bool("delete-old", false, "after the swap, delete the old data dir instead of keeping it")
-	}
-	termLog := flags.String("termination-log", "/dev/termination-log", "file that receives the result for the pod's termination message; empty to skip")
-	if err := flags.Parse(args[1:]); err != nil {
-		return 2
-	}
+// RunRestoreStep is the `restore-step` subcommand once its flags are parsed (main.go), run by a
+// restore Job's pod in the member's volume. It prints a RestoreStepResult as JSON and writes it to the
+// termination log; on failure it writes a one-line reason to both the termination log and stderr and
+// returns 1 (2 for options that name no usable volume, data dir or restore id).
+func RunRestoreStep(o RestoreStepOptions, stdout, stderr io.Writer) int {
+	step := o.Step
 	fail := func(code int, msg string) int {
-		msg = strings.ReplaceAll(msg, "\n", " ")
-		fmt.Fprintln(stderr, msg)
-		writeTerminationLog(*termLog, msg, stderr)
-		return code
+		return ReportFailure(o.TerminationLog, code, msg, stderr)
 	}
-	if flags.NArg() > 0 {
-		return fail(2, fmt.Sprintf("restore-step %s: unexpected argument %q; %s", step, flags.Arg(0), restoreStepUsage))
+	if step != "prepare" && step != "swap" {
+		return fail(2, fmt.Sprintf("restore-step: unknown step %q; want prepare or swap", step))
 	}
-	s, err := newRestoreStep(*volume, *dataDir, *id, stderr)
+	s, err := newRestoreStep(o.Volume, o.DataDir, o.RestoreID, stderr)
 	if err != nil {
 		return fail(2, fmt.Sprintf("restore-step %s: %v", step, err))
 	}
@@ -331,7 +324,7 @@ func RunRestoreStep(args []string, stdout, stderr io.Writer) int {
 	if step == "prepare" {
 		res, err = s.prepare()
 	} else {
-		res, err = s.swap(*deleteOld)
+		res, err = s.swap(o.DeleteOld)
 	}
 	if err != nil {
 		return fail(1, fmt.Sprintf("restore-step %s %s in %s: %v", step, s.id, s.volume, err))
@@ -340,7 +333,7 @@ func RunRestoreStep(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(1, fmt.Sprintf("restore-step %s: encode result: %v", step, err))
 	}
-	if err := writeTerminationLog(*termLog, string(out), stderr); err != nil {
+	if err := writeTerminationLog(o.TerminationLog, string(out), stderr); err != nil {
 		// On success the pod's message comes only from this file, so a result not written is a failure.
 		return fail(1, fmt.Sprintf("restore-step %s %s done but the result could not be recorded: %v", step, s.id, err))
 	}

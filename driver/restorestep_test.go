@@ -35,7 +35,7 @@ func TestRestoreStepRestoresRealSnapshot(t *testing.T) {
 	scratch := filepath.Join(vol, rel+".restore-"+id)
 	writePartialRestore(t, scratch)
 
-	code, res, stderr := runRestoreStepCLI(t, stepArgs("prepare", vol, rel, id)...)
+	code, res, stderr := runRestoreStepCLI(t, stepOptions("prepare", vol, rel, id))
 	if code != 0 || res != (RestoreStepResult{RestoreID: id, DataDir: rel}) {
 		t.Fatalf("prepare: exit %d result %+v stderr %q", code, res, stderr)
 	}
@@ -52,7 +52,7 @@ func TestRestoreStepRestoresRealSnapshot(t *testing.T) {
 	if err := etcdutlRestore(etcdutl, snap, scratch, "m0", peer.String()); err != nil {
 		t.Fatal(err)
 	}
-	code, res, stderr = runRestoreStepCLI(t, stepArgs("swap", vol, rel, id)...)
+	code, res, stderr = runRestoreStepCLI(t, stepOptions("swap", vol, rel, id))
 	if code != 0 {
 		t.Fatalf("swap: exit %d stderr %q", code, stderr)
 	}
@@ -165,7 +165,8 @@ func TestRestoreStepFinishesAfterCrash(t *testing.T) {
 	}
 }
 
-// TestRestoreStepRejectsBadFlags checks each bad flag is a usage error naming it that changes nothing.
+// TestRestoreStepRejectsBadFlags checks each bad flag value is a usage error naming the flag that
+// changes nothing; main_test.go's TestRestoreStepFlagErrors checks what the flag parsing rejects.
 func TestRestoreStepRejectsBadFlags(t *testing.T) {
 	vol := t.TempDir()
 	writeOldMember(t, filepath.Join(vol, "data"), 1)
@@ -180,39 +181,34 @@ func TestRestoreStepRejectsBadFlags(t *testing.T) {
 	before := readTree(t, vol)
 	cases := []struct {
 		name string
-		args []string
+		opts RestoreStepOptions
 		want []string
 	}{
-		{"no step", nil, []string{"usage", "prepare|swap"}},
-		{"unknown step", []string{"restore", "-volume=" + vol}, []string{"usage", "prepare|swap"}},
-		{"no volume", []string{"prepare", "-data-dir=data", "-restore-id=r1"}, []string{"-volume is required"}},
-		{"volume missing", stepArgs("swap", filepath.Join(vol, "nope"), "data", "r1"), []string{"-volume", "no such file"}},
-		{"volume is a file", stepArgs("prepare", file, "data", "r1"), []string{"-volume", "not a directory"}},
-		{"no data dir", []string{"prepare", "-volume=" + vol, "-restore-id=r1"}, []string{"-data-dir is required"}},
-		{"absolute data dir", stepArgs("prepare", vol, "/data", "r1"), []string{"-data-dir", "not absolute"}},
-		{"data dir is the volume", stepArgs("swap", vol, ".", "r1"), []string{"-data-dir", "volume itself"}},
-		{"data dir outside", stepArgs("prepare", vol, "../data", "r1"), []string{"-data-dir", `no ".."`}},
-		{"trailing slash", stepArgs("prepare", vol, "data/", "r1"), []string{"-data-dir", "not a clean path", `"data"`}},
-		{"dot dot inside", stepArgs("swap", vol, "x/../data", "r1"), []string{"-data-dir", "not a clean path"}},
-		{"parent is a symlink", stepArgs("swap", vol, "link/data", "r1"), []string{"-data-dir", "symlink"}},
-		{"parent is a file", stepArgs("prepare", vol, "file/data", "r1"), []string{"-data-dir", "not a directory"}},
-		{"no restore id", []string{"swap", "-volume=" + vol, "-data-dir=data"}, []string{"-restore-id is required"}},
-		{"upper-case restore id", stepArgs("prepare", vol, "data", "R1"), []string{"-restore-id", "lower case"}},
-		{"underscore in restore id", stepArgs("swap", vol, "data", "r_1"), []string{"-restore-id"}},
-		{"restore id too long", stepArgs("prepare", vol, "data", strings.Repeat("r", 64)), []string{"-restore-id", "63"}},
-		{"restore id starts with a dash", stepArgs("prepare", vol, "data", "-r1"), []string{"-restore-id"}},
-		{"extra argument", append(stepArgs("swap", vol, "data", "r1"), "more"), []string{"unexpected argument", `"more"`}},
-		{"-delete-old on prepare", stepArgs("prepare", vol, "data", "r1", "-delete-old"), []string{"-delete-old"}},
+		{"unknown step", RestoreStepOptions{Step: "restore", Volume: vol, DataDir: "data", RestoreID: "r1"}, []string{"unknown step", `"restore"`}},
+		{"no volume", RestoreStepOptions{Step: "prepare", DataDir: "data", RestoreID: "r1"}, []string{"-volume is required"}},
+		{"volume missing", stepOptions("swap", filepath.Join(vol, "nope"), "data", "r1"), []string{"-volume", "no such file"}},
+		{"volume is a file", stepOptions("prepare", file, "data", "r1"), []string{"-volume", "not a directory"}},
+		{"no data dir", RestoreStepOptions{Step: "prepare", Volume: vol, RestoreID: "r1"}, []string{"-data-dir is required"}},
+		{"absolute data dir", stepOptions("prepare", vol, "/data", "r1"), []string{"-data-dir", "not absolute"}},
+		{"data dir is the volume", stepOptions("swap", vol, ".", "r1"), []string{"-data-dir", "volume itself"}},
+		{"data dir outside", stepOptions("prepare", vol, "../data", "r1"), []string{"-data-dir", `no ".."`}},
+		{"trailing slash", stepOptions("prepare", vol, "data/", "r1"), []string{"-data-dir", "not a clean path", `"data"`}},
+		{"dot dot inside", stepOptions("swap", vol, "x/../data", "r1"), []string{"-data-dir", "not a clean path"}},
+		{"parent is a symlink", stepOptions("swap", vol, "link/data", "r1"), []string{"-data-dir", "symlink"}},
+		{"parent is a file", stepOptions("prepare", vol, "file/data", "r1"), []string{"-data-dir", "not a directory"}},
+		{"no restore id", RestoreStepOptions{Step: "swap", Volume: vol, DataDir: "data"}, []string{"-restore-id is required"}},
+		{"upper-case restore id", stepOptions("prepare", vol, "data", "R1"), []string{"-restore-id", "lower case"}},
+		{"underscore in restore id", stepOptions("swap", vol, "data", "r_1"), []string{"-restore-id"}},
+		{"restore id too long", stepOptions("prepare", vol, "data", strings.Repeat("r", 64)), []string{"-restore-id", "63"}},
+		{"restore id starts with a dash", stepOptions("prepare", vol, "data", "-r1"), []string{"-restore-id"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			termLog := filepath.Join(t.TempDir(), "termination-log")
 			var stdout, stderr bytes.Buffer
-			args := tc.args
-			if len(args) > 0 {
-				args = append([]string{args[0], "-termination-log=" + termLog}, args[1:]...)
-			}
-			if code := RunRestoreStep(args, &stdout, &stderr); code != 2 {
+			o := tc.opts
+			o.TerminationLog = termLog
+			if code := RunRestoreStep(o, &stdout, &stderr); code != 2 {
 				t.Errorf("exit %d, want 2 (stderr %q)", code, stderr.String())
 			}
 			for _, w := range tc.want {

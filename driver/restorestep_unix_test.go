@@ -15,7 +15,7 @@ import (
 	"testing"
 )
 
-// unwritableChildEnv holds the JSON arguments when the test binary runs as the restore-step child.
+// unwritableChildEnv holds the JSON options when the test binary runs as the restore-step child.
 const unwritableChildEnv = "ETCD_SNAPSHOT_DRIVER_RESTORE_STEP_ARGS"
 
 // unprivilegedID is the uid and gid (nobody) the child runs as when the test runs as root.
@@ -26,11 +26,11 @@ const unprivilegedID = 65534
 // As root, a child process runs as nobody; otherwise the volume is made read-only.
 func TestRestoreStepPrepareReportsUnwritableVolume(t *testing.T) {
 	if args := os.Getenv(unwritableChildEnv); args != "" {
-		var a []string
-		if err := json.Unmarshal([]byte(args), &a); err != nil {
+		var o RestoreStepOptions
+		if err := json.Unmarshal([]byte(args), &o); err != nil {
 			os.Exit(3)
 		}
-		os.Exit(RunRestoreStep(a, io.Discard, io.Discard))
+		os.Exit(RunRestoreStep(o, io.Discard, io.Discard))
 	}
 	// Not t.TempDir: the child's user must reach the volume and the test binary through it.
 	dir, err := os.MkdirTemp("", "restore-step-unwritable-")
@@ -53,7 +53,8 @@ func TestRestoreStepPrepareReportsUnwritableVolume(t *testing.T) {
 	writeOldMember(t, filepath.Join(vol, "data"), 1)
 	before := readTree(t, vol)
 	termLog := filepath.Join(logDir, "termination-log")
-	args := stepArgs("prepare", vol, "data", "r1", "-termination-log="+termLog)
+	opts := stepOptions("prepare", vol, "data", "r1")
+	opts.TerminationLog = termLog
 
 	uid, code := os.Getuid(), 0
 	if uid == 0 {
@@ -62,7 +63,7 @@ func TestRestoreStepPrepareReportsUnwritableVolume(t *testing.T) {
 		if err := os.Link(os.Args[0], bin); err != nil {
 			copyFile(t, os.Args[0], bin)
 		}
-		enc, _ := json.Marshal(args)
+		enc, _ := json.Marshal(opts)
 		cmd := exec.Command(bin, "-test.run=^TestRestoreStepPrepareReportsUnwritableVolume$", "-test.count=1")
 		cmd.Env = append(os.Environ(), unwritableChildEnv+"="+string(enc))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: unprivilegedID, Gid: unprivilegedID}}
@@ -76,7 +77,7 @@ func TestRestoreStepPrepareReportsUnwritableVolume(t *testing.T) {
 		if err := os.Chmod(vol, 0o555); err != nil {
 			t.Fatal(err)
 		}
-		code = RunRestoreStep(args, io.Discard, io.Discard)
+		code = RunRestoreStep(opts, io.Discard, io.Discard)
 		os.Chmod(vol, 0o755)
 	}
 	logged, _ := os.ReadFile(termLog)

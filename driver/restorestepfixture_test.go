@@ -111,35 +111,35 @@ func writePartialRestore(t *testing.T, scratch string) {
 
 // runRestoreStepCLI runs the subcommand and decodes its result; the termination log must hold what
 // stdout holds on success and what stderr ends with on failure.
-func runRestoreStepCLI(t *testing.T, args ...string) (code int, res RestoreStepResult, stderr string) {
+func runRestoreStepCLI(t *testing.T, o RestoreStepOptions) (code int, res RestoreStepResult, stderr string) {
 	t.Helper()
-	termLog := filepath.Join(t.TempDir(), "termination-log")
+	o.TerminationLog = filepath.Join(t.TempDir(), "termination-log")
 	var out, errOut bytes.Buffer
-	code = RunRestoreStep(append(args, "-termination-log="+termLog), &out, &errOut)
-	logged, _ := os.ReadFile(termLog)
+	code = RunRestoreStep(o, &out, &errOut)
+	logged, _ := os.ReadFile(o.TerminationLog)
 	switch code {
 	case 0:
 		if err := json.Unmarshal(logged, &res); err != nil {
-			t.Fatalf("restore-step %v: termination log %q is not a result: %v", args, logged, err)
+			t.Fatalf("restore-step %+v: termination log %q is not a result: %v", o, logged, err)
 		}
 		if strings.TrimSpace(out.String()) != string(logged) {
-			t.Errorf("restore-step %v: stdout %q differs from termination log %q", args, out.String(), logged)
+			t.Errorf("restore-step %+v: stdout %q differs from termination log %q", o, out.String(), logged)
 		}
 	default:
 		lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
 		if len(logged) == 0 || strings.Contains(string(logged), "\n") || lines[len(lines)-1] != string(logged) {
-			t.Errorf("restore-step %v: exit %d, termination log %q, stderr %q: want the one-line reason in both", args, code, logged, errOut.String())
+			t.Errorf("restore-step %+v: exit %d, termination log %q, stderr %q: want the one-line reason in both", o, code, logged, errOut.String())
 		}
 		if out.Len() != 0 {
-			t.Errorf("restore-step %v: exit %d printed a result %q", args, code, out.String())
+			t.Errorf("restore-step %+v: exit %d printed a result %q", o, code, out.String())
 		}
 	}
 	return code, res, errOut.String()
 }
 
-// stepArgs are the flags both steps take.
-func stepArgs(step, vol, rel, id string, extra ...string) []string {
-	return append([]string{step, "-volume=" + vol, "-data-dir=" + rel, "-restore-id=" + id}, extra...)
+// stepOptions are the options both steps take.
+func stepOptions(step, vol, rel, id string) RestoreStepOptions {
+	return RestoreStepOptions{Step: step, Volume: vol, DataDir: rel, RestoreID: id}
 }
 
 // testPeerURL is the peer URL of the member the crash tests restore; nothing listens on it.

@@ -99,7 +99,7 @@ func TestRestoreStepPrepare(t *testing.T) {
 					}
 				}
 			}
-			code, res, stderr := runRestoreStepCLI(t, stepArgs("prepare", vol, tc.rel, id)...)
+			code, res, stderr := runRestoreStepCLI(t, stepOptions("prepare", vol, tc.rel, id))
 			if code != tc.wantCode {
 				t.Fatalf("exit %d, want %d (stderr %q)", code, tc.wantCode, stderr)
 			}

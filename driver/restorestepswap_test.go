@@ -108,7 +108,7 @@ func TestRestoreStepSwapRefuses(t *testing.T) {
 			vol := t.TempDir()
 			tc.setup(t, filepath.Join(vol, "data"))
 			before := readTree(t, vol)
-			code, _, stderr := runRestoreStepCLI(t, stepArgs("swap", vol, "data", id)...)
+			code, _, stderr := runRestoreStepCLI(t, stepOptions("swap", vol, "data", id))
 			if code != 1 {
 				t.Fatalf("exit %d, want 1 (stderr %q)", code, stderr)
 			}
@@ -134,7 +134,9 @@ func TestRestoreStepDeleteOldAfterSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.checkRestored(t, etcdutl, id, false, first, record.Keys)
-	code, res, stderr := runRestoreStepCLI(t, stepArgs("swap", v.vol, v.rel, id, "-delete-old")...)
+	deleteOld := stepOptions("swap", v.vol, v.rel, id)
+	deleteOld.DeleteOld = true
+	code, res, stderr := runRestoreStepCLI(t, deleteOld)
 	if code != 0 || !res.AlreadyDone {
 		t.Fatalf("swap -delete-old after the swap: exit %d result %+v stderr %q, want already done", code, res, stderr)
 	}
@@ -143,7 +145,7 @@ func TestRestoreStepDeleteOldAfterSwap(t *testing.T) {
 	}
 	v.checkRestored(t, etcdutl, id, true, &res, record.Keys)
 	// Without -delete-old a later run reports the copy as gone, not kept.
-	code, res, stderr = runRestoreStepCLI(t, stepArgs("swap", v.vol, v.rel, id)...)
+	code, res, stderr = runRestoreStepCLI(t, stepOptions("swap", v.vol, v.rel, id))
 	if code != 0 || res.KeptAt != "" {
 		t.Errorf("swap after the deletion: exit %d result %+v stderr %q, want nothing kept", code, res, stderr)
 	}

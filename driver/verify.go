@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -157,35 +156,33 @@ func parseRevision(b []byte) (main int64, tombstone bool, err error) {
 	return main, tombstone, nil
 }
 
-// RunVerify is the `verify` subcommand: it verifies -file (and, with -sha256, that it is the recorded
-// file), prints the result as JSON and writes it to -termination-log; on failure it writes a one-line reason to both the termination log and stderr and
-// returns 1 (2 for bad usage).
-func RunVerify(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("file", "", "snapshot file written by `etcdctl snapshot save` (required)")
-	wantSHA := fs.String("sha256", "", "hex sha256 the whole file must have (the snapshot record's); empty to skip")
-	termLog := fs.String("termination-log", "/dev/termination-log", "file that receives the result for the pod's termination message; empty to skip")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if *file == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "verify: usage: verify -file <snapshot.db> [-sha256 <hex>] [-termination-log <path>]")
-		return 2
-	}
-	want := strings.ToLower(*wantSHA)
+// VerifyOptions are the flags of the verify subcommand.
+type VerifyOptions struct {
+	// File is the snapshot file written by `etcdctl snapshot save` (-file).
+	File string
+	// SHA256 is the hex sha256 the whole file must have, the snapshot record's; "" skips the check
+	// (-sha256).
+	SHA256 string
+	// TerminationLog receives the result for the pod's termination message; "" skips it
+	// (-termination-log).
+	TerminationLog string
+}
+
+// RunVerify is the `verify` subcommand once its flags are parsed (main.go): it verifies o.File (and,
+// with o.SHA256, that it is the recorded file), prints the result as JSON and writes it to the
+// termination log; on failure it writes a one-line reason to both the termination log and stderr and
+// returns 1 (2 for a bad -sha256).
+func RunVerify(o VerifyOptions, stdout, stderr io.Writer) int {
+	want := strings.ToLower(o.SHA256)
 	if b, err := hex.DecodeString(want); want != "" && (err != nil || len(b) != sha256.Size) {
-		fmt.Fprintf(stderr, "verify: -sha256 %q is not a sha256 digest: want %d hex digits as sha256sum prints them\n", *wantSHA, 2*sha256.Size)
+		fmt.Fprintf(stderr, "verify: -sha256 %q is not a sha256 digest: want %d hex digits as sha256sum prints them\n", o.SHA256, 2*sha256.Size)
 		return 2
 	}
 	fail := func(msg string) int {
-		msg = strings.ReplaceAll(msg, "\n", " ")
-		fmt.Fprintln(stderr, msg)
-		writeTerminationLog(*termLog, msg, stderr)
-		return 1
+		return ReportFailure(o.TerminationLog, 1, msg, stderr)
 	}
-	disarm := armCrashReport(*termLog, *file, stderr)
-	res, err := VerifySnapshot(*file)
+	disarm := armCrashReport(o.TerminationLog, o.File, stderr)
+	res, err := VerifySnapshot(o.File)
 	disarm()
 	if err != nil {
 		return fail(err.Error())
@@ -193,18 +190,28 @@ func RunVerify(args []string, stdout, stderr io.Writer) int {
 	// The trailer only proves the file is self-consistent; the record's digest proves it is the file
 	// that was verified when the snapshot was taken, not one damaged or replaced at rest since.
 	if want != "" && res.SHA256 != want {
-		return fail(fmt.Sprintf("snapshot %s differs from the one recorded (damaged at rest): its sha256 is %s, the record says %s", *file, res.SHA256, want))
+		return fail(fmt.Sprintf("snapshot %s differs from the one recorded (damaged at rest): its sha256 is %s, the record says %s", o.File, res.SHA256, want))
 	}
 	out, err := json.Marshal(res)
 	if err != nil {
-		return fail(fmt.Sprintf("snapshot %s: encode result: %v", *file, err))
+		return fail(fmt.Sprintf("snapshot %s: encode result: %v", o.File, err))
 	}
-	if err := writeTerminationLog(*termLog, string(out), stderr); err != nil {
+	if err := writeTerminationLog(o.TerminationLog, string(out), stderr); err != nil {
 		// On success the pod's message comes only from this file, so a result not written is a failure.
-		return fail(fmt.Sprintf("snapshot %s verified but the result could not be recorded: %v", *file, err))
+		return fail(fmt.Sprintf("snapshot %s verified but the result could not be recorded: %v", o.File, err))
 	}
 	fmt.Fprintln(stdout, string(out))
 	return 0
+}
+
+// ReportFailure ends a subcommand that runs in a Job's pod (verify, restore-step): it writes msg, made
+// one line, to stderr and to the termination log (path; "" skips it), where the pod's termination
+// message shows it, and returns code.
+func ReportFailure(path string, code int, msg string, stderr io.Writer) int {
+	msg = strings.ReplaceAll(msg, "\n", " ")
+	fmt.Fprintln(stderr, msg)
+	writeTerminationLog(path, msg, stderr)
+	return code
 }
 
 // armCrashReport prepares the termination log for a crash that no recover catches (the runtime's

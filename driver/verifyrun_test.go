@@ -69,7 +69,7 @@ func TestRunVerifyWritesTerminationLog(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			termLog := filepath.Join(t.TempDir(), "termination-log")
 			var stdout, stderr bytes.Buffer
-			code := RunVerify([]string{"-file=" + tc.file, "-termination-log=" + termLog}, &stdout, &stderr)
+			code := RunVerify(VerifyOptions{File: tc.file, TerminationLog: termLog}, &stdout, &stderr)
 			if code != tc.wantCode {
 				t.Fatalf("exit code %d, want %d (stderr %q)", code, tc.wantCode, stderr.String())
 			}
@@ -80,12 +80,6 @@ func TestRunVerifyWritesTerminationLog(t *testing.T) {
 			tc.check(t, stdout.String(), stderr.String(), string(logged))
 		})
 	}
-	t.Run("usage", func(t *testing.T) {
-		var stdout, stderr bytes.Buffer
-		if code := RunVerify(nil, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "-file") {
-			t.Errorf("without -file: code %d stderr %q, want 2 and a usage line", code, stderr.String())
-		}
-	})
 }
 
 // crashChildEnv names the damaged file when the test binary runs as the verify child process.
@@ -96,7 +90,7 @@ const crashChildEnv = "ETCD_SNAPSHOT_DRIVER_VERIFY_CRASH_FILE"
 // child process and the test checks the termination log it leaves.
 func TestRunVerifyReportsCrashOnCorruptPage(t *testing.T) {
 	if file := os.Getenv(crashChildEnv); file != "" {
-		os.Exit(RunVerify([]string{"-file", file, "-termination-log", file + ".log"}, io.Discard, io.Discard))
+		os.Exit(RunVerify(VerifyOptions{File: file, TerminationLog: file + ".log"}, io.Discard, io.Discard))
 	}
 	good := snapshotFixture(t)
 	data, err := os.ReadFile(good)
@@ -176,7 +170,7 @@ func TestRunVerifyChecksRecordedSHA256(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			termLog := filepath.Join(t.TempDir(), "termination-log")
 			var stdout, stderr bytes.Buffer
-			code := RunVerify([]string{"-file=" + tc.file, "-sha256=" + tc.sha, "-termination-log=" + termLog}, &stdout, &stderr)
+			code := RunVerify(VerifyOptions{File: tc.file, SHA256: tc.sha, TerminationLog: termLog}, &stdout, &stderr)
 			if code != tc.wantCode {
 				t.Fatalf("exit code %d, want %d (stderr %q)", code, tc.wantCode, stderr.String())
 			}
