@@ -33,14 +33,14 @@ func TestRestoreStepRestoresReleaseSnapshots(t *testing.T) {
 			}
 			peer := url.URL{Scheme: "https", Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}
 
-			code, _, stderr := runRestoreStepCLI(t, stepArgs("prepare", v.vol, v.rel, id)...)
+			code, _, stderr := runRestoreStepCLI(t, stepOptions("prepare", v.vol, v.rel, id))
 			if code != 0 {
 				t.Fatalf("prepare: exit %d stderr %q", code, stderr)
 			}
 			if err := etcdutlRestore(etcdutl, snap.Path, data+".restore-"+id, "m0", peer.String()); err != nil {
 				t.Fatal(err)
 			}
-			code, res, stderr := runRestoreStepCLI(t, stepArgs("swap", v.vol, v.rel, id)...)
+			code, res, stderr := runRestoreStepCLI(t, stepOptions("swap", v.vol, v.rel, id))
 			if code != 0 {
 				t.Fatalf("swap: exit %d stderr %q", code, stderr)
 			}
