@@ -231,7 +231,7 @@ func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
 
 	contentName := dgContentNamePrefix + string(vgs.UID)
 	if existing, err := c.contentLister.Get(contentName); err == nil {
-		if defaulted && existing.Labels[labelManagedBy] == managedByValue && existing.Spec.VolumeGroupSnapshotRef.UID == vgs.UID {
+		if defaulted && existing.Labels[labelManagedBy] == managedByDriver && existing.Spec.VolumeGroupSnapshotRef.UID == vgs.UID {
 			return c.setClassName(ctx, vgs, class.Name)
 		}
 		glog.V(4).Infof("dynamicgroup: VolumeGroupSnapshot %s: content %s exists", key, contentName)

@@ -21,7 +21,7 @@ func (c *DynamicGroupController) buildContent(vgs *groupsnapshotv1.VolumeGroupSn
 	content := &groupsnapshotv1.VolumeGroupSnapshotContent{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   contentName,
-			Labels: map[string]string{labelManagedBy: managedByValue},
+			Labels: map[string]string{labelManagedBy: managedByDriver},
 		},
 		Spec: groupsnapshotv1.VolumeGroupSnapshotContentSpec{
 			VolumeGroupSnapshotRef:       *ref,

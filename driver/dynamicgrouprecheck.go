@@ -26,16 +26,13 @@ import (
 // (utils.ShouldEnqueueContentChange), so a member it had already found ready is not
 // looked at again. Once the group is ready the rewrites stop, and an annotation change
 // makes the sidecar sync the member, call ListSnapshots and record the true readiness.
-const (
-	// dgMemberCheckAnnotation is the annotation whose change triggers that sync; its
-	// value is the time of the request, so every request is a change.
-	dgMemberCheckAnnotation = "snapshot.etcd.io/readiness-check"
+// annotationReadinessCheck (labels.go) is the annotation whose change triggers that sync;
+// its value is the time of the request, so every request is a change.
 
-	// dgMemberCheckLimit bounds the requests per VolumeGroupSnapshot. With upstream's
-	// backoff (1s doubling to 5m) ten retries span about 13 minutes; past that the
-	// sidecar's own resync re-checks the members anyway.
-	dgMemberCheckLimit = 10
-)
+// dgMemberCheckLimit bounds the requests per VolumeGroupSnapshot. With upstream's
+// backoff (1s doubling to 5m) ten retries span about 13 minutes; past that the
+// sidecar's own resync re-checks the members anyway.
+const dgMemberCheckLimit = 10
 
 // dgMemberContentName is upstream's name for the member VolumeSnapshotContent of
 // volumeHandle in the group snapshot of VolumeGroupSnapshot vgsUID
@@ -69,7 +66,7 @@ func (c *DynamicGroupController) recheckMembers(ctx context.Context, key string,
 	// not worth caching every content of the cluster for.
 	contents := c.snap.SnapshotV1().VolumeSnapshotContents()
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		dgMemberCheckAnnotation: time.Now().UTC().Format(time.RFC3339Nano)}}})
+		annotationReadinessCheck: time.Now().UTC().Format(time.RFC3339Nano)}}})
 	if err != nil {
 		return err
 	}

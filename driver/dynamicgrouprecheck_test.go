@@ -146,7 +146,7 @@ func TestMemberReadinessCheck(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				_, has := m.Annotations[dgMemberCheckAnnotation]
+				_, has := m.Annotations[annotationReadinessCheck]
 				if wantAnn := slices.Contains(tc.wantPatched, h); has != wantAnn {
 					t.Errorf("member %d (%s): annotation present %v, want %v", i, m.Name, has, wantAnn)
 				}

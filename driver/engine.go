@@ -145,7 +145,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 
 // managedSelector selects the objects this driver created.
 func managedSelector() labels.Selector {
-	return labels.SelectorFromSet(labels.Set{labelManagedBy: managedByValue})
+	return labels.SelectorFromSet(labels.Set{labelManagedBy: managedByDriver})
 }
 
 // managedInformerOption limits an informer factory to the objects this driver created.

@@ -20,16 +20,8 @@ import (
 	"k8s.io/client-go/util/retry"
 )
 
-// Labels on every object the driver creates (README "Labels and annotations the driver sets"), plus
-// the namespace label on metadata.
-const (
-	labelManagedBy  = "app.kubernetes.io/managed-by"
-	managedByValue  = "etcd-snapshot-driver"
-	labelSnapshotID = "snapshot.etcd.io/id"
-	labelCluster    = "snapshot.etcd.io/cluster"
-	labelNamespace  = "snapshot.etcd.io/namespace"
-	recordKey       = "record.json"
-)
+// recordKey is the key of a record ConfigMap's data holding the record's JSON.
+const recordKey = "record.json"
 
 // errNoChange, returned by an update's mutate function, ends the update without writing.
 var errNoChange = errors.New("metadata: no change")
@@ -48,11 +40,6 @@ type metadataStore struct {
 	deleted map[string]bool
 	// watchers are closed at the cache's next change of their record (watch, changed).
 	watchers map[string][]chan struct{}
-}
-
-// objectLabels are the labels on every object of snapshot id.
-func objectLabels(id, cluster string) map[string]string {
-	return map[string]string{labelManagedBy: managedByValue, labelSnapshotID: id, labelCluster: cluster}
 }
 
 // get returns the record of id, or nil when there is none.

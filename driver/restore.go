@@ -25,14 +25,6 @@ const DefaultBumpRevision = 1_000_000_000
 // defaultPeerURLTemplate is a StatefulSet member's stable DNS name behind its headless Service.
 const defaultPeerURLTemplate = "https://{name}.{service}.{namespace}.svc:2380"
 
-// Annotations on a StatefulSet that a restore scaled to 0: a rerun after an interruption reads the
-// restore id and the former replicas from them.
-const (
-	annotationRestoreRunning  = "snapshot.etcd.io/restore-id"
-	annotationRestoreSnapshot = "snapshot.etcd.io/restore-source"
-	annotationRestoreReplicas = "snapshot.etcd.io/restore-replicas"
-)
-
 // restoreIDPattern is what a restore id may look like: it goes into Job, PV and directory names.
 var restoreIDPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$`)
 

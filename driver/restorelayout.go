@@ -78,18 +78,18 @@ func (p *restorePlan) resolveLayout(ctx context.Context, cfg RestoreConfig) erro
 // StatefulSet's annotations or its Jobs) so a rerun finishes it; another restore in progress refuses.
 func (p *restorePlan) resolveRestoreID(ctx context.Context, cfg RestoreConfig) error {
 	found := sets.New[string]()
-	if sts := p.StatefulSet; sts != nil && sts.Annotations[annotationRestoreRunning] != "" {
-		rid, source := sts.Annotations[annotationRestoreRunning], sts.Annotations[annotationRestoreSnapshot]
+	if sts := p.StatefulSet; sts != nil && sts.Annotations[keyRestoreID] != "" {
+		rid, source := sts.Annotations[keyRestoreID], sts.Annotations[keyRestoreSource]
 		if source != p.Record.ID {
 			return fmt.Errorf("StatefulSet %s/%s is held by restore %s of snapshot %s (annotation %s); rerun that restore to finish it, or remove the annotations %s, %s and %s and scale it back by hand",
-				sts.Namespace, sts.Name, rid, source, annotationRestoreRunning, annotationRestoreRunning, annotationRestoreSnapshot, annotationRestoreReplicas)
+				sts.Namespace, sts.Name, rid, source, keyRestoreID, keyRestoreID, keyRestoreSource, annotationRestoreReplicas)
 		}
 		found.Insert(rid)
 		if n, err := strconv.Atoi(sts.Annotations[annotationRestoreReplicas]); err == nil {
 			p.FormerReplicas = int32(n)
 		}
 	}
-	jobs, err := cfg.Kube.BatchV1().Jobs(p.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{labelManagedBy: restoreManagedBy}.String()})
+	jobs, err := cfg.Kube.BatchV1().Jobs(p.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{labelManagedBy: managedByRestore}.String()})
 	if err != nil {
 		return fmt.Errorf("listing restore Jobs in namespace %s: %w", p.Namespace, err)
 	}
@@ -101,11 +101,11 @@ func (p *restorePlan) resolveRestoreID(ctx context.Context, cfg RestoreConfig) e
 		if !targets.Has(j.Annotations[annotationRestorePVC]) {
 			continue
 		}
-		if src := j.Labels[labelRestoreSource]; src != p.Record.ID {
+		if src := j.Labels[keyRestoreSource]; src != p.Record.ID {
 			return fmt.Errorf("Job %s/%s of restore %s (snapshot %s) still targets PVC %s; wait for it or delete it (kubectl delete job -n %s -l %s=%s)",
-				j.Namespace, j.Name, j.Labels[labelRestoreID], src, j.Annotations[annotationRestorePVC], j.Namespace, labelRestoreID, j.Labels[labelRestoreID])
+				j.Namespace, j.Name, j.Labels[keyRestoreID], src, j.Annotations[annotationRestorePVC], j.Namespace, keyRestoreID, j.Labels[keyRestoreID])
 		}
-		found.Insert(j.Labels[labelRestoreID])
+		found.Insert(j.Labels[keyRestoreID])
 	}
 	switch {
 	case len(found) > 1:

@@ -45,7 +45,7 @@ type scheduleRun struct {
 // classifyRun reads the state of one run.
 func classifyRun(vgs *groupsnapshotv1.VolumeGroupSnapshot, now time.Time) scheduleRun {
 	r := scheduleRun{vgs: vgs, at: vgs.CreationTimestamp.Time, state: runInFlight}
-	if t, err := time.Parse(time.RFC3339, vgs.Annotations[annScheduledTime]); err == nil {
+	if t, err := time.Parse(time.RFC3339, vgs.Annotations[annotationScheduledTime]); err == nil {
 		r.at = t
 	}
 	st := vgs.Status

@@ -147,7 +147,7 @@ func (s *Sweeper) recordChanged(obj any) {
 // contentChanged schedules a look at a content the dynamic group watch created.
 func (s *Sweeper) contentChanged(obj any) {
 	c, ok := obj.(*groupsnapshotv1.VolumeGroupSnapshotContent)
-	if !ok || c.Labels[labelManagedBy] != managedByValue || c.DeletionTimestamp != nil {
+	if !ok || c.Labels[labelManagedBy] != managedByDriver || c.DeletionTimestamp != nil {
 		return
 	}
 	s.queue.AddAfter(sweepContentPrefix+c.Name, s.remaining(c.CreationTimestamp.Time))
