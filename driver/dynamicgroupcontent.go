@@ -33,8 +33,8 @@ func (c *DynamicGroupController) buildContent(vgs *groupsnapshotv1.VolumeGroupSn
 	}
 	if secret != nil {
 		content.Annotations = map[string]string{
-			dgDeletionSecretNameAnn:      secret.Name,
-			dgDeletionSecretNamespaceAnn: secret.Namespace,
+			upstreamGroupDeletionSecretNameAnnotation:      secret.Name,
+			upstreamGroupDeletionSecretNamespaceAnnotation: secret.Namespace,
 		}
 	}
 	return content, nil

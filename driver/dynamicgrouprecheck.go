@@ -2,7 +2,6 @@ package driver
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -34,14 +33,6 @@ import (
 // sidecar's own resync re-checks the members anyway.
 const dgMemberCheckLimit = 10
 
-// dgMemberContentName is upstream's name for the member VolumeSnapshotContent of
-// volumeHandle in the group snapshot of VolumeGroupSnapshot vgsUID
-// (getSnapshotContentNameForVolumeGroupSnapshotContent in pkg/common-controller of
-// external-snapshotter v8.7.0; unexported, hence copied).
-func dgMemberContentName(vgsUID types.UID, volumeHandle string) string {
-	return fmt.Sprintf("snapcontent-%x", sha256.Sum256([]byte(string(vgsUID)+volumeHandle)))
-}
-
 // recheckMembers asks the csi-snapshotter to re-check each member content of a ready,
 // bound VolumeGroupSnapshot of this driver that is not ready yet. It returns an error
 // wrapping errDGRetry while any member is not ready, so the workqueue's backoff brings
@@ -72,7 +63,7 @@ func (c *DynamicGroupController) recheckMembers(ctx context.Context, key string,
 	}
 	var pending []string
 	for _, info := range group.Status.VolumeSnapshotInfoList {
-		name := dgMemberContentName(vgs.UID, info.VolumeHandle)
+		name := upstreamMemberContentName(vgs.UID, info.VolumeHandle)
 		member, err := contents.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			pending = append(pending, name) // upstream creates it before marking the group ready; a stale cache

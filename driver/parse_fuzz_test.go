@@ -136,7 +136,7 @@ func FuzzParams(f *testing.F) {
 		if paramsHash(in) != paramsHash(map[string]string{k2: v2, k1: v1}) {
 			t.Fatal("paramsHash depends on map order")
 		}
-		if k1 != k2 && !strings.HasPrefix(k1, reservedParamPrefix) && paramsHash(in) == paramsHash(map[string]string{k1 + v1: "", k2: v2}) {
+		if k1 != k2 && !strings.HasPrefix(k1, upstreamParameterPrefix) && paramsHash(in) == paramsHash(map[string]string{k1 + v1: "", k2: v2}) {
 			t.Fatalf("paramsHash(%q) collides with a shifted key", in)
 		}
 		if len(p.Endpoints) > 0 {
