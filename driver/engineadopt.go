@@ -93,13 +93,13 @@ func (e *Engine) ensurePlannedJob(ctx context.Context, rec *Record, planned *bat
 	}
 	if !isSuspended(job) {
 		opts.PropagationPolicy = ptr.To(metav1.DeletePropagationForeground)
-		if err := client.Delete(ctx, rec.ID, opts); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		if err := client.Delete(ctx, snapshotJobName(rec.ID), opts); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return nil, kubeStatus(err, "deleting Job %s/%s of an earlier attempt", rec.Namespace, rec.ID)
 		}
 		return nil, status.Errorf(codes.Aborted, "snapshot %s: the Job of an earlier attempt had started and %s, but this attempt's health check plans a Job that %s; "+
 			"the old Job is being deleted; retry", rec.ID, have, want)
 	}
-	if err := client.Delete(ctx, rec.ID, opts); err != nil && !apierrors.IsNotFound(err) {
+	if err := client.Delete(ctx, snapshotJobName(rec.ID), opts); err != nil && !apierrors.IsNotFound(err) {
 		return nil, kubeStatus(err, "deleting suspended Job %s/%s of an earlier attempt", rec.Namespace, rec.ID)
 	}
 	created, err := client.Create(ctx, planned, metav1.CreateOptions{})
@@ -121,7 +121,7 @@ func (e *Engine) ensurePlannedPVC(ctx context.Context, rec *Record, size resourc
 	if err := e.ensureSnapshotPVC(ctx, rec, size); err != nil || !resuming {
 		return err
 	}
-	pvc, err := e.cfg.Kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, rec.ID, metav1.GetOptions{})
+	pvc, err := e.cfg.Kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, snapshotPVCName(rec.ID), metav1.GetOptions{})
 	if err != nil {
 		return kubeStatus(err, "reading PersistentVolumeClaim %s/%s", rec.Namespace, rec.ID)
 	}

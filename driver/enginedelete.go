@@ -30,20 +30,26 @@ func (e *Engine) snapshotObjects(ns, id string) []snapshotObject {
 	jobs := e.cfg.Kube.BatchV1().Jobs(ns)
 	pvcs := e.cfg.Kube.CoreV1().PersistentVolumeClaims(ns)
 	return []snapshotObject{{
-		kind: "Job", name: id,
-		get: func(ctx context.Context) (metav1.Object, error) { return jobs.Get(ctx, id, metav1.GetOptions{}) },
+		kind: "Job", name: snapshotJobName(id),
+		get: func(ctx context.Context) (metav1.Object, error) {
+			return jobs.Get(ctx, snapshotJobName(id), metav1.GetOptions{})
+		},
 		delete: func(ctx context.Context, o metav1.DeleteOptions) error {
 			// Background propagation: the garbage collector removes the pods (and the owned Secret).
 			o.PropagationPolicy = ptr.To(metav1.DeletePropagationBackground)
-			return jobs.Delete(ctx, id, o)
+			return jobs.Delete(ctx, snapshotJobName(id), o)
 		},
 	}, {
 		kind: "Secret", name: tlsSecretName(id),
 		delete: func(ctx context.Context, _ metav1.DeleteOptions) error { return e.deleteTLSSecret(ctx, ns, id) },
 	}, {
-		kind: "PersistentVolumeClaim", name: id,
-		get:    func(ctx context.Context) (metav1.Object, error) { return pvcs.Get(ctx, id, metav1.GetOptions{}) },
-		delete: func(ctx context.Context, o metav1.DeleteOptions) error { return pvcs.Delete(ctx, id, o) },
+		kind: "PersistentVolumeClaim", name: snapshotPVCName(id),
+		get: func(ctx context.Context) (metav1.Object, error) {
+			return pvcs.Get(ctx, snapshotPVCName(id), metav1.GetOptions{})
+		},
+		delete: func(ctx context.Context, o metav1.DeleteOptions) error {
+			return pvcs.Delete(ctx, snapshotPVCName(id), o)
+		},
 	}}
 }
 

@@ -44,7 +44,7 @@ type metadataStore struct {
 
 // get returns the record of id, or nil when there is none.
 func (s *metadataStore) get(ctx context.Context, id string) (*Record, error) {
-	cm, err := s.cache.Get(id)
+	cm, err := s.cache.Get(recordName(id))
 	if apierrors.IsNotFound(err) || s.isDeleted(id) {
 		return s.getLive(ctx, id)
 	}
@@ -56,7 +56,7 @@ func (s *metadataStore) get(ctx context.Context, id string) (*Record, error) {
 
 // getLive reads the record of id from the API server, bypassing the cache; nil when there is none.
 func (s *metadataStore) getLive(ctx context.Context, id string) (*Record, error) {
-	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, id, metav1.GetOptions{})
+	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, recordName(id), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -159,11 +159,11 @@ func (s *metadataStore) update(ctx context.Context, id string, mutate func(*Reco
 // straight from the API server; nil when it does not exist.
 func (s *metadataStore) read(ctx context.Context, id string, fromCache bool) (*corev1.ConfigMap, error) {
 	if fromCache && !s.isDeleted(id) {
-		if cm, err := s.cache.Get(id); err == nil {
+		if cm, err := s.cache.Get(recordName(id)); err == nil {
 			return cm, nil
 		}
 	}
-	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, id, metav1.GetOptions{})
+	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, recordName(id), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -179,12 +179,12 @@ func (s *metadataStore) delete(ctx context.Context, id string) error {
 	}
 	s.deleted[id] = true
 	s.mu.Unlock()
-	err := s.kube.CoreV1().ConfigMaps(s.namespace).Delete(ctx, id, metav1.DeleteOptions{})
+	err := s.kube.CoreV1().ConfigMaps(s.namespace).Delete(ctx, recordName(id), metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		s.forgetDeleted(id)
 		return kubeStatus(err, "deleting metadata ConfigMap %s/%s", s.namespace, id)
 	}
-	if _, cerr := s.cache.Get(id); apierrors.IsNotFound(cerr) {
+	if _, cerr := s.cache.Get(recordName(id)); apierrors.IsNotFound(cerr) {
 		// No delete event will come for what the cache does not hold.
 		s.forgetDeleted(id)
 	}
@@ -248,7 +248,7 @@ func encodeRecord(namespace string, rec *Record) (*corev1.ConfigMap, error) {
 	labels := objectLabels(rec.ID, rec.Cluster)
 	labels[labelNamespace] = rec.Namespace
 	return &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: rec.ID, Namespace: namespace, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: recordName(rec.ID), Namespace: namespace, Labels: labels},
 		Data:       map[string]string{recordKey: string(data)},
 	}, nil
 }

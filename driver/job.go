@@ -86,7 +86,7 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 	saveArgs := []string{"snapshot", "save", snapshotFilePath, "--endpoints=" + endpoint}
 	mounts := []corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath}}
 	volumes := []corev1.Volume{{Name: snapshotVolume, VolumeSource: corev1.VolumeSource{
-		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: rec.ID},
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: snapshotPVCName(rec.ID)},
 	}}}
 	if withTLS {
 		saveArgs = append(saveArgs,
@@ -121,7 +121,7 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 	}
 
 	return &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{Name: rec.ID, Namespace: rec.Namespace, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: snapshotJobName(rec.ID), Namespace: rec.Namespace, Labels: labels},
 		Spec: batchv1.JobSpec{
 			// With TLS the Job starts suspended: its Secret is created owned by the Job, so after it, and
 			// the pod must not start before the Secret exists (provision resumes the Job).
@@ -206,8 +206,8 @@ func (e *Engine) ensureJob(ctx context.Context, rec *Record, job *batchv1.Job) (
 		return created, nil
 	}
 	var existing *batchv1.Job
-	err = e.adoptOnExists(ctx, err, "Job", rec, rec.ID, func() (metav1.Object, error) {
-		j, gerr := client.Get(ctx, rec.ID, metav1.GetOptions{})
+	err = e.adoptOnExists(ctx, err, "Job", rec, snapshotJobName(rec.ID), func() (metav1.Object, error) {
+		j, gerr := client.Get(ctx, snapshotJobName(rec.ID), metav1.GetOptions{})
 		existing = j
 		return j, gerr
 	})
@@ -219,7 +219,7 @@ func isSuspended(job *batchv1.Job) bool { return ptr.Deref(job.Spec.Suspend, fal
 
 // resumeJob lets the Job of snapshot id start its pod, once the Secret the pod mounts exists.
 func (e *Engine) resumeJob(ctx context.Context, ns, id string) error {
-	_, err := e.cfg.Kube.BatchV1().Jobs(ns).Patch(ctx, id, types.MergePatchType, []byte(`{"spec":{"suspend":false}}`), metav1.PatchOptions{})
+	_, err := e.cfg.Kube.BatchV1().Jobs(ns).Patch(ctx, snapshotJobName(id), types.MergePatchType, []byte(`{"spec":{"suspend":false}}`), metav1.PatchOptions{})
 	if err == nil {
 		glog.V(2).Infof("Resumed Job %s/%s", ns, id)
 	}

@@ -271,7 +271,7 @@ func planRestore(ctx context.Context, cfg RestoreConfig, src *restoreSource) (*r
 		return nil, err
 	}
 	p.InitialCluster = initialCluster(p.Members)
-	p.SnapshotClaim = rec.ID
+	p.SnapshotClaim = snapshotPVCName(rec.ID)
 	if p.Namespace != rec.Namespace {
 		p.snapshotViewRequired = true
 	}

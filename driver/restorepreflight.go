@@ -20,7 +20,7 @@ func preflight(ctx context.Context, cfg RestoreConfig, p *restorePlan) error {
 	kube := cfg.Kube
 	rec := p.Record
 
-	snapPVC, err := kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, rec.ID, metav1.GetOptions{})
+	snapPVC, err := kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, snapshotPVCName(rec.ID), metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		add("the snapshot's PVC %s/%s is gone", rec.Namespace, rec.ID)

@@ -65,7 +65,7 @@ func resolveRestoreSource(ctx context.Context, kube kubernetes.Interface, snap s
 	if !isRecordID(id) {
 		return nil, fmt.Errorf("snapshot id %q is not an id of this driver (etcdgs-<32 hex> or etcds-<32 hex>)", id)
 	}
-	cm, err := kube.CoreV1().ConfigMaps(cfg.MetadataNamespace).Get(ctx, id, metav1.GetOptions{})
+	cm, err := kube.CoreV1().ConfigMaps(cfg.MetadataNamespace).Get(ctx, recordName(id), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("snapshot %s has no record (ConfigMap %s/%s); check -metadata-namespace", id, cfg.MetadataNamespace, id)
 	}
