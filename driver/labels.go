@@ -47,16 +47,16 @@ const (
 
 	// keyRestoreID is the restore id, as a label on every object a restore creates (restoreLabels)
 	// and as an annotation on the StatefulSet a restore scaled to 0. A rerun after an interruption
-	// finds its restore by it (restorelayout.go, restorerun.go, restorepreflight.go).
+	// finds its restore by it (restoreid.go, restorerun.go, restorepreflight.go).
 	keyRestoreID = "snapshot.etcd.io/restore-id"
 	// keyRestoreSource is the restored snapshot's id, on the same objects as keyRestoreID; a rerun
-	// refuses to resume another snapshot's restore (restorelayout.go).
+	// refuses to resume another snapshot's restore (restoreid.go).
 	keyRestoreSource = "snapshot.etcd.io/restore-source"
 	// annotationRestoreReplicas is on the StatefulSet a restore scaled to 0: its former replicas,
-	// which the restore (or its rerun) scales back to (restorerun.go, restorelayout.go).
+	// which the restore (or its rerun) scales back to (restorerun.go, restoreid.go).
 	annotationRestoreReplicas = "snapshot.etcd.io/restore-replicas"
 	// annotationRestorePVC is on a restore Job: the member PVC it restores into; a rerun matches
-	// existing Jobs to its targets by it (restorelayout.go).
+	// existing Jobs to its targets by it (restoreid.go).
 	annotationRestorePVC = "snapshot.etcd.io/restore-pvc"
 	// annotationRestoreMember is on a restore Job: the etcd member name it restores, for operators
 	// reading the Job; the driver does not read it back.
