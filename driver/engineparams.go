@@ -13,7 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// Class parameters the driver understands (README "Class parameters" and "Job resources and sizing").
+// Class parameters the driver understands; parseParams is their contract, held by
+// engineparams_test.go (TestParseParamsSizing, TestParseSnapshotSize).
 const (
 	paramEndpoints            = "endpoints"
 	paramSnapshotStorageClass = "snapshotStorageClass"

@@ -12,8 +12,8 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Pod layout of the snapshot Job (README "Labels and annotations the driver sets"; the rig's kubelet
-// stand-in, tools/rig/podrunner, relies on it).
+// Pod layout of the snapshot Job (TestSnapshotJobLayout holds it; manifests/admission-policy.yaml
+// checks the Job's shape, and the rig's kubelet stand-in, tools/rig/podrunner, relies on it).
 const (
 	saveContainer      = "save"
 	verifyContainer    = "verify"
@@ -37,11 +37,10 @@ const (
 	jobBackoffLimit = 2
 	// verifyRejectedExitCode is verify's exit code for a file that fails verification (RunVerify).
 	verifyRejectedExitCode = 1
-	// The deadline covers every attempt at a throughput far below what is measured: the rig saves and
-	// verifies a 1.24 GiB database in about 11 s (README "Performance"), ~110 MiB/s; the budget assumes
-	// jobSlowThroughput, a disk or network some 14 times slower, for each of the 1+jobBackoffLimit
-	// attempts, plus jobDeadlineBase once (scheduling, volume attach, image pulls) and
-	// jobAttemptSeconds per attempt (the pod's start and the Job controller's backoff before a retry,
+	// The deadline covers every attempt at a throughput far below a healthy cluster's: the budget
+	// assumes jobSlowThroughput, a disk or network slower than any that etcd itself runs well on, for
+	// each of the 1+jobBackoffLimit attempts, plus jobDeadlineBase once (scheduling, volume attach,
+	// image pulls) and jobAttemptSeconds per attempt (the pod's start and the Job controller's backoff before a retry,
 	// 10 s then 20 s). An 8 GiB database gets 3732 s; jobDeadlineMax bounds the arithmetic.
 	jobDeadlineBase    = 300
 	jobAttemptSeconds  = 120

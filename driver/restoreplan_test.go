@@ -175,7 +175,7 @@ func TestRestoreJobLayout(t *testing.T) {
 	}
 
 	// verify reads the same file as in the snapshot Job, so it gets the same memory: 256Mi plus a
-	// sixteenth of the file (README "Job resources and sizing").
+	// sixteenth of the file (verifyMemoryLimit, job.go).
 	big := *rec
 	big.SizeBytes = 8 << 30
 	bp := *p
