@@ -89,6 +89,27 @@ func bboltContent(t *testing.T, path string) ([]string, error) {
 	return c.lines, check
 }
 
+// putKeys creates bucket name under parent (a Tx or a Bucket) and puts n keys named by format and
+// the key's index, each with a value of size bytes.
+func putKeys(parent interface {
+	CreateBucketIfNotExists([]byte) (*bolt.Bucket, error)
+}, name string, n int, format string, size int) (*bolt.Bucket, error) {
+	b, err := parent.CreateBucketIfNotExists([]byte(name))
+	if err != nil {
+		return nil, err
+	}
+	for i := range n {
+		key := format
+		if strings.Contains(format, "%") {
+			key = fmt.Sprintf(format, i)
+		}
+		if err := b.Put([]byte(key), bytes.Repeat([]byte{byte('a' + i%26)}, size)); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
 // TestWalkBoltAgreesWithBbolt builds databases with bbolt (inline and paged buckets, nested buckets,
 // overflow pages, freed pages, with and without a synced freelist, two page sizes) and checks that
 // walkBolt finds each sound and visits exactly what bbolt's ForEach gives, in the same order.
@@ -100,58 +121,27 @@ func TestWalkBoltAgreesWithBbolt(t *testing.T) {
 	}{
 		{"inline buckets", bolt.Options{}, func(tx *bolt.Tx) error {
 			for _, name := range []string{"meta", "key", "a"} {
-				b, err := tx.CreateBucketIfNotExists([]byte(name))
-				if err != nil {
-					return err
-				}
-				if err := b.Put([]byte("k-"+name), []byte("v")); err != nil {
+				if _, err := putKeys(tx, name, 1, "k-"+name, 1); err != nil {
 					return err
 				}
 			}
 			return nil
 		}},
 		{"paged bucket with branch pages", bolt.Options{}, func(tx *bolt.Tx) error {
-			b, err := tx.CreateBucketIfNotExists([]byte("key"))
-			if err != nil {
-				return err
-			}
-			for i := range 5000 {
-				if err := b.Put(fmt.Appendf(nil, "key-%06d", i), bytes.Repeat([]byte{byte(i)}, 40)); err != nil {
-					return err
-				}
-			}
-			return nil
+			_, err := putKeys(tx, "key", 5000, "key-%06d", 40)
+			return err
 		}},
 		{"overflow pages and a nested bucket", bolt.Options{PageSize: 8192}, func(tx *bolt.Tx) error {
-			b, err := tx.CreateBucketIfNotExists([]byte("key"))
+			b, err := putKeys(tx, "key", 1, "large", 100_000)
 			if err != nil {
 				return err
 			}
-			if err := b.Put([]byte("large"), bytes.Repeat([]byte("x"), 100_000)); err != nil {
-				return err
-			}
-			nested, err := b.CreateBucketIfNotExists([]byte("nested"))
-			if err != nil {
-				return err
-			}
-			for i := range 300 {
-				if err := nested.Put(fmt.Appendf(nil, "n-%04d", i), []byte("value")); err != nil {
-					return err
-				}
-			}
-			return nil
+			_, err = putKeys(b, "nested", 300, "n-%04d", 5)
+			return err
 		}},
 		{"no synced freelist", bolt.Options{NoFreelistSync: true}, func(tx *bolt.Tx) error {
-			b, err := tx.CreateBucketIfNotExists([]byte("key"))
-			if err != nil {
-				return err
-			}
-			for i := range 1000 {
-				if err := b.Put(fmt.Appendf(nil, "k%05d", i), []byte("v")); err != nil {
-					return err
-				}
-			}
-			return nil
+			_, err := putKeys(tx, "key", 1000, "k%05d", 1)
+			return err
 		}},
 	}
 	for _, tc := range cases {
@@ -216,18 +206,7 @@ func TestWalkBoltAgreesWithBboltOnDamage(t *testing.T) {
 		t.Fatal(err)
 	}
 	var root uint64
-	if err := db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucket([]byte("key"))
-		if err != nil {
-			return err
-		}
-		for i := range 2000 {
-			if err := b.Put(fmt.Appendf(nil, "key-%06d", i), []byte("value")); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := db.Update(func(tx *bolt.Tx) error { _, err := putKeys(tx, "key", 2000, "key-%06d", 5); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.View(func(tx *bolt.Tx) error { root = uint64(tx.Bucket([]byte("key")).Root()); return nil }); err != nil {
