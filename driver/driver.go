@@ -285,8 +285,10 @@ func (d *Driver) runControllers(ctx context.Context, served <-chan struct{}, err
 		}
 	}()
 	go func() {
-		// It waits for the snapshot CRDs' caches; without the CRDs it waits quietly and the CSI
-		// services still work for static and single snapshots.
+		// It waits for the snapshot CRDs' caches. Without the CRDs, client-go's reflector logs each
+		// failed list ("Failed to watch") and retries with backoff (0.8 s doubling to 30 s), so the
+		// watch starts once they are installed; meanwhile the CSI services still work for static and
+		// single snapshots.
 		if err := d.dynamicGroup.Run(ctx); err != nil {
 			errc <- fmt.Errorf("driver: dynamic group snapshots: %w", err)
 		}
@@ -294,7 +296,8 @@ func (d *Driver) runControllers(ctx context.Context, served <-chan struct{}, err
 	go d.sweeper.Run(ctx)
 	if d.schedules != nil {
 		go func() {
-			// Like the dynamic group watch, it waits quietly for its CRD.
+			// Like the dynamic group watch, it waits for its CRD, the reflector logging each failed
+			// list and retrying.
 			if err := d.schedules.Run(ctx); err != nil {
 				errc <- fmt.Errorf("driver: schedules: %w", err)
 			}

@@ -32,18 +32,10 @@ import (
 // up a content named "groupsnapcontent-<VGS UID>" and binds it without that check
 // when spec.volumeGroupSnapshotRef matches name, namespace and UID. This
 // controller creates that content (dynamicgroupcontent.go), field for field as
-// upstream's createGroupSnapshotContent.
-const (
-	// Keys of pkg/utils/util.go upstream; they are not part of client/v8.
-	dgContentNamePrefix          = "groupsnapcontent-"
-	dgDefaultClassAnnotation     = "groupsnapshot.storage.kubernetes.io/is-default-class"
-	dgSecretNameParameter        = "csi.storage.k8s.io/group-snapshotter-secret-name"
-	dgSecretNamespaceParameter   = "csi.storage.k8s.io/group-snapshotter-secret-namespace"
-	dgDeletionSecretNameAnn      = "groupsnapshot.storage.kubernetes.io/deletion-secret-name"
-	dgDeletionSecretNamespaceAnn = "groupsnapshot.storage.kubernetes.io/deletion-secret-namespace"
+// upstream's createGroupSnapshotContent. Upstream's names it uses are in upstreamnames.go.
 
-	dgWorkers = 2
-)
+// dgWorkers is the number of VolumeGroupSnapshots synced at once.
+const dgWorkers = 2
 
 // Event reasons recorded on VolumeGroupSnapshots.
 const (
@@ -229,9 +221,9 @@ func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
 		return err
 	}
 
-	contentName := dgContentNamePrefix + string(vgs.UID)
+	contentName := upstreamGroupContentPrefix + string(vgs.UID)
 	if existing, err := c.contentLister.Get(contentName); err == nil {
-		if defaulted && existing.Labels[labelManagedBy] == managedByValue && existing.Spec.VolumeGroupSnapshotRef.UID == vgs.UID {
+		if defaulted && existing.Labels[labelManagedBy] == managedByDriver && existing.Spec.VolumeGroupSnapshotRef.UID == vgs.UID {
 			return c.setClassName(ctx, vgs, class.Name)
 		}
 		glog.V(4).Infof("dynamicgroup: VolumeGroupSnapshot %s: content %s exists", key, contentName)

@@ -38,7 +38,7 @@ func (c *DynamicGroupController) classFor(vgs *groupsnapshotv1.VolumeGroupSnapsh
 	}
 	var ours []*groupsnapshotv1.VolumeGroupSnapshotClass
 	for _, class := range classes {
-		if class.Annotations[dgDefaultClassAnnotation] == "true" && class.Driver == c.driverName {
+		if class.Annotations[upstreamGroupIsDefaultClassAnnotation] == "true" && class.Driver == c.driverName {
 			ours = append(ours, class)
 		}
 	}
@@ -68,7 +68,7 @@ func (c *DynamicGroupController) upstreamHasDefault(ctx context.Context, vgs *gr
 	}
 	defaults := sets.New[string]()
 	for _, class := range classes {
-		if class.Annotations[dgDefaultClassAnnotation] == "true" {
+		if class.Annotations[upstreamGroupIsDefaultClassAnnotation] == "true" {
 			defaults.Insert(class.Driver)
 		}
 	}

@@ -21,7 +21,7 @@ func (c *DynamicGroupController) buildContent(vgs *groupsnapshotv1.VolumeGroupSn
 	content := &groupsnapshotv1.VolumeGroupSnapshotContent{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   contentName,
-			Labels: map[string]string{labelManagedBy: managedByValue},
+			Labels: map[string]string{labelManagedBy: managedByDriver},
 		},
 		Spec: groupsnapshotv1.VolumeGroupSnapshotContentSpec{
 			VolumeGroupSnapshotRef:       *ref,
@@ -33,8 +33,8 @@ func (c *DynamicGroupController) buildContent(vgs *groupsnapshotv1.VolumeGroupSn
 	}
 	if secret != nil {
 		content.Annotations = map[string]string{
-			dgDeletionSecretNameAnn:      secret.Name,
-			dgDeletionSecretNamespaceAnn: secret.Namespace,
+			upstreamGroupDeletionSecretNameAnnotation:      secret.Name,
+			upstreamGroupDeletionSecretNamespaceAnnotation: secret.Namespace,
 		}
 	}
 	return content, nil

@@ -2,7 +2,6 @@ package driver
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -26,24 +25,13 @@ import (
 // (utils.ShouldEnqueueContentChange), so a member it had already found ready is not
 // looked at again. Once the group is ready the rewrites stop, and an annotation change
 // makes the sidecar sync the member, call ListSnapshots and record the true readiness.
-const (
-	// dgMemberCheckAnnotation is the annotation whose change triggers that sync; its
-	// value is the time of the request, so every request is a change.
-	dgMemberCheckAnnotation = "snapshot.etcd.io/readiness-check"
+// annotationReadinessCheck (labels.go) is the annotation whose change triggers that sync;
+// its value is the time of the request, so every request is a change.
 
-	// dgMemberCheckLimit bounds the requests per VolumeGroupSnapshot. With upstream's
-	// backoff (1s doubling to 5m) ten retries span about 13 minutes; past that the
-	// sidecar's own resync re-checks the members anyway.
-	dgMemberCheckLimit = 10
-)
-
-// dgMemberContentName is upstream's name for the member VolumeSnapshotContent of
-// volumeHandle in the group snapshot of VolumeGroupSnapshot vgsUID
-// (getSnapshotContentNameForVolumeGroupSnapshotContent in pkg/common-controller of
-// external-snapshotter v8.7.0; unexported, hence copied).
-func dgMemberContentName(vgsUID types.UID, volumeHandle string) string {
-	return fmt.Sprintf("snapcontent-%x", sha256.Sum256([]byte(string(vgsUID)+volumeHandle)))
-}
+// dgMemberCheckLimit bounds the requests per VolumeGroupSnapshot. With upstream's
+// backoff (1s doubling to 5m) ten retries span about 13 minutes; past that the
+// sidecar's own resync re-checks the members anyway.
+const dgMemberCheckLimit = 10
 
 // recheckMembers asks the csi-snapshotter to re-check each member content of a ready,
 // bound VolumeGroupSnapshot of this driver that is not ready yet. It returns an error
@@ -69,13 +57,13 @@ func (c *DynamicGroupController) recheckMembers(ctx context.Context, key string,
 	// not worth caching every content of the cluster for.
 	contents := c.snap.SnapshotV1().VolumeSnapshotContents()
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		dgMemberCheckAnnotation: time.Now().UTC().Format(time.RFC3339Nano)}}})
+		annotationReadinessCheck: time.Now().UTC().Format(time.RFC3339Nano)}}})
 	if err != nil {
 		return err
 	}
 	var pending []string
 	for _, info := range group.Status.VolumeSnapshotInfoList {
-		name := dgMemberContentName(vgs.UID, info.VolumeHandle)
+		name := upstreamMemberContentName(vgs.UID, info.VolumeHandle)
 		member, err := contents.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			pending = append(pending, name) // upstream creates it before marking the group ready; a stale cache

@@ -45,7 +45,7 @@ func mrtGroupContent(driver string) *groupsnapshotv1.VolumeGroupSnapshotContent 
 // mrtMember is the member content upstream creates for volume handle h.
 func mrtMember(h, driver string, ready bool) *snapshotv1.VolumeSnapshotContent {
 	return &snapshotv1.VolumeSnapshotContent{
-		ObjectMeta: metav1.ObjectMeta{Name: dgMemberContentName(dgtUID, h)},
+		ObjectMeta: metav1.ObjectMeta{Name: upstreamMemberContentName(dgtUID, h)},
 		Spec: snapshotv1.VolumeSnapshotContentSpec{
 			Driver: driver,
 			Source: snapshotv1.VolumeSnapshotContentSource{VolumeHandle: ptr.To(h)},
@@ -57,7 +57,7 @@ func mrtMember(h, driver string, ready bool) *snapshotv1.VolumeSnapshotContent {
 func TestMemberReadinessCheck(t *testing.T) {
 	// Upstream's name for UID dgtUID and handle "etcd-test/data-main-0", from
 	// printf '%s' "<uid><handle>" | sha256sum.
-	if got, want := dgMemberContentName(dgtUID, "etcd-test/data-main-0"), "snapcontent-d43546f0ad3fcd2233e677b40dee656558aa5278a38e5ba2173f4e8b11791a14"; got != want {
+	if got, want := upstreamMemberContentName(dgtUID, "etcd-test/data-main-0"), "snapcontent-d43546f0ad3fcd2233e677b40dee656558aa5278a38e5ba2173f4e8b11791a14"; got != want {
 		t.Fatalf("member content name %s, want %s", got, want)
 	}
 
@@ -134,7 +134,7 @@ func TestMemberReadinessCheck(t *testing.T) {
 			}
 			var want []string
 			for _, h := range tc.wantPatched {
-				want = append(want, dgMemberContentName(dgtUID, h))
+				want = append(want, upstreamMemberContentName(dgtUID, h))
 			}
 			slices.Sort(patched)
 			slices.Sort(want)
@@ -142,11 +142,11 @@ func TestMemberReadinessCheck(t *testing.T) {
 				t.Errorf("patched member contents %v, want %v", patched, want)
 			}
 			for i, h := range dgtHandles {
-				m, err := f.snap.SnapshotV1().VolumeSnapshotContents().Get(context.Background(), dgMemberContentName(dgtUID, h), metav1.GetOptions{})
+				m, err := f.snap.SnapshotV1().VolumeSnapshotContents().Get(context.Background(), upstreamMemberContentName(dgtUID, h), metav1.GetOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
-				_, has := m.Annotations[dgMemberCheckAnnotation]
+				_, has := m.Annotations[annotationReadinessCheck]
 				if wantAnn := slices.Contains(tc.wantPatched, h); has != wantAnn {
 					t.Errorf("member %d (%s): annotation present %v, want %v", i, m.Name, has, wantAnn)
 				}

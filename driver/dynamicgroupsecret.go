@@ -15,15 +15,15 @@ import (
 // namespace may use ${volumegroupsnapshotcontent.name} and
 // ${volumegroupsnapshot.namespace}, the name also ${volumegroupsnapshot.name}.
 func dgSecretRef(params map[string]string, contentName string, vgs *groupsnapshotv1.VolumeGroupSnapshot) (*corev1.SecretReference, error) {
-	nameTemplate, hasName := params[dgSecretNameParameter]
-	namespaceTemplate, hasNamespace := params[dgSecretNamespaceParameter]
+	nameTemplate, hasName := params[upstreamGroupSnapshotterSecretName]
+	namespaceTemplate, hasNamespace := params[upstreamGroupSnapshotterSecretNamespace]
 	switch {
 	case !hasName && !hasNamespace:
 		return nil, nil
 	case hasName != hasNamespace:
-		return nil, fmt.Errorf("parameters %s and %s must be set together", dgSecretNameParameter, dgSecretNamespaceParameter)
+		return nil, fmt.Errorf("parameters %s and %s must be set together", upstreamGroupSnapshotterSecretName, upstreamGroupSnapshotterSecretNamespace)
 	case nameTemplate == "" || namespaceTemplate == "":
-		return nil, fmt.Errorf("parameters %s and %s must not be empty", dgSecretNameParameter, dgSecretNamespaceParameter)
+		return nil, fmt.Errorf("parameters %s and %s must not be empty", upstreamGroupSnapshotterSecretName, upstreamGroupSnapshotterSecretNamespace)
 	}
 
 	namespaceParams := map[string]string{
@@ -35,7 +35,7 @@ func dgSecretRef(params map[string]string, contentName string, vgs *groupsnapsho
 		return nil, err
 	}
 	if len(validation.IsDNS1123Label(namespace)) > 0 {
-		return nil, fmt.Errorf("%s %q resolved to %q, which is not a valid namespace name", dgSecretNamespaceParameter, namespaceTemplate, namespace)
+		return nil, fmt.Errorf("%s %q resolved to %q, which is not a valid namespace name", upstreamGroupSnapshotterSecretNamespace, namespaceTemplate, namespace)
 	}
 
 	nameParams := map[string]string{
@@ -48,7 +48,7 @@ func dgSecretRef(params map[string]string, contentName string, vgs *groupsnapsho
 		return nil, err
 	}
 	if len(validation.IsDNS1123Subdomain(name)) > 0 {
-		return nil, fmt.Errorf("%s %q resolved to %q, which is not a valid secret name", dgSecretNameParameter, nameTemplate, name)
+		return nil, fmt.Errorf("%s %q resolved to %q, which is not a valid secret name", upstreamGroupSnapshotterSecretName, nameTemplate, name)
 	}
 	return &corev1.SecretReference{Name: name, Namespace: namespace}, nil
 }

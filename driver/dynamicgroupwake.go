@@ -20,11 +20,9 @@ import (
 // database, minutes for a large one). An annotation change of the VolumeGroupSnapshotContent is a
 // change the sidecar does not ignore (ShouldEnqueueGroupContentChange in external-snapshotter
 // v8.7.0 pkg/utils), so writing one the moment the record turns Ready makes it sync, and re-call
-// Create, at once. dynamicgrouprecheck.go does the same for the member contents afterwards.
-
-// dgReadyAnnotation is the annotation whose change wakes the sidecar; its value is the time the
-// record turned Ready, so every wake-up is a change.
-const dgReadyAnnotation = "snapshot.etcd.io/ready-at"
+// Create, at once. dynamicgrouprecheck.go does the same for the member contents afterwards. The
+// annotation is annotationReadyAt (labels.go); its value is the time the record turned Ready, so
+// every wake-up is a change.
 
 // WakeGroupContent annotates the VolumeGroupSnapshotContent of this driver whose group snapshot
 // handle is id (status of a dynamic group, spec of a static import), so the csi-snapshotter
@@ -38,7 +36,7 @@ func (c *DynamicGroupController) WakeGroupContent(ctx context.Context, id string
 		return
 	}
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		dgReadyAnnotation: readyAt.UTC().Format(time.RFC3339Nano)}}})
+		annotationReadyAt: readyAt.UTC().Format(time.RFC3339Nano)}}})
 	if err != nil {
 		return
 	}

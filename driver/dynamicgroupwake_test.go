@@ -43,12 +43,12 @@ func TestWakeGroupContent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, ok := c.Annotations[dgReadyAnnotation]
+		got, ok := c.Annotations[annotationReadyAt]
 		switch {
 		case want[name] && got != "2026-12-01T09:00:00.123Z":
-			t.Errorf("content %s: annotation %s = %q (set %v), want the ready time", name, dgReadyAnnotation, got, ok)
+			t.Errorf("content %s: annotation %s = %q (set %v), want the ready time", name, annotationReadyAt, got, ok)
 		case !want[name] && ok:
-			t.Errorf("content %s: annotated %s=%q, want untouched", name, dgReadyAnnotation, got)
+			t.Errorf("content %s: annotated %s=%q, want untouched", name, annotationReadyAt, got)
 		}
 		if c.Annotations["keep"] != "me" {
 			t.Errorf("content %s lost its other annotations: %v", name, c.Annotations)

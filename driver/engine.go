@@ -145,7 +145,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 
 // managedSelector selects the objects this driver created.
 func managedSelector() labels.Selector {
-	return labels.SelectorFromSet(labels.Set{labelManagedBy: managedByValue})
+	return labels.SelectorFromSet(labels.Set{labelManagedBy: managedByDriver})
 }
 
 // managedInformerOption limits an informer factory to the objects this driver created.
@@ -268,33 +268,6 @@ func (e *Engine) Get(ctx context.Context, id string) (*Record, error) {
 		return nil, status.Errorf(codes.NotFound, "snapshot %q does not exist", id)
 	}
 	return rec, nil
-}
-
-// Delete removes the Job, Secret and PVC of snapshot id, then its metadata. An unknown id is already
-// deleted (nil). A group member id is refused: its file belongs to the whole group.
-func (e *Engine) Delete(ctx context.Context, id string) error {
-	if IsMemberSnapshotID(id) {
-		return status.Errorf(codes.InvalidArgument, "snapshot %s is a member of group snapshot %s; delete the group snapshot", id, GroupIDOfMember(id))
-	}
-	if !isRecordID(id) {
-		return nil
-	}
-	defer e.lock(id)()
-	rec, err := e.meta.get(ctx, id)
-	if err != nil || rec == nil {
-		return err
-	}
-	if err := e.deleteSnapshotObjects(ctx, rec.Namespace, id); err != nil {
-		snapshotOperations.WithLabelValues("delete", "failure").Inc()
-		return err
-	}
-	if err := e.meta.delete(ctx, id); err != nil {
-		snapshotOperations.WithLabelValues("delete", "failure").Inc()
-		return err
-	}
-	snapshotOperations.WithLabelValues("delete", "success").Inc()
-	glog.V(2).Infof("Deleted snapshot %s (%s) of cluster %s/%s", id, rec.Name, rec.Namespace, rec.Cluster)
-	return nil
 }
 
 // notStarted is the answer before Start has synced: the caches would make every volume unknown.

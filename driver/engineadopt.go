@@ -93,13 +93,13 @@ func (e *Engine) ensurePlannedJob(ctx context.Context, rec *Record, planned *bat
 	}
 	if !isSuspended(job) {
 		opts.PropagationPolicy = ptr.To(metav1.DeletePropagationForeground)
-		if err := client.Delete(ctx, rec.ID, opts); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		if err := client.Delete(ctx, snapshotJobName(rec.ID), opts); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return nil, kubeStatus(err, "deleting Job %s/%s of an earlier attempt", rec.Namespace, rec.ID)
 		}
 		return nil, status.Errorf(codes.Aborted, "snapshot %s: the Job of an earlier attempt had started and %s, but this attempt's health check plans a Job that %s; "+
 			"the old Job is being deleted; retry", rec.ID, have, want)
 	}
-	if err := client.Delete(ctx, rec.ID, opts); err != nil && !apierrors.IsNotFound(err) {
+	if err := client.Delete(ctx, snapshotJobName(rec.ID), opts); err != nil && !apierrors.IsNotFound(err) {
 		return nil, kubeStatus(err, "deleting suspended Job %s/%s of an earlier attempt", rec.Namespace, rec.ID)
 	}
 	created, err := client.Create(ctx, planned, metav1.CreateOptions{})
@@ -121,7 +121,7 @@ func (e *Engine) ensurePlannedPVC(ctx context.Context, rec *Record, size resourc
 	if err := e.ensureSnapshotPVC(ctx, rec, size); err != nil || !resuming {
 		return err
 	}
-	pvc, err := e.cfg.Kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, rec.ID, metav1.GetOptions{})
+	pvc, err := e.cfg.Kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, snapshotPVCName(rec.ID), metav1.GetOptions{})
 	if err != nil {
 		return kubeStatus(err, "reading PersistentVolumeClaim %s/%s", rec.Namespace, rec.ID)
 	}
@@ -137,20 +137,36 @@ func (e *Engine) ensurePlannedPVC(ctx context.Context, rec *Record, size resourc
 	if got.String() == rec.PVCSize && class == rec.StorageClass {
 		return nil
 	}
-	out, err := e.meta.update(ctx, rec.ID, func(r *Record) error {
-		if r.Phase != PhasePending {
-			return status.Errorf(codes.Aborted, "snapshot %s (%s) moved to %s while being resumed; retry", rec.ID, rec.Name, r.Phase)
-		}
-		r.PVCSize, r.StorageClass = got.String(), class
-		return nil
-	})
-	if err == nil && out == nil {
-		err = status.Errorf(codes.Aborted, "metadata of snapshot %s disappeared while it was being resumed; retry", rec.ID)
-	}
+	out, err := e.updatePending(ctx, rec, true, func(r *Record) { r.PVCSize, r.StorageClass = got.String(), class })
 	if err != nil {
 		return err
 	}
 	glog.V(2).Infof("Snapshot %s (%s): adopted the PersistentVolumeClaim of an earlier attempt, %s of class %q", rec.ID, rec.Name, got.String(), class)
 	rec.PVCSize, rec.StorageClass = out.PVCSize, out.StorageClass
 	return nil
+}
+
+// updatePending applies mutate to the stored record of rec only while it is Pending, the phase in
+// which a Create owns it. Another phase means someone else moved it: resuming=true fails with
+// Aborted, so the caller's retry starts over; resuming=false (the record turning Running after a
+// fresh start) leaves it as it is and returns it unchanged. A record deleted meanwhile is Aborted.
+func (e *Engine) updatePending(ctx context.Context, rec *Record, resuming bool, mutate func(*Record)) (*Record, error) {
+	out, err := e.meta.update(ctx, rec.ID, func(r *Record) error {
+		if r.Phase != PhasePending {
+			if !resuming {
+				return errNoChange
+			}
+			return status.Errorf(codes.Aborted, "snapshot %s (%s) moved to %s while being resumed; retry", rec.ID, rec.Name, r.Phase)
+		}
+		mutate(r)
+		return nil
+	})
+	if err == nil && out == nil {
+		doing := "created"
+		if resuming {
+			doing = "resumed"
+		}
+		err = status.Errorf(codes.Aborted, "metadata of snapshot %s disappeared while it was being %s; retry", rec.ID, doing)
+	}
+	return out, err
 }

@@ -161,16 +161,7 @@ func (e *Engine) provision(ctx context.Context, id string, req SnapshotRequest, 
 			return nil, e.fail(ctx, rec, err)
 		}
 	}
-	out, err := e.meta.update(ctx, id, func(r *Record) error {
-		if r.Phase != PhasePending {
-			return errNoChange
-		}
-		r.Phase = PhaseRunning
-		return nil
-	})
-	if err == nil && out == nil {
-		err = status.Errorf(codes.Aborted, "metadata of snapshot %s disappeared while it was being created; retry", id)
-	}
+	out, err := e.updatePending(ctx, rec, false, func(r *Record) { r.Phase = PhaseRunning })
 	if err != nil {
 		return nil, e.fail(ctx, rec, err)
 	}
@@ -200,16 +191,7 @@ func (e *Engine) writePending(ctx context.Context, rec, prior *Record) error {
 		return nil
 	}
 	rec.CreatedAt = prior.CreatedAt
-	out, err := e.meta.update(ctx, rec.ID, func(r *Record) error {
-		if r.Phase != PhasePending {
-			return status.Errorf(codes.Aborted, "snapshot %s (%s) moved to %s while being resumed; retry", rec.ID, rec.Name, r.Phase)
-		}
-		*r = *rec
-		return nil
-	})
-	if err == nil && out == nil {
-		err = status.Errorf(codes.Aborted, "metadata of snapshot %s disappeared while it was being resumed; retry", rec.ID)
-	}
+	_, err := e.updatePending(ctx, rec, true, func(r *Record) { *r = *rec })
 	return err
 }
 

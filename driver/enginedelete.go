@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/golang/glog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -13,6 +15,33 @@ import (
 // cleanupTimeout bounds cleanup that runs after the caller's context is gone (a cancelled or timed
 // out RPC must still not leak objects).
 const cleanupTimeout = 30 * time.Second
+
+// Delete removes the Job, Secret and PVC of snapshot id, then its metadata. An unknown id is already
+// deleted (nil). A group member id is refused: its file belongs to the whole group.
+func (e *Engine) Delete(ctx context.Context, id string) error {
+	if IsMemberSnapshotID(id) {
+		return status.Errorf(codes.InvalidArgument, "snapshot %s is a member of group snapshot %s; delete the group snapshot", id, GroupIDOfMember(id))
+	}
+	if !isRecordID(id) {
+		return nil
+	}
+	defer e.lock(id)()
+	rec, err := e.meta.get(ctx, id)
+	if err != nil || rec == nil {
+		return err
+	}
+	if err := e.deleteSnapshotObjects(ctx, rec.Namespace, id); err != nil {
+		snapshotOperations.WithLabelValues("delete", "failure").Inc()
+		return err
+	}
+	if err := e.meta.delete(ctx, id); err != nil {
+		snapshotOperations.WithLabelValues("delete", "failure").Inc()
+		return err
+	}
+	snapshotOperations.WithLabelValues("delete", "success").Inc()
+	glog.V(2).Infof("Deleted snapshot %s (%s) of cluster %s/%s", id, rec.Name, rec.Namespace, rec.Cluster)
+	return nil
+}
 
 // snapshotObject is one kind of namespaced object the driver creates per snapshot.
 type snapshotObject struct {
@@ -30,20 +59,26 @@ func (e *Engine) snapshotObjects(ns, id string) []snapshotObject {
 	jobs := e.cfg.Kube.BatchV1().Jobs(ns)
 	pvcs := e.cfg.Kube.CoreV1().PersistentVolumeClaims(ns)
 	return []snapshotObject{{
-		kind: "Job", name: id,
-		get: func(ctx context.Context) (metav1.Object, error) { return jobs.Get(ctx, id, metav1.GetOptions{}) },
+		kind: "Job", name: snapshotJobName(id),
+		get: func(ctx context.Context) (metav1.Object, error) {
+			return jobs.Get(ctx, snapshotJobName(id), metav1.GetOptions{})
+		},
 		delete: func(ctx context.Context, o metav1.DeleteOptions) error {
 			// Background propagation: the garbage collector removes the pods (and the owned Secret).
 			o.PropagationPolicy = ptr.To(metav1.DeletePropagationBackground)
-			return jobs.Delete(ctx, id, o)
+			return jobs.Delete(ctx, snapshotJobName(id), o)
 		},
 	}, {
 		kind: "Secret", name: tlsSecretName(id),
 		delete: func(ctx context.Context, _ metav1.DeleteOptions) error { return e.deleteTLSSecret(ctx, ns, id) },
 	}, {
-		kind: "PersistentVolumeClaim", name: id,
-		get:    func(ctx context.Context) (metav1.Object, error) { return pvcs.Get(ctx, id, metav1.GetOptions{}) },
-		delete: func(ctx context.Context, o metav1.DeleteOptions) error { return pvcs.Delete(ctx, id, o) },
+		kind: "PersistentVolumeClaim", name: snapshotPVCName(id),
+		get: func(ctx context.Context) (metav1.Object, error) {
+			return pvcs.Get(ctx, snapshotPVCName(id), metav1.GetOptions{})
+		},
+		delete: func(ctx context.Context, o metav1.DeleteOptions) error {
+			return pvcs.Delete(ctx, snapshotPVCName(id), o)
+		},
 	}}
 }
 

@@ -91,14 +91,14 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 	case PhaseFailed:
 		return e.finishFailed(ctx, rec)
 	}
-	job, err := e.jobs.Jobs(rec.Namespace).Get(id)
+	job, err := e.jobs.Jobs(rec.Namespace).Get(snapshotJobName(id))
 	if apierrors.IsNotFound(err) {
 		if rec.Phase != PhaseRunning {
 			// Pending without a Job: a Create is under way or will resume; nothing to follow yet.
 			return nil
 		}
 		// The cache may not show a Job created a moment ago; only the API server can say it is gone.
-		job, err = e.cfg.Kube.BatchV1().Jobs(rec.Namespace).Get(ctx, id, metav1.GetOptions{})
+		job, err = e.cfg.Kube.BatchV1().Jobs(rec.Namespace).Get(ctx, snapshotJobName(id), metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return e.markFailed(ctx, id, fmt.Sprintf("Job %s/%s was deleted before it finished", rec.Namespace, id))
 		}
@@ -177,7 +177,7 @@ func (e *Engine) AwaitFinished(ctx context.Context, rec *Record) *Record {
 // again from them (a Secret that exists is kept: the driver cannot read it to compare).
 func (e *Engine) resumeAfterRestart(ctx context.Context, rec *Record, cached *batchv1.Job) error {
 	// The cache may trail provision's own resume; ask the API server before writing.
-	job, err := e.cfg.Kube.BatchV1().Jobs(rec.Namespace).Get(ctx, rec.ID, metav1.GetOptions{})
+	job, err := e.cfg.Kube.BatchV1().Jobs(rec.Namespace).Get(ctx, snapshotJobName(rec.ID), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil // the delete event queues the snapshot again
 	}

@@ -13,7 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 )
 
-// Class parameters the driver understands (README "Class parameters" and "Job resources and sizing").
+// Class parameters the driver understands; parseParams is their contract, held by
+// engineparams_test.go (TestParseParamsSizing, TestParseSnapshotSize).
 const (
 	paramEndpoints            = "endpoints"
 	paramSnapshotStorageClass = "snapshotStorageClass"
@@ -28,11 +29,6 @@ const (
 	// typo rather than a plan.
 	minSnapshotSizeFactor = 0.1
 	maxSnapshotSizeFactor = 10
-
-	// reservedParamPrefix marks parameters the CSI sidecars add themselves (secret references are
-	// stripped before the call; --extra-create-metadata adds object names). They are not ours to
-	// validate and must not change a snapshot's identity.
-	reservedParamPrefix = "csi.storage.k8s.io/"
 )
 
 var defaultSnapshotMinSize = resource.MustParse("1Gi")
@@ -64,7 +60,10 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 	p := snapshotParams{MinSize: defaultSnapshotMinSize}
 	for k, v := range in {
 		switch {
-		case strings.HasPrefix(k, reservedParamPrefix):
+		case strings.HasPrefix(k, upstreamParameterPrefix):
+			// The CSI sidecars add these themselves (secret references are stripped before the
+			// call; --extra-create-metadata adds object names): not ours to validate, and they must
+			// not change a snapshot's identity (paramsHash).
 		case k == paramEndpoints:
 			for _, ep := range strings.Split(v, ",") {
 				if ep = strings.TrimSpace(ep); ep != "" {
@@ -139,11 +138,11 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 }
 
 // paramsHash fingerprints the parameters that shape a snapshot, so a repeated Create with other
-// parameters is told apart from a retry. Sidecar-added keys are left out (see reservedParamPrefix).
+// parameters is told apart from a retry. Sidecar-added keys are left out (see upstreamParameterPrefix).
 func paramsHash(in map[string]string) string {
 	keys := make([]string, 0, len(in))
 	for k := range in {
-		if !strings.HasPrefix(k, reservedParamPrefix) {
+		if !strings.HasPrefix(k, upstreamParameterPrefix) {
 			keys = append(keys, k)
 		}
 	}

@@ -20,16 +20,8 @@ import (
 	"k8s.io/client-go/util/retry"
 )
 
-// Labels on every object the driver creates (README "Labels and annotations the driver sets"), plus
-// the namespace label on metadata.
-const (
-	labelManagedBy  = "app.kubernetes.io/managed-by"
-	managedByValue  = "etcd-snapshot-driver"
-	labelSnapshotID = "snapshot.etcd.io/id"
-	labelCluster    = "snapshot.etcd.io/cluster"
-	labelNamespace  = "snapshot.etcd.io/namespace"
-	recordKey       = "record.json"
-)
+// recordKey is the key of a record ConfigMap's data holding the record's JSON.
+const recordKey = "record.json"
 
 // errNoChange, returned by an update's mutate function, ends the update without writing.
 var errNoChange = errors.New("metadata: no change")
@@ -50,14 +42,9 @@ type metadataStore struct {
 	watchers map[string][]chan struct{}
 }
 
-// objectLabels are the labels on every object of snapshot id.
-func objectLabels(id, cluster string) map[string]string {
-	return map[string]string{labelManagedBy: managedByValue, labelSnapshotID: id, labelCluster: cluster}
-}
-
 // get returns the record of id, or nil when there is none.
 func (s *metadataStore) get(ctx context.Context, id string) (*Record, error) {
-	cm, err := s.cache.Get(id)
+	cm, err := s.cache.Get(recordName(id))
 	if apierrors.IsNotFound(err) || s.isDeleted(id) {
 		return s.getLive(ctx, id)
 	}
@@ -69,7 +56,7 @@ func (s *metadataStore) get(ctx context.Context, id string) (*Record, error) {
 
 // getLive reads the record of id from the API server, bypassing the cache; nil when there is none.
 func (s *metadataStore) getLive(ctx context.Context, id string) (*Record, error) {
-	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, id, metav1.GetOptions{})
+	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, recordName(id), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -172,11 +159,11 @@ func (s *metadataStore) update(ctx context.Context, id string, mutate func(*Reco
 // straight from the API server; nil when it does not exist.
 func (s *metadataStore) read(ctx context.Context, id string, fromCache bool) (*corev1.ConfigMap, error) {
 	if fromCache && !s.isDeleted(id) {
-		if cm, err := s.cache.Get(id); err == nil {
+		if cm, err := s.cache.Get(recordName(id)); err == nil {
 			return cm, nil
 		}
 	}
-	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, id, metav1.GetOptions{})
+	cm, err := s.kube.CoreV1().ConfigMaps(s.namespace).Get(ctx, recordName(id), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -192,12 +179,12 @@ func (s *metadataStore) delete(ctx context.Context, id string) error {
 	}
 	s.deleted[id] = true
 	s.mu.Unlock()
-	err := s.kube.CoreV1().ConfigMaps(s.namespace).Delete(ctx, id, metav1.DeleteOptions{})
+	err := s.kube.CoreV1().ConfigMaps(s.namespace).Delete(ctx, recordName(id), metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		s.forgetDeleted(id)
 		return kubeStatus(err, "deleting metadata ConfigMap %s/%s", s.namespace, id)
 	}
-	if _, cerr := s.cache.Get(id); apierrors.IsNotFound(cerr) {
+	if _, cerr := s.cache.Get(recordName(id)); apierrors.IsNotFound(cerr) {
 		// No delete event will come for what the cache does not hold.
 		s.forgetDeleted(id)
 	}
@@ -261,7 +248,7 @@ func encodeRecord(namespace string, rec *Record) (*corev1.ConfigMap, error) {
 	labels := objectLabels(rec.ID, rec.Cluster)
 	labels[labelNamespace] = rec.Namespace
 	return &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: rec.ID, Namespace: namespace, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: recordName(rec.ID), Namespace: namespace, Labels: labels},
 		Data:       map[string]string{recordKey: string(data)},
 	}, nil
 }

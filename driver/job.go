@@ -12,8 +12,8 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Pod layout of the snapshot Job (README "Labels and annotations the driver sets"; the rig's kubelet
-// stand-in, tools/rig/podrunner, relies on it).
+// Pod layout of the snapshot Job (TestSnapshotJobLayout holds it; manifests/admission-policy.yaml
+// checks the Job's shape, and the rig's kubelet stand-in, tools/rig/podrunner, relies on it).
 const (
 	saveContainer      = "save"
 	verifyContainer    = "verify"
@@ -37,11 +37,10 @@ const (
 	jobBackoffLimit = 2
 	// verifyRejectedExitCode is verify's exit code for a file that fails verification (RunVerify).
 	verifyRejectedExitCode = 1
-	// The deadline covers every attempt at a throughput far below what is measured: the rig saves and
-	// verifies a 1.24 GiB database in about 11 s (README "Performance"), ~110 MiB/s; the budget assumes
-	// jobSlowThroughput, a disk or network some 14 times slower, for each of the 1+jobBackoffLimit
-	// attempts, plus jobDeadlineBase once (scheduling, volume attach, image pulls) and
-	// jobAttemptSeconds per attempt (the pod's start and the Job controller's backoff before a retry,
+	// The deadline covers every attempt at a throughput far below a healthy cluster's: the budget
+	// assumes jobSlowThroughput, a disk or network slower than any that etcd itself runs well on, for
+	// each of the 1+jobBackoffLimit attempts, plus jobDeadlineBase once (scheduling, volume attach,
+	// image pulls) and jobAttemptSeconds per attempt (the pod's start and the Job controller's backoff before a retry,
 	// 10 s then 20 s). An 8 GiB database gets 3732 s; jobDeadlineMax bounds the arithmetic.
 	jobDeadlineBase    = 300
 	jobAttemptSeconds  = 120
@@ -86,7 +85,7 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 	saveArgs := []string{"snapshot", "save", snapshotFilePath, "--endpoints=" + endpoint}
 	mounts := []corev1.VolumeMount{{Name: snapshotVolume, MountPath: snapshotMountPath}}
 	volumes := []corev1.Volume{{Name: snapshotVolume, VolumeSource: corev1.VolumeSource{
-		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: rec.ID},
+		PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: snapshotPVCName(rec.ID)},
 	}}}
 	if withTLS {
 		saveArgs = append(saveArgs,
@@ -121,7 +120,7 @@ func (e *Engine) newSnapshotJob(rec *Record, endpoint string, withTLS bool, dbSi
 	}
 
 	return &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{Name: rec.ID, Namespace: rec.Namespace, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: snapshotJobName(rec.ID), Namespace: rec.Namespace, Labels: labels},
 		Spec: batchv1.JobSpec{
 			// With TLS the Job starts suspended: its Secret is created owned by the Job, so after it, and
 			// the pod must not start before the Secret exists (provision resumes the Job).
@@ -206,8 +205,8 @@ func (e *Engine) ensureJob(ctx context.Context, rec *Record, job *batchv1.Job) (
 		return created, nil
 	}
 	var existing *batchv1.Job
-	err = e.adoptOnExists(ctx, err, "Job", rec, rec.ID, func() (metav1.Object, error) {
-		j, gerr := client.Get(ctx, rec.ID, metav1.GetOptions{})
+	err = e.adoptOnExists(ctx, err, "Job", rec, snapshotJobName(rec.ID), func() (metav1.Object, error) {
+		j, gerr := client.Get(ctx, snapshotJobName(rec.ID), metav1.GetOptions{})
 		existing = j
 		return j, gerr
 	})
@@ -219,7 +218,7 @@ func isSuspended(job *batchv1.Job) bool { return ptr.Deref(job.Spec.Suspend, fal
 
 // resumeJob lets the Job of snapshot id start its pod, once the Secret the pod mounts exists.
 func (e *Engine) resumeJob(ctx context.Context, ns, id string) error {
-	_, err := e.cfg.Kube.BatchV1().Jobs(ns).Patch(ctx, id, types.MergePatchType, []byte(`{"spec":{"suspend":false}}`), metav1.PatchOptions{})
+	_, err := e.cfg.Kube.BatchV1().Jobs(ns).Patch(ctx, snapshotJobName(id), types.MergePatchType, []byte(`{"spec":{"suspend":false}}`), metav1.PatchOptions{})
 	if err == nil {
 		glog.V(2).Infof("Resumed Job %s/%s", ns, id)
 	}

@@ -98,8 +98,8 @@ func TestSnapshotJobLayout(t *testing.T) {
 	}
 }
 
-// The deadline grows with the database and leaves room for every attempt of the Job at 8 MiB/s,
-// some 14 times below what the rig measures for save and verify together (README "Performance").
+// The deadline grows with the database and leaves room for every attempt of the Job at 8 MiB/s, far
+// below what save and verify together reach on a healthy cluster (jobSlowThroughput, job.go).
 func TestJobDeadline(t *testing.T) {
 	const slow = 8 << 20 // bytes a second
 	prev := int64(0)
@@ -122,7 +122,8 @@ func TestJobDeadline(t *testing.T) {
 }
 
 // The verify container's memory limit grows with the database, bounded, and a class parameter
-// replaces it; the deadline likewise. The figures are the README's ("Job resources and sizing").
+// replaces it; the deadline likewise. The figures are those job.go states for jobVerifyMemoryBase and
+// jobDeadline.
 func TestSnapshotJobSizing(t *testing.T) {
 	e := &Engine{cfg: EngineConfig{EtcdImage: fxEtcdImage, DriverImage: fxDriverImage}}
 	rec := &Record{ID: snapshotID("n", true), Namespace: fxNS, Cluster: fxCluster}

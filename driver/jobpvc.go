@@ -49,7 +49,7 @@ func snapshotPVCSize(dbSize int64, p snapshotParams) resource.Quantity {
 // so the cluster's default class applies.
 func newSnapshotPVC(rec *Record, size resource.Quantity, class string) *corev1.PersistentVolumeClaim {
 	pvc := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: rec.ID, Namespace: rec.Namespace, Labels: objectLabels(rec.ID, rec.Cluster)},
+		ObjectMeta: metav1.ObjectMeta{Name: snapshotPVCName(rec.ID), Namespace: rec.Namespace, Labels: objectLabels(rec.ID, rec.Cluster)},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
@@ -67,7 +67,7 @@ func (e *Engine) ensureSnapshotPVC(ctx context.Context, rec *Record, size resour
 	pvc := newSnapshotPVC(rec, size, rec.StorageClass)
 	client := e.cfg.Kube.CoreV1().PersistentVolumeClaims(rec.Namespace)
 	_, err := client.Create(ctx, pvc, metav1.CreateOptions{})
-	return e.adoptOnExists(ctx, err, "PersistentVolumeClaim", rec, rec.ID, func() (metav1.Object, error) {
-		return client.Get(ctx, rec.ID, metav1.GetOptions{})
+	return e.adoptOnExists(ctx, err, "PersistentVolumeClaim", rec, snapshotPVCName(rec.ID), func() (metav1.Object, error) {
+		return client.Get(ctx, snapshotPVCName(rec.ID), metav1.GetOptions{})
 	})
 }

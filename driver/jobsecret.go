@@ -13,9 +13,6 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// tlsSecretName is the name of the Secret holding the Job's etcd client credentials.
-func tlsSecretName(id string) string { return id + "-tls" }
-
 // newTLSSecret carries the client credentials into the Job's namespace; the CSI secret may live
 // elsewhere and the pod can only mount Secrets of its own namespace.
 func newTLSSecret(rec *Record, creds Credentials) *corev1.Secret {

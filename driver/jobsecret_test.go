@@ -20,7 +20,7 @@ import (
 )
 
 // refuseSecretReads makes kube answer Forbidden to every Secret verb that returns Secret contents, as
-// the driver's RBAC does (manifests/README.md, "Credentials and Secret access"), and counts the tries.
+// the driver's RBAC does (manifests/rbac.yaml: Secrets create and delete only), and counts the tries.
 func refuseSecretReads(kube *fake.Clientset) *atomic.Int32 {
 	tries := &atomic.Int32{}
 	forbid := func(a k8stesting.Action) error {

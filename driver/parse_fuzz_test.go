@@ -22,7 +22,8 @@ import (
 // The fuzz targets of the parsers that take input from outside the driver: volume and snapshot ids
 // (the CO), class parameters (whoever writes a snapshot class), metadata records (anyone who can edit
 // a ConfigMap in the metadata namespace) and endpoints (class parameters and etcd's member list).
-// Seeds live in testdata/fuzz/<target>/ in Go's corpus format; README "Fuzzing" says how to run them.
+// Seeds live in testdata/fuzz/<target>/ in Go's corpus format; go test runs them as tests, and
+// go test -fuzz=<target> ./driver/ fuzzes one target.
 
 // fuzzEngine starts an Engine over a fake API holding the test world's PVCs and PVs, for fuzz
 // targets that resolve ids the way a Create does.
@@ -136,7 +137,7 @@ func FuzzParams(f *testing.F) {
 		if paramsHash(in) != paramsHash(map[string]string{k2: v2, k1: v1}) {
 			t.Fatal("paramsHash depends on map order")
 		}
-		if k1 != k2 && !strings.HasPrefix(k1, reservedParamPrefix) && paramsHash(in) == paramsHash(map[string]string{k1 + v1: "", k2: v2}) {
+		if k1 != k2 && !strings.HasPrefix(k1, upstreamParameterPrefix) && paramsHash(in) == paramsHash(map[string]string{k1 + v1: "", k2: v2}) {
 			t.Fatalf("paramsHash(%q) collides with a shifted key", in)
 		}
 		if len(p.Endpoints) > 0 {

@@ -5,29 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"time"
 
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 )
-
-// Annotations on a StatefulSet that a restore scaled to 0: a rerun after an interruption reads the
-// restore id and the former replicas from them.
-const (
-	annotationRestoreRunning  = "snapshot.etcd.io/restore-id"
-	annotationRestoreSnapshot = "snapshot.etcd.io/restore-source"
-	annotationRestoreReplicas = "snapshot.etcd.io/restore-replicas"
-)
-
-// restoreIDPattern is what a restore id may look like: it goes into Job, PV and directory names.
-var restoreIDPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$`)
 
 // RestoreConfig is what the `restore` subcommand was asked to do.
 type RestoreConfig struct {
@@ -225,123 +210,4 @@ func checkRestoreConfig(cfg RestoreConfig) error {
 		}
 	}
 	return nil
-}
-
-// planRestore works out members, PVCs, the data dir layout and the restore id, reading (never
-// changing) the cluster.
-func planRestore(ctx context.Context, cfg RestoreConfig, src *restoreSource) (*restorePlan, error) {
-	rec := src.Record
-	p := &restorePlan{
-		Record: rec, Source: src, BumpRevision: cfg.BumpRevision, DeleteOldData: cfg.DeleteOldData,
-		EtcdImage: cfg.EtcdImage, DriverImage: cfg.DriverImage, ClusterLabel: cfg.ClusterLabel,
-	}
-	var err error
-	if cfg.TargetNamespace == "" {
-		p.InPlace, p.Namespace = true, rec.Namespace
-		if p.Members, err = planInPlace(rec, cfg.MemberPVCs); err != nil {
-			return nil, err
-		}
-		if p.StatefulSet, err = owningStatefulSet(ctx, cfg.Kube, rec.Namespace, p.Members); err != nil {
-			return nil, err
-		}
-	} else {
-		if p.NewPVC, err = newClusterPVCTemplate(ctx, cfg, rec); err != nil {
-			return nil, err
-		}
-		spec := newClusterSpec{
-			Namespace: cfg.TargetNamespace, StatefulSet: cfg.StatefulSet, ClaimTemplate: cfg.ClaimTemplate,
-			Members: cfg.Members, PeerURLTemplate: cfg.PeerURLTemplate, PeerURLs: cfg.PeerURLs, Service: cfg.Service,
-		}
-		if err := defaultNewClusterSpec(&spec, rec); err != nil {
-			return nil, err
-		}
-		p.Namespace, p.NewCluster = cfg.TargetNamespace, spec.StatefulSet
-		if p.Members, err = planNewCluster(spec); err != nil {
-			return nil, err
-		}
-		// The target StatefulSet may already exist (applied with replicas 0): it tells the layout.
-		sts, err := cfg.Kube.AppsV1().StatefulSets(p.Namespace).Get(ctx, spec.StatefulSet, metav1.GetOptions{})
-		switch {
-		case err == nil:
-			p.StatefulSet = sts
-		case !apierrors.IsNotFound(err):
-			return nil, fmt.Errorf("StatefulSet %s/%s: %w", p.Namespace, spec.StatefulSet, err)
-		}
-	}
-	if err := p.resolveLayout(ctx, cfg); err != nil {
-		return nil, err
-	}
-	p.InitialCluster = initialCluster(p.Members)
-	p.SnapshotClaim = rec.ID
-	if p.Namespace != rec.Namespace {
-		p.snapshotViewRequired = true
-	}
-	if err := p.resolveRestoreID(ctx, cfg); err != nil {
-		return nil, err
-	}
-	if p.snapshotViewRequired {
-		p.SnapshotClaim = snapshotViewName(p.ID)
-	}
-	p.Token = "etcd-restore-" + p.ID
-	return p, nil
-}
-
-// defaultNewClusterSpec fills a new cluster's names from the snapshot's own cluster.
-func defaultNewClusterSpec(s *newClusterSpec, rec *Record) error {
-	if s.StatefulSet == "" || s.ClaimTemplate == "" {
-		var set string
-		if vs := voters(rec); len(vs) > 0 {
-			set, _, _ = splitOrdinal(vs[0].Name)
-		}
-		template, _ := claimTemplateOf(rec)
-		if s.StatefulSet == "" {
-			s.StatefulSet = set
-		}
-		if s.ClaimTemplate == "" {
-			s.ClaimTemplate = template
-		}
-		if s.StatefulSet == "" || s.ClaimTemplate == "" {
-			return errors.New("cannot derive the new cluster's names from the snapshot's members; set -statefulset and -claim-template")
-		}
-	}
-	if s.Members == 0 {
-		s.Members = len(voters(rec))
-	}
-	if s.Service == "" {
-		s.Service = s.StatefulSet
-	}
-	if s.PeerURLTemplate == "" {
-		s.PeerURLTemplate = DefaultPeerURLTemplate
-	}
-	return nil
-}
-
-// newClusterPVCTemplate is the PVC each new member gets: the source PVCs' class and size unless the
-// flags say otherwise.
-func newClusterPVCTemplate(ctx context.Context, cfg RestoreConfig, rec *Record) (*corev1.PersistentVolumeClaim, error) {
-	pvc := &corev1.PersistentVolumeClaim{Spec: corev1.PersistentVolumeClaimSpec{
-		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-	}}
-	var source *corev1.PersistentVolumeClaim
-	if len(rec.Sources) > 0 {
-		s, err := cfg.Kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, rec.Sources[0].PVC, metav1.GetOptions{})
-		if err == nil {
-			source = s
-		}
-	}
-	switch {
-	case cfg.Size != "":
-		pvc.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(cfg.Size)}
-	case source != nil:
-		pvc.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: source.Spec.Resources.Requests[corev1.ResourceStorage]}
-	default:
-		return nil, fmt.Errorf("the source PVC %s/%s is gone, so the new PVCs' size is unknown; set -size", rec.Namespace, rec.Sources[0].PVC)
-	}
-	switch {
-	case cfg.StorageClass != "":
-		pvc.Spec.StorageClassName = ptr.To(cfg.StorageClass)
-	case source != nil && source.Spec.StorageClassName != nil && *source.Spec.StorageClassName != "":
-		pvc.Spec.StorageClassName = ptr.To(*source.Spec.StorageClassName)
-	}
-	return pvc, nil
 }

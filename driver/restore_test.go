@@ -95,3 +95,39 @@ func TestRestoreRefusalsChangeNothing(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckRestoreConfig(t *testing.T) {
+	cases := []struct {
+		name    string
+		cfg     RestoreConfig
+		wantErr string
+	}{
+		{name: "no source", cfg: RestoreConfig{}, wantErr: "exactly one of -group-snapshot"},
+		{name: "two sources", cfg: RestoreConfig{GroupSnapshot: "a", SnapshotID: "b"}, wantErr: "exactly one of"},
+		{name: "negative bump", cfg: RestoreConfig{GroupSnapshot: "a", BumpRevision: -1}, wantErr: "-bump-revision"},
+		{name: "scale with a new cluster", cfg: RestoreConfig{GroupSnapshot: "a", Scale: true, TargetNamespace: "x"}, wantErr: "-scale restarts the snapshot's own StatefulSet"},
+		{name: "new-cluster flag in place", cfg: RestoreConfig{GroupSnapshot: "a", Size: "1Gi"}, wantErr: "need -target-namespace"},
+		{name: "member-pvc for a new cluster", cfg: RestoreConfig{GroupSnapshot: "a", TargetNamespace: "x", MemberPVCs: map[string]string{"a": "b"}}, wantErr: "-member-pvc maps an existing cluster's PVCs"},
+		{name: "bad restore id", cfg: RestoreConfig{GroupSnapshot: "a", RestoreID: "Bad_ID"}, wantErr: "-restore-id"},
+		{name: "bad data dir", cfg: RestoreConfig{GroupSnapshot: "a", DataDirInVolume: "../x"}, wantErr: "-data-dir-in-volume"},
+		{name: "bad size", cfg: RestoreConfig{GroupSnapshot: "a", TargetNamespace: "x", Size: "lots"}, wantErr: "-size"},
+		{name: "fine", cfg: RestoreConfig{GroupSnapshot: "a", TargetNamespace: "x", Size: "2Gi", DataDirInVolume: "data", RestoreID: "r1"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkRestoreConfig(tc.cfg)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
+			}
+		})
+	}
+	if id := newRestoreID(); !restoreIDPattern.MatchString(id) {
+		t.Errorf("newRestoreID() = %q does not match its own pattern", id)
+	}
+}

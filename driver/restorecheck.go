@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // restoreCheckPause is the pause between health checks while the restored cluster comes up.
@@ -42,20 +43,15 @@ func checkRestoredCluster(ctx context.Context, cfg RestoreConfig, p *restorePlan
 	}
 	check := &RestoreCheck{Endpoints: target.Endpoints, WantRevision: p.Record.Revision + p.BumpRevision, WantKeys: p.Record.Keys}
 	progress("checking the restored cluster at %s", strings.Join(target.Endpoints, ","))
-	deadline := time.Now().Add(timeout)
 	var last error
-	for {
+	// Each check runs on the caller's ctx, not the poll's, so the last one is not cut short by the
+	// timeout and its own error is what the message reports.
+	err = wait.PollUntilContextTimeout(ctx, restoreCheckPause, timeout, true, func(context.Context) (bool, error) {
 		last = check.run(ctx, target)
-		if last == nil {
-			break
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return check, fmt.Errorf("the restored cluster did not pass the check within %s: %v", timeout, last)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(restoreCheckPause):
-		}
+		return last == nil, nil
+	})
+	if err != nil {
+		return check, fmt.Errorf("the restored cluster did not pass the check within %s: %v", timeout, last)
 	}
 	progress("cluster healthy: %d of %d voters, leader %s, revision %d (>= %d), %d keys (snapshot: %d)",
 		check.Healthy, check.Voters, check.Leader, check.Revision, check.WantRevision, check.Keys, check.WantKeys)

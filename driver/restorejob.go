@@ -17,15 +17,8 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// Labels and layout of the restore Jobs. Their managed-by value differs from the snapshot Jobs' so
-// the driver's own controllers never take a restore Job for one of theirs.
+// Layout of the restore Jobs (their labels are restoreLabels, labels.go).
 const (
-	restoreManagedBy        = "etcd-snapshot-driver-restore"
-	labelRestoreID          = "snapshot.etcd.io/restore-id"
-	labelRestoreSource      = "snapshot.etcd.io/restore-source"
-	annotationRestorePVC    = "snapshot.etcd.io/restore-pvc"
-	annotationRestoreMember = "snapshot.etcd.io/restore-member"
-
 	restoreVerifyContainer  = "verify"
 	restorePrepareContainer = "prepare"
 	restoreRestoreContainer = "restore"
@@ -38,11 +31,6 @@ const (
 	// refused by verify fails the same way every time.
 	restoreBackoffLimit = 1
 )
-
-// restoreLabels are on every object a restore creates.
-func restoreLabels(rid, snapshotID string) map[string]string {
-	return map[string]string{labelManagedBy: restoreManagedBy, labelRestoreID: rid, labelRestoreSource: snapshotID}
-}
 
 // restoreJobName names member m's Job; the ordinal (or the member's index) keeps it short and stable.
 func restoreJobName(rid string, index int, m plannedMember) string {

@@ -2,41 +2,14 @@ package driver
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"strconv"
+	"path"
+	"slices"
 	"strings"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/sets"
-	"k8s.io/client-go/kubernetes"
+	corev1 "k8s.io/api/core/v1"
 )
-
-// owningStatefulSet finds the StatefulSet whose pods are the members (<set>-<ordinal>); nil when the
-// members do not follow that convention or no such StatefulSet exists.
-func owningStatefulSet(ctx context.Context, kube kubernetes.Interface, ns string, ms []plannedMember) (*appsv1.StatefulSet, error) {
-	set := ""
-	for _, m := range ms {
-		s, _, ok := splitOrdinal(m.Name)
-		if !ok || (set != "" && s != set) {
-			return nil, nil
-		}
-		set = s
-	}
-	sts, err := kube.AppsV1().StatefulSets(ns).Get(ctx, set, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("StatefulSet %s/%s: %w", ns, set, err)
-	}
-	return sts, nil
-}
 
 // resolveLayout decides the data dir and the user: flags win, then the StatefulSet's pod template.
 func (p *restorePlan) resolveLayout(ctx context.Context, cfg RestoreConfig) error {
@@ -74,59 +47,144 @@ func (p *restorePlan) resolveLayout(ctx context.Context, cfg RestoreConfig) erro
 	return nil
 }
 
-// resolveRestoreID picks up an interrupted restore of the same snapshot into the same PVCs (from the
-// StatefulSet's annotations or its Jobs) so a rerun finishes it; another restore in progress refuses.
-func (p *restorePlan) resolveRestoreID(ctx context.Context, cfg RestoreConfig) error {
-	found := sets.New[string]()
-	if sts := p.StatefulSet; sts != nil && sts.Annotations[annotationRestoreRunning] != "" {
-		rid, source := sts.Annotations[annotationRestoreRunning], sts.Annotations[annotationRestoreSnapshot]
-		if source != p.Record.ID {
-			return fmt.Errorf("StatefulSet %s/%s is held by restore %s of snapshot %s (annotation %s); rerun that restore to finish it, or remove the annotations %s, %s and %s and scale it back by hand",
-				sts.Namespace, sts.Name, rid, source, annotationRestoreRunning, annotationRestoreRunning, annotationRestoreSnapshot, annotationRestoreReplicas)
-		}
-		found.Insert(rid)
-		if n, err := strconv.Atoi(sts.Annotations[annotationRestoreReplicas]); err == nil {
-			p.FormerReplicas = int32(n)
-		}
-	}
-	jobs, err := cfg.Kube.BatchV1().Jobs(p.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.Set{labelManagedBy: restoreManagedBy}.String()})
-	if err != nil {
-		return fmt.Errorf("listing restore Jobs in namespace %s: %w", p.Namespace, err)
-	}
-	targets := sets.New[string]()
-	for _, m := range p.Members {
-		targets.Insert(m.PVC)
-	}
-	for _, j := range jobs.Items {
-		if !targets.Has(j.Annotations[annotationRestorePVC]) {
-			continue
-		}
-		if src := j.Labels[labelRestoreSource]; src != p.Record.ID {
-			return fmt.Errorf("Job %s/%s of restore %s (snapshot %s) still targets PVC %s; wait for it or delete it (kubectl delete job -n %s -l %s=%s)",
-				j.Namespace, j.Name, j.Labels[labelRestoreID], src, j.Annotations[annotationRestorePVC], j.Namespace, labelRestoreID, j.Labels[labelRestoreID])
-		}
-		found.Insert(j.Labels[labelRestoreID])
-	}
-	switch {
-	case len(found) > 1:
-		return fmt.Errorf("several interrupted restores of snapshot %s target these PVCs (%s); delete all but one's Jobs", p.Record.ID, strings.Join(sets.List(found), ", "))
-	case len(found) == 1:
-		rid := sets.List(found)[0]
-		if cfg.RestoreID != "" && cfg.RestoreID != rid {
-			return fmt.Errorf("restore %s of the same snapshot was interrupted on these PVCs; rerun with -restore-id %s (or without -restore-id)", rid, rid)
-		}
-		p.ID, p.Resumed = rid, true
-	case cfg.RestoreID != "":
-		p.ID = cfg.RestoreID
-	default:
-		p.ID = newRestoreID()
-	}
-	return nil
+// memberLayout is where etcd keeps its data inside a member's volume and as whom it runs.
+type memberLayout struct {
+	// DataDir is the data directory relative to the volume's root, e.g. "data".
+	DataDir string
+	UID     int64
+	GID     int64
+	FSGroup *int64
 }
 
-// newRestoreID is a fresh, sortable, short id: the UTC time and 16 random bits.
-func newRestoreID() string {
-	b := make([]byte, 2)
-	_, _ = rand.Read(b)
-	return strings.ToLower(time.Now().UTC().Format("20060102t150405")) + "-" + hex.EncodeToString(b)
+// layoutFromStatefulSet reads the data directory and the user etcd runs as from the StatefulSet's pod
+// template: the etcd container's --data-dir (or ETCD_DATA_DIR) under the mount of claimTemplate.
+func layoutFromStatefulSet(sts *appsv1.StatefulSet, claimTemplate string) (memberLayout, error) {
+	spec := sts.Spec.Template.Spec
+	c, err := etcdContainer(spec, claimTemplate)
+	if err != nil {
+		return memberLayout{}, fmt.Errorf("StatefulSet %s/%s: %v", sts.Namespace, sts.Name, err)
+	}
+	dir, err := containerDataDir(c)
+	if err != nil {
+		return memberLayout{}, fmt.Errorf("StatefulSet %s/%s container %q: %v; set -data-dir-in-volume", sts.Namespace, sts.Name, c.Name, err)
+	}
+	rel, err := dataDirInVolume(c, claimTemplate, dir)
+	if err != nil {
+		return memberLayout{}, fmt.Errorf("StatefulSet %s/%s container %q: %v", sts.Namespace, sts.Name, c.Name, err)
+	}
+	l := memberLayout{DataDir: rel, UID: nonRootUID, GID: nonRootUID}
+	if psc := spec.SecurityContext; psc != nil {
+		l.FSGroup = psc.FSGroup
+		if psc.RunAsUser != nil {
+			l.UID = *psc.RunAsUser
+		}
+		if psc.RunAsGroup != nil {
+			l.GID = *psc.RunAsGroup
+		}
+	}
+	if sc := c.SecurityContext; sc != nil {
+		if sc.RunAsUser != nil {
+			l.UID = *sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			l.GID = *sc.RunAsGroup
+		}
+	}
+	return l, nil
+}
+
+// etcdContainer picks the container running etcd: the one named "etcd", else the only one mounting
+// the claim template.
+func etcdContainer(spec corev1.PodSpec, claimTemplate string) (*corev1.Container, error) {
+	var mounting []*corev1.Container
+	for i := range spec.Containers {
+		c := &spec.Containers[i]
+		if c.Name == "etcd" {
+			return c, nil
+		}
+		if slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == claimTemplate }) {
+			mounting = append(mounting, c)
+		}
+	}
+	switch len(mounting) {
+	case 1:
+		return mounting[0], nil
+	case 0:
+		return nil, fmt.Errorf("no container named etcd and none mounts the claim template %q", claimTemplate)
+	}
+	return nil, fmt.Errorf("no container named etcd and %d containers mount the claim template %q", len(mounting), claimTemplate)
+}
+
+// containerDataDir finds etcd's --data-dir in the container's command and args, else ETCD_DATA_DIR,
+// expanding $(VAR) references to the container's literal env values as the kubelet does.
+func containerDataDir(c *corev1.Container) (string, error) {
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if e.ValueFrom == nil {
+			env[e.Name] = e.Value
+		}
+	}
+	expand := func(s string) string {
+		return envRef.ReplaceAllStringFunc(s, func(ref string) string {
+			if v, ok := env[ref[2:len(ref)-1]]; ok {
+				return v
+			}
+			return ref
+		})
+	}
+	words := append(append([]string(nil), c.Command...), c.Args...)
+	for i, w := range words {
+		for _, flag := range []string{"--data-dir", "-data-dir"} {
+			if v, ok := strings.CutPrefix(w, flag+"="); ok {
+				return checkDataDir(expand(v))
+			}
+			if w == flag && i+1 < len(words) {
+				return checkDataDir(expand(words[i+1]))
+			}
+		}
+	}
+	if v, ok := env["ETCD_DATA_DIR"]; ok {
+		return checkDataDir(expand(v))
+	}
+	return "", fmt.Errorf("neither a --data-dir argument nor ETCD_DATA_DIR")
+}
+
+func checkDataDir(d string) (string, error) {
+	if !path.IsAbs(d) || strings.Contains(d, "$(") {
+		return "", fmt.Errorf("data dir %q is not an absolute path", d)
+	}
+	return path.Clean(d), nil
+}
+
+// dataDirInVolume returns the data dir relative to the root of the claim's volume, honouring subPath.
+func dataDirInVolume(c *corev1.Container, claimTemplate, dir string) (string, error) {
+	best := ""
+	var mount *corev1.VolumeMount
+	for i := range c.VolumeMounts {
+		m := &c.VolumeMounts[i]
+		if m.Name != claimTemplate {
+			continue
+		}
+		mp := path.Clean(m.MountPath)
+		if (dir == mp || strings.HasPrefix(dir, mp+"/")) && len(mp) > len(best) {
+			best, mount = mp, m
+		}
+	}
+	if mount == nil {
+		return "", fmt.Errorf("data dir %s is not on the volume of claim template %q", dir, claimTemplate)
+	}
+	rel := strings.TrimPrefix(strings.TrimPrefix(dir, best), "/")
+	rel = path.Join(mount.SubPath, rel)
+	if rel == "" || rel == "." {
+		return "", fmt.Errorf("data dir %s is the root of the volume of claim template %q: restore keeps the old data beside the data dir, so it must be a subdirectory (for example %s/data)", dir, claimTemplate, best)
+	}
+	return rel, nil
+}
+
+// checkRelDataDir validates -data-dir-in-volume.
+func checkRelDataDir(rel string) error {
+	if rel == "" || path.IsAbs(rel) || path.Clean(rel) != rel || rel == "." || strings.HasPrefix(rel, "../") || rel == ".." {
+		return fmt.Errorf("-data-dir-in-volume %q must be a clean relative path below the volume's root, such as data", rel)
+	}
+	return nil
 }

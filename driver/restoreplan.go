@@ -1,9 +1,10 @@
 package driver
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/url"
-	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -11,6 +12,11 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 )
 
 // plannedMember is one etcd member a restore writes: its name and peer URL for etcdutl, and the PVC
@@ -232,144 +238,142 @@ func initialCluster(ms []plannedMember) string {
 	return strings.Join(parts, ",")
 }
 
-// memberLayout is where etcd keeps its data inside a member's volume and as whom it runs.
-type memberLayout struct {
-	// DataDir is the data directory relative to the volume's root, e.g. "data".
-	DataDir string
-	UID     int64
-	GID     int64
-	FSGroup *int64
+// planRestore works out members, PVCs, the data dir layout and the restore id, reading (never
+// changing) the cluster.
+func planRestore(ctx context.Context, cfg RestoreConfig, src *restoreSource) (*restorePlan, error) {
+	rec := src.Record
+	p := &restorePlan{
+		Record: rec, Source: src, BumpRevision: cfg.BumpRevision, DeleteOldData: cfg.DeleteOldData,
+		EtcdImage: cfg.EtcdImage, DriverImage: cfg.DriverImage, ClusterLabel: cfg.ClusterLabel,
+	}
+	var err error
+	if cfg.TargetNamespace == "" {
+		p.InPlace, p.Namespace = true, rec.Namespace
+		if p.Members, err = planInPlace(rec, cfg.MemberPVCs); err != nil {
+			return nil, err
+		}
+		if p.StatefulSet, err = owningStatefulSet(ctx, cfg.Kube, rec.Namespace, p.Members); err != nil {
+			return nil, err
+		}
+	} else {
+		if p.NewPVC, err = newClusterPVCTemplate(ctx, cfg, rec); err != nil {
+			return nil, err
+		}
+		spec := newClusterSpec{
+			Namespace: cfg.TargetNamespace, StatefulSet: cfg.StatefulSet, ClaimTemplate: cfg.ClaimTemplate,
+			Members: cfg.Members, PeerURLTemplate: cfg.PeerURLTemplate, PeerURLs: cfg.PeerURLs, Service: cfg.Service,
+		}
+		if err := defaultNewClusterSpec(&spec, rec); err != nil {
+			return nil, err
+		}
+		p.Namespace, p.NewCluster = cfg.TargetNamespace, spec.StatefulSet
+		if p.Members, err = planNewCluster(spec); err != nil {
+			return nil, err
+		}
+		// The target StatefulSet may already exist (applied with replicas 0): it tells the layout.
+		sts, err := cfg.Kube.AppsV1().StatefulSets(p.Namespace).Get(ctx, spec.StatefulSet, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			p.StatefulSet = sts
+		case !apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("StatefulSet %s/%s: %w", p.Namespace, spec.StatefulSet, err)
+		}
+	}
+	if err := p.resolveLayout(ctx, cfg); err != nil {
+		return nil, err
+	}
+	p.InitialCluster = initialCluster(p.Members)
+	p.SnapshotClaim = snapshotPVCName(rec.ID)
+	if p.Namespace != rec.Namespace {
+		p.snapshotViewRequired = true
+	}
+	if err := p.resolveRestoreID(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if p.snapshotViewRequired {
+		p.SnapshotClaim = snapshotViewName(p.ID)
+	}
+	p.Token = "etcd-restore-" + p.ID
+	return p, nil
 }
 
-// layoutFromStatefulSet reads the data directory and the user etcd runs as from the StatefulSet's pod
-// template: the etcd container's --data-dir (or ETCD_DATA_DIR) under the mount of claimTemplate.
-func layoutFromStatefulSet(sts *appsv1.StatefulSet, claimTemplate string) (memberLayout, error) {
-	spec := sts.Spec.Template.Spec
-	c, err := etcdContainer(spec, claimTemplate)
-	if err != nil {
-		return memberLayout{}, fmt.Errorf("StatefulSet %s/%s: %v", sts.Namespace, sts.Name, err)
-	}
-	dir, err := containerDataDir(c)
-	if err != nil {
-		return memberLayout{}, fmt.Errorf("StatefulSet %s/%s container %q: %v; set -data-dir-in-volume", sts.Namespace, sts.Name, c.Name, err)
-	}
-	rel, err := dataDirInVolume(c, claimTemplate, dir)
-	if err != nil {
-		return memberLayout{}, fmt.Errorf("StatefulSet %s/%s container %q: %v", sts.Namespace, sts.Name, c.Name, err)
-	}
-	l := memberLayout{DataDir: rel, UID: nonRootUID, GID: nonRootUID}
-	if psc := spec.SecurityContext; psc != nil {
-		l.FSGroup = psc.FSGroup
-		if psc.RunAsUser != nil {
-			l.UID = *psc.RunAsUser
+// defaultNewClusterSpec fills a new cluster's names from the snapshot's own cluster.
+func defaultNewClusterSpec(s *newClusterSpec, rec *Record) error {
+	if s.StatefulSet == "" || s.ClaimTemplate == "" {
+		var set string
+		if vs := voters(rec); len(vs) > 0 {
+			set, _, _ = splitOrdinal(vs[0].Name)
 		}
-		if psc.RunAsGroup != nil {
-			l.GID = *psc.RunAsGroup
+		template, _ := claimTemplateOf(rec)
+		if s.StatefulSet == "" {
+			s.StatefulSet = set
+		}
+		if s.ClaimTemplate == "" {
+			s.ClaimTemplate = template
+		}
+		if s.StatefulSet == "" || s.ClaimTemplate == "" {
+			return errors.New("cannot derive the new cluster's names from the snapshot's members; set -statefulset and -claim-template")
 		}
 	}
-	if sc := c.SecurityContext; sc != nil {
-		if sc.RunAsUser != nil {
-			l.UID = *sc.RunAsUser
-		}
-		if sc.RunAsGroup != nil {
-			l.GID = *sc.RunAsGroup
-		}
+	if s.Members == 0 {
+		s.Members = len(voters(rec))
 	}
-	return l, nil
-}
-
-// etcdContainer picks the container running etcd: the one named "etcd", else the only one mounting
-// the claim template.
-func etcdContainer(spec corev1.PodSpec, claimTemplate string) (*corev1.Container, error) {
-	var mounting []*corev1.Container
-	for i := range spec.Containers {
-		c := &spec.Containers[i]
-		if c.Name == "etcd" {
-			return c, nil
-		}
-		if slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == claimTemplate }) {
-			mounting = append(mounting, c)
-		}
+	if s.Service == "" {
+		s.Service = s.StatefulSet
 	}
-	switch len(mounting) {
-	case 1:
-		return mounting[0], nil
-	case 0:
-		return nil, fmt.Errorf("no container named etcd and none mounts the claim template %q", claimTemplate)
-	}
-	return nil, fmt.Errorf("no container named etcd and %d containers mount the claim template %q", len(mounting), claimTemplate)
-}
-
-// containerDataDir finds etcd's --data-dir in the container's command and args, else ETCD_DATA_DIR,
-// expanding $(VAR) references to the container's literal env values as the kubelet does.
-func containerDataDir(c *corev1.Container) (string, error) {
-	env := map[string]string{}
-	for _, e := range c.Env {
-		if e.ValueFrom == nil {
-			env[e.Name] = e.Value
-		}
-	}
-	expand := func(s string) string {
-		return envRef.ReplaceAllStringFunc(s, func(ref string) string {
-			if v, ok := env[ref[2:len(ref)-1]]; ok {
-				return v
-			}
-			return ref
-		})
-	}
-	words := append(append([]string(nil), c.Command...), c.Args...)
-	for i, w := range words {
-		for _, flag := range []string{"--data-dir", "-data-dir"} {
-			if v, ok := strings.CutPrefix(w, flag+"="); ok {
-				return checkDataDir(expand(v))
-			}
-			if w == flag && i+1 < len(words) {
-				return checkDataDir(expand(words[i+1]))
-			}
-		}
-	}
-	if v, ok := env["ETCD_DATA_DIR"]; ok {
-		return checkDataDir(expand(v))
-	}
-	return "", fmt.Errorf("neither a --data-dir argument nor ETCD_DATA_DIR")
-}
-
-func checkDataDir(d string) (string, error) {
-	if !path.IsAbs(d) || strings.Contains(d, "$(") {
-		return "", fmt.Errorf("data dir %q is not an absolute path", d)
-	}
-	return path.Clean(d), nil
-}
-
-// dataDirInVolume returns the data dir relative to the root of the claim's volume, honouring subPath.
-func dataDirInVolume(c *corev1.Container, claimTemplate, dir string) (string, error) {
-	best := ""
-	var mount *corev1.VolumeMount
-	for i := range c.VolumeMounts {
-		m := &c.VolumeMounts[i]
-		if m.Name != claimTemplate {
-			continue
-		}
-		mp := path.Clean(m.MountPath)
-		if (dir == mp || strings.HasPrefix(dir, mp+"/")) && len(mp) > len(best) {
-			best, mount = mp, m
-		}
-	}
-	if mount == nil {
-		return "", fmt.Errorf("data dir %s is not on the volume of claim template %q", dir, claimTemplate)
-	}
-	rel := strings.TrimPrefix(strings.TrimPrefix(dir, best), "/")
-	rel = path.Join(mount.SubPath, rel)
-	if rel == "" || rel == "." {
-		return "", fmt.Errorf("data dir %s is the root of the volume of claim template %q: restore keeps the old data beside the data dir, so it must be a subdirectory (for example %s/data)", dir, claimTemplate, best)
-	}
-	return rel, nil
-}
-
-// checkRelDataDir validates -data-dir-in-volume.
-func checkRelDataDir(rel string) error {
-	if rel == "" || path.IsAbs(rel) || path.Clean(rel) != rel || rel == "." || strings.HasPrefix(rel, "../") || rel == ".." {
-		return fmt.Errorf("-data-dir-in-volume %q must be a clean relative path below the volume's root, such as data", rel)
+	if s.PeerURLTemplate == "" {
+		s.PeerURLTemplate = DefaultPeerURLTemplate
 	}
 	return nil
+}
+
+// newClusterPVCTemplate is the PVC each new member gets: the source PVCs' class and size unless the
+// flags say otherwise.
+func newClusterPVCTemplate(ctx context.Context, cfg RestoreConfig, rec *Record) (*corev1.PersistentVolumeClaim, error) {
+	pvc := &corev1.PersistentVolumeClaim{Spec: corev1.PersistentVolumeClaimSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+	}}
+	var source *corev1.PersistentVolumeClaim
+	if len(rec.Sources) > 0 {
+		s, err := cfg.Kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, rec.Sources[0].PVC, metav1.GetOptions{})
+		if err == nil {
+			source = s
+		}
+	}
+	switch {
+	case cfg.Size != "":
+		pvc.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(cfg.Size)}
+	case source != nil:
+		pvc.Spec.Resources.Requests = corev1.ResourceList{corev1.ResourceStorage: source.Spec.Resources.Requests[corev1.ResourceStorage]}
+	default:
+		return nil, fmt.Errorf("the source PVC %s/%s is gone, so the new PVCs' size is unknown; set -size", rec.Namespace, rec.Sources[0].PVC)
+	}
+	switch {
+	case cfg.StorageClass != "":
+		pvc.Spec.StorageClassName = ptr.To(cfg.StorageClass)
+	case source != nil && source.Spec.StorageClassName != nil && *source.Spec.StorageClassName != "":
+		pvc.Spec.StorageClassName = ptr.To(*source.Spec.StorageClassName)
+	}
+	return pvc, nil
+}
+
+// owningStatefulSet finds the StatefulSet whose pods are the members (<set>-<ordinal>); nil when the
+// members do not follow that convention or no such StatefulSet exists.
+func owningStatefulSet(ctx context.Context, kube kubernetes.Interface, ns string, ms []plannedMember) (*appsv1.StatefulSet, error) {
+	set := ""
+	for _, m := range ms {
+		s, _, ok := splitOrdinal(m.Name)
+		if !ok || (set != "" && s != set) {
+			return nil, nil
+		}
+		set = s
+	}
+	sts, err := kube.AppsV1().StatefulSets(ns).Get(ctx, set, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("StatefulSet %s/%s: %w", ns, set, err)
+	}
+	return sts, nil
 }

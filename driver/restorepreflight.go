@@ -20,7 +20,7 @@ func preflight(ctx context.Context, cfg RestoreConfig, p *restorePlan) error {
 	kube := cfg.Kube
 	rec := p.Record
 
-	snapPVC, err := kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, rec.ID, metav1.GetOptions{})
+	snapPVC, err := kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, snapshotPVCName(rec.ID), metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		add("the snapshot's PVC %s/%s is gone", rec.Namespace, rec.ID)
@@ -41,7 +41,7 @@ func preflight(ctx context.Context, cfg RestoreConfig, p *restorePlan) error {
 			add("PVC %s/%s of member %s does not exist", p.Namespace, m.PVC, m.Name)
 		case p.InPlace && err == nil && pvc.Status.Phase != corev1.ClaimBound:
 			add("PVC %s/%s of member %s is %s, not Bound", p.Namespace, m.PVC, m.Name, pvc.Status.Phase)
-		case !p.InPlace && err == nil && pvc.Labels[labelRestoreID] != p.ID:
+		case !p.InPlace && err == nil && pvc.Labels[keyRestoreID] != p.ID:
 			add("PVC %s/%s already exists and was not created by this restore; a new cluster is restored only into new PVCs (choose another -target-namespace or -statefulset, or restore in place)", p.Namespace, m.PVC)
 		case err != nil && !apierrors.IsNotFound(err):
 			add("PVC %s/%s: %v", p.Namespace, m.PVC, err)
@@ -61,7 +61,7 @@ func preflight(ctx context.Context, cfg RestoreConfig, p *restorePlan) error {
 	var users []string
 	for i := range pods.Items {
 		pod := &pods.Items[i]
-		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.Labels[labelManagedBy] == restoreManagedBy {
+		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed || pod.Labels[labelManagedBy] == managedByRestore {
 			continue
 		}
 		claim := ""

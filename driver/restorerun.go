@@ -114,7 +114,7 @@ func scaleDown(ctx context.Context, cfg RestoreConfig, p *restorePlan, w *restor
 		if err != nil {
 			return err
 		}
-		if sts.Annotations[annotationRestoreRunning] == p.ID {
+		if sts.Annotations[keyRestoreID] == p.ID {
 			if n, err := strconv.Atoi(sts.Annotations[annotationRestoreReplicas]); err == nil {
 				p.FormerReplicas = int32(n)
 			}
@@ -124,8 +124,8 @@ func scaleDown(ctx context.Context, cfg RestoreConfig, p *restorePlan, w *restor
 		if sts.Annotations == nil {
 			sts.Annotations = map[string]string{}
 		}
-		sts.Annotations[annotationRestoreRunning] = p.ID
-		sts.Annotations[annotationRestoreSnapshot] = p.Record.ID
+		sts.Annotations[keyRestoreID] = p.ID
+		sts.Annotations[keyRestoreSource] = p.Record.ID
 		sts.Annotations[annotationRestoreReplicas] = strconv.Itoa(int(p.FormerReplicas))
 		sts.Spec.Replicas = ptr.To[int32](0)
 		_, err = sets.Update(ctx, sts, metav1.UpdateOptions{})
@@ -156,14 +156,14 @@ func scaleUp(ctx context.Context, cfg RestoreConfig, p *restorePlan, w *restoreW
 		if err != nil {
 			return err
 		}
-		if sts.Annotations[annotationRestoreRunning] != p.ID {
+		if sts.Annotations[keyRestoreID] != p.ID {
 			return nil
 		}
 		if n, err := strconv.Atoi(sts.Annotations[annotationRestoreReplicas]); err == nil {
 			replicas = int32(n)
 		}
-		delete(sts.Annotations, annotationRestoreRunning)
-		delete(sts.Annotations, annotationRestoreSnapshot)
+		delete(sts.Annotations, keyRestoreID)
+		delete(sts.Annotations, keyRestoreSource)
 		delete(sts.Annotations, annotationRestoreReplicas)
 		sts.Spec.Replicas = ptr.To(replicas)
 		_, err = sets.Update(ctx, sts, metav1.UpdateOptions{})
@@ -198,7 +198,7 @@ func emitRestoreEvent(ctx context.Context, cfg RestoreConfig, p *restorePlan, ev
 		Reason:         reason,
 		Message:        truncate(message, 1000),
 		Type:           eventType,
-		Source:         corev1.EventSource{Component: restoreManagedBy},
+		Source:         corev1.EventSource{Component: managedByRestore},
 		FirstTimestamp: now,
 		LastTimestamp:  now,
 		Count:          1,

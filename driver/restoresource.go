@@ -65,7 +65,7 @@ func resolveRestoreSource(ctx context.Context, kube kubernetes.Interface, snap s
 	if !isRecordID(id) {
 		return nil, fmt.Errorf("snapshot id %q is not an id of this driver (etcdgs-<32 hex> or etcds-<32 hex>)", id)
 	}
-	cm, err := kube.CoreV1().ConfigMaps(cfg.MetadataNamespace).Get(ctx, id, metav1.GetOptions{})
+	cm, err := kube.CoreV1().ConfigMaps(cfg.MetadataNamespace).Get(ctx, recordName(id), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("snapshot %s has no record (ConfigMap %s/%s); check -metadata-namespace", id, cfg.MetadataNamespace, id)
 	}
@@ -140,7 +140,7 @@ func boundGroupSnapshot(ctx context.Context, snap snapclientset.Interface, cfg R
 	}
 	if class := content.Spec.VolumeGroupSnapshotClassName; class != nil {
 		if c, err := snap.GroupsnapshotV1().VolumeGroupSnapshotClasses().Get(ctx, *class, metav1.GetOptions{}); err == nil {
-			b.classSecret = secretRef(c.Parameters[dgSecretNamespaceParameter], c.Parameters[dgSecretNameParameter])
+			b.classSecret = secretRef(c.Parameters[upstreamGroupSnapshotterSecretNamespace], c.Parameters[upstreamGroupSnapshotterSecretName])
 		}
 	}
 	return b, nil
@@ -172,7 +172,7 @@ func boundVolumeSnapshot(ctx context.Context, snap snapclientset.Interface, cfg 
 	}
 	if class := content.Spec.VolumeSnapshotClassName; class != nil {
 		if c, err := snap.SnapshotV1().VolumeSnapshotClasses().Get(ctx, *class, metav1.GetOptions{}); err == nil {
-			b.classSecret = secretRef(c.Parameters["csi.storage.k8s.io/snapshotter-secret-namespace"], c.Parameters["csi.storage.k8s.io/snapshotter-secret-name"])
+			b.classSecret = secretRef(c.Parameters[upstreamSnapshotterSecretNamespace], c.Parameters[upstreamSnapshotterSecretName])
 		}
 	}
 	return b, nil

@@ -48,7 +48,7 @@ func snapshotViewName(rid string) string { return "etcd-restore-" + rid + "-snap
 // in the restore namespace, and waits for the two to bind.
 func createSnapshotView(ctx context.Context, cfg RestoreConfig, p *restorePlan, w *restoreWatch) error {
 	rec := p.Record
-	snapPVC, err := cfg.Kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, rec.ID, metav1.GetOptions{})
+	snapPVC, err := cfg.Kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, snapshotPVCName(rec.ID), metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("snapshot PVC %s/%s: %w", rec.Namespace, rec.ID, err)
 	}

@@ -37,7 +37,7 @@ func startRestoreWatch(ctx context.Context, kube kubernetes.Interface, ns string
 	w := &restoreWatch{ns: ns, changed: make(chan struct{}, 1), stop: make(chan struct{})}
 	w.factory = informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(ns))
 	w.jobsF = informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(ns),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = labels.Set{labelManagedBy: restoreManagedBy}.String() }))
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = labels.Set{labelManagedBy: managedByRestore}.String() }))
 	notify := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { w.poke() },
 		UpdateFunc: func(any, any) { w.poke() },

@@ -134,8 +134,9 @@ func NewScheduleController(cfg ScheduleConfig) (*ScheduleController, error) {
 }
 
 // Run syncs schedules until ctx is cancelled; it returns nil then, and an error only when it could not
-// start. Without the CRD it waits quietly for it. Call it once; it is its own component so that it can
-// run on the leader only.
+// start. Without the CRD it blocks in start while client-go's reflector logs each failed list
+// ("Failed to watch") and retries with backoff (0.8 s doubling to 30 s), and syncs once the CRD is
+// installed. Call it once; it is its own component so that it can run on the leader only.
 func (c *ScheduleController) Run(ctx context.Context) error {
 	return runController(ctx, c.queue, "schedule", "EtcdSnapshotSchedules for driver "+c.cfg.DriverName, scheduleWorkers, c.start,
 		keyWorker(c.queue, "schedule", c.sync))

@@ -47,7 +47,7 @@ func TestScheduleFirstRun(t *testing.T) {
 	}
 	v := f.vgs(t, names[0])
 	if v.Labels[labelSchedule] != "nightly" || v.Labels["team"] != "platform" || v.Annotations["note"] != "kept for audits" ||
-		v.Annotations[annScheduledTime] != "2026-03-11T01:30:00Z" || len(v.OwnerReferences) != 0 {
+		v.Annotations[annotationScheduledTime] != "2026-03-11T01:30:00Z" || len(v.OwnerReferences) != 0 {
 		t.Errorf("run metadata: labels %v annotations %v owners %v", v.Labels, v.Annotations, v.OwnerReferences)
 	}
 	if v.Spec.VolumeGroupSnapshotClassName == nil || *v.Spec.VolumeGroupSnapshotClassName != stClass ||

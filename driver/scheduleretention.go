@@ -9,8 +9,8 @@ import (
 )
 
 // unboundErrorGrace is how long an error on a VolumeGroupSnapshot that is not bound to a content yet
-// is taken for the snapshot-controller's transient driver-mismatch warning (README, "Dynamic
-// VolumeGroupSnapshots") rather than a failed run. Once bound, an error is the driver's answer.
+// is taken for the snapshot-controller's transient driver-mismatch warning (dynamicgroup.go says why
+// it refuses before the content this driver creates is bound) rather than a failed run. Once bound, an error is the driver's answer.
 const unboundErrorGrace = 2 * time.Minute
 
 // runState is where one scheduled VolumeGroupSnapshot is.
@@ -45,7 +45,7 @@ type scheduleRun struct {
 // classifyRun reads the state of one run.
 func classifyRun(vgs *groupsnapshotv1.VolumeGroupSnapshot, now time.Time) scheduleRun {
 	r := scheduleRun{vgs: vgs, at: vgs.CreationTimestamp.Time, state: runInFlight}
-	if t, err := time.Parse(time.RFC3339, vgs.Annotations[annScheduledTime]); err == nil {
+	if t, err := time.Parse(time.RFC3339, vgs.Annotations[annotationScheduledTime]); err == nil {
 		r.at = t
 	}
 	st := vgs.Status

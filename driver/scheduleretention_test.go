@@ -109,7 +109,7 @@ type snapshotErr = snapshotv1.VolumeSnapshotError
 func TestSchedulePrunes(t *testing.T) {
 	foreign := &groupsnapshotv1.VolumeGroupSnapshot{ObjectMeta: metav1.ObjectMeta{
 		Name: "other-20260310100010", Namespace: stNS, Labels: map[string]string{labelSchedule: "other"},
-		Annotations: map[string]string{annScheduledTime: "2026-03-10T10:00:10Z"}}}
+		Annotations: map[string]string{annotationScheduledTime: "2026-03-10T10:00:10Z"}}}
 	manual := &groupsnapshotv1.VolumeGroupSnapshot{ObjectMeta: metav1.ObjectMeta{Name: "by-hand", Namespace: stNS}}
 	f := newSTFixture(t, stT0, []*unstructured.Unstructured{stSchedule("k", "@every 10s", stT0, stRetention(2, 1, ""))},
 		stClassObj(stClass, dgtDriver), foreign, manual)

@@ -114,7 +114,7 @@ func (r *scheduleSync) buildRun(name string, t time.Time) *groupsnapshotv1.Volum
 	for k, v := range r.s.Spec.SnapshotAnnotations {
 		anns[k] = v
 	}
-	anns[annScheduledTime] = t.UTC().Format(time.RFC3339)
+	anns[annotationScheduledTime] = t.UTC().Format(time.RFC3339)
 	selector := r.s.Spec.Source.Selector
 	if c := r.s.Spec.Source.Cluster; c != nil {
 		selector = &metav1.LabelSelector{MatchLabels: map[string]string{r.c.cfg.ClusterLabel: *c}}

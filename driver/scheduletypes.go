@@ -18,12 +18,6 @@ const (
 	scheduleKind     = "EtcdSnapshotSchedule"
 	scheduleResource = "etcdsnapshotschedules"
 
-	// labelSchedule marks every VolumeGroupSnapshot a schedule created; retention only ever looks at
-	// VolumeGroupSnapshots carrying its own schedule's name here.
-	labelSchedule = "snapshot.etcd.io/schedule"
-	// annScheduledTime is the run's nominal time (RFC 3339, UTC) on each VolumeGroupSnapshot.
-	annScheduledTime = "snapshot.etcd.io/scheduled-time"
-
 	defaultKeep       = 7
 	defaultKeepFailed = 1
 )

@@ -42,16 +42,6 @@ const (
 	sweepRecordPrefix   = "record/"
 	sweepContentPrefix  = "content/"
 	sweepSnapshotPrefix = "snapshot/"
-
-	// upstreamSingleContentPrefix names the VolumeSnapshotContent upstream makes for a dynamic
-	// VolumeSnapshot: "snapcontent-<VolumeSnapshot UID>" (pkg/utils/util.go GetDynamicSnapshotContentNameForSnapshot).
-	upstreamSingleContentPrefix = "snapcontent-"
-	// upstreamGroupBeingDeletedAnnotation is upstream's AnnVolumeGroupSnapshotBeingDeleted (pkg/utils/util.go).
-	upstreamGroupBeingDeletedAnnotation = "groupsnapshot.storage.kubernetes.io/volumegroupsnapshot-being-deleted"
-	// upstreamGroupBeingCreatedAnnotation is upstream's AnnVolumeGroupSnapshotBeingCreated: the
-	// csi-snapshotter sets it on a content while a CreateVolumeGroupSnapshot call is unanswered, and
-	// keeps calling Create, even on a deleted content, until an answer lets it remove it.
-	upstreamGroupBeingCreatedAnnotation = "groupsnapshot.storage.kubernetes.io/volumegroupsnapshot-being-created"
 )
 
 // Values of the kind label of sweeper_removed_total.
@@ -147,7 +137,7 @@ func (s *Sweeper) recordChanged(obj any) {
 // contentChanged schedules a look at a content the dynamic group watch created.
 func (s *Sweeper) contentChanged(obj any) {
 	c, ok := obj.(*groupsnapshotv1.VolumeGroupSnapshotContent)
-	if !ok || c.Labels[labelManagedBy] != managedByValue || c.DeletionTimestamp != nil {
+	if !ok || c.Labels[labelManagedBy] != managedByDriver || c.DeletionTimestamp != nil {
 		return
 	}
 	s.queue.AddAfter(sweepContentPrefix+c.Name, s.remaining(c.CreationTimestamp.Time))
@@ -159,7 +149,7 @@ func (s *Sweeper) groupSnapshotDeleted(obj any) {
 		obj = d.Obj
 	}
 	if vgs, ok := obj.(*groupsnapshotv1.VolumeGroupSnapshot); ok {
-		s.queue.Add(sweepContentPrefix + dgContentNamePrefix + string(vgs.UID))
+		s.queue.Add(sweepContentPrefix + upstreamGroupContentPrefix + string(vgs.UID))
 	}
 }
 
@@ -257,11 +247,11 @@ func (s *Sweeper) callerWaits(ctx context.Context, rec *Record) (bool, error) {
 	var err error
 	if rec.Group {
 		var c *groupsnapshotv1.VolumeGroupSnapshotContent
-		c, err = s.snap.GroupsnapshotV1().VolumeGroupSnapshotContents().Get(ctx, dgContentNamePrefix+m[1], metav1.GetOptions{})
+		c, err = s.snap.GroupsnapshotV1().VolumeGroupSnapshotContents().Get(ctx, upstreamGroupContentPrefix+m[1], metav1.GetOptions{})
 		obj = c
 	} else {
 		var c *snapshotv1.VolumeSnapshotContent
-		c, err = s.snap.SnapshotV1().VolumeSnapshotContents().Get(ctx, upstreamSingleContentPrefix+m[1], metav1.GetOptions{})
+		c, err = s.snap.SnapshotV1().VolumeSnapshotContents().Get(ctx, upstreamContentPrefix+m[1], metav1.GetOptions{})
 		obj = c
 	}
 	switch {

@@ -85,7 +85,7 @@ func swPending(t *testing.T, name string, group bool, age time.Duration) (*Recor
 // backup (uid), with policy, and the group snapshot handle the sidecar recorded ("" for none).
 func swContent(uid types.UID, policy snapshotv1.DeletionPolicy, age time.Duration, handle string) *groupsnapshotv1.VolumeGroupSnapshotContent {
 	c := dgtContentFor(dgtHandles, policy, "etcd", nil)
-	c.Name = dgContentNamePrefix + string(uid)
+	c.Name = upstreamGroupContentPrefix + string(uid)
 	c.UID = types.UID("content-" + uid)
 	c.Spec.VolumeGroupSnapshotRef.UID = uid
 	c.CreationTimestamp = metav1.NewTime(swNow.Add(-age))

@@ -27,7 +27,7 @@ func (s *Sweeper) sweepContent(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if c.Labels[labelManagedBy] != managedByValue || c.DeletionTimestamp != nil ||
+	if c.Labels[labelManagedBy] != managedByDriver || c.DeletionTimestamp != nil ||
 		c.Spec.DeletionPolicy != snapshotv1.VolumeSnapshotContentDelete {
 		return nil
 	}

@@ -8,6 +8,16 @@ import (
 	"hash/fnv"
 )
 
+// This file mirrors bbolt's on-disk layout: a page walker that reads a bbolt file without bbolt, so
+// a damaged snapshot fails verification instead of faulting in bbolt's mmap (see walkBolt). It copies
+// no bbolt code, but every constant and offset below restates bbolt's format, and the checks restate
+// its Tx.Check. It is fenced: boltMirroredVersion names the bbolt release it mirrors, and
+// verifybolt_test.go fails when go.mod links another one (re-read the files below and update both)
+// and checks that the walker and bbolt agree on databases bbolt writes.
+
+// boltMirroredVersion is the go.etcd.io/bbolt release whose on-disk layout this file mirrors.
+const boltMirroredVersion = "v1.5.0"
+
 // bbolt's on-disk format (go.etcd.io/bbolt internal/common: page.go, meta.go, types.go), little endian
 // on every platform etcd supports.
 const (
