@@ -139,3 +139,61 @@ func TestAwaitFinishedSeesAnotherReplicasWrite(t *testing.T) {
 		t.Fatal("AwaitFinished did not see the record turn Ready in the cache")
 	}
 }
+
+// AwaitFinished is called with Create's Running record while the informer cache may still hold the
+// Pending one Create wrote before it (the cache trails the API server). A record never goes back from
+// Running to Pending, so the wait goes on until the record is Ready or Failed.
+func TestAwaitFinishedWaitsThroughAStalePendingCache(t *testing.T) {
+	tc := startTestCluster(t, 3)
+	kube := newFakeAPI(t, etcdWorld(t, tc)...)
+	f := startFixtureEngineWith(t, kube, func(c *EngineConfig) { c.CreateWait = time.Minute })
+	rec, err := f.engine.Create(f.ctx, groupRequest(tc, "groupsnapshot-await-stale"))
+	if err != nil || rec.Phase != PhaseRunning {
+		t.Fatalf("Create = %+v, %v; want a Running record", rec, err)
+	}
+	// Make the cache show the record as Pending, as it did between Create's two writes.
+	update := func(mutate func(*Record)) {
+		t.Helper()
+		cm, err := f.admin.CoreV1().ConfigMaps(fxMetaNS).Get(f.ctx, rec.ID, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := decodeRecord(cm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mutate(r)
+		next, err := encodeRecord(fxMetaNS, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next.ResourceVersion = cm.ResourceVersion
+		if _, err := f.admin.CoreV1().ConfigMaps(fxMetaNS).Update(f.ctx, next, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(func(r *Record) { r.Phase = PhasePending })
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cur, err := f.engine.meta.get(f.ctx, rec.ID)
+		if err == nil && cur != nil && cur.Phase == PhasePending {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cache never showed the Pending record: %+v, %v", cur, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	answer := awaitAsync(f.ctx, f.engine, rec)
+	now := time.Now().UTC()
+	update(func(r *Record) { r.Phase, r.ReadyAt, r.SHA256, r.SizeBytes = PhaseReady, &now, "ab", 42 })
+	select {
+	case got := <-answer:
+		if got.Phase != PhaseReady || got.SHA256 != "ab" {
+			t.Fatalf("AwaitFinished = %s record; want the Ready one (a Pending cache entry is stale once Create answered Running)", got.Phase)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("AwaitFinished did not see the record turn Ready in the cache")
+	}
+}
