@@ -159,15 +159,20 @@ func (e *Engine) AwaitFinished(ctx context.Context, rec *Record) *Record {
 			stop()
 			return rec // the answer the caller already had; its next call reads again
 		}
-		if cur.Phase != PhaseRunning {
+		switch cur.Phase {
+		case PhaseReady, PhaseFailed:
 			stop()
 			return cur
+		case PhaseRunning:
+			rec = cur
 		}
+		// Anything else is a Pending entry: the cache trailing Create's own write, since a record
+		// never goes back from Running to Pending. Wait on, and answer at worst with the Running record.
 		select {
 		case <-changed:
 		case <-ctx.Done():
 			stop()
-			return cur
+			return rec
 		}
 	}
 }
