@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +25,9 @@ import (
 func TestS3Server(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	// As on the machines these tests run on; a stale root key would override the server's own.
+	t.Setenv("AWS_CA_BUNDLE", "/nonexistent/ca-bundle.pem")
+	t.Setenv("ROOT_ACCESS_KEY_ID", "stale")
 	s := rig.S3ForTest(t, ctx, rig.S3Options{})
 	if !strings.HasPrefix(s.Endpoint, "https://127.0.0.1:") || s.AccessKey == "" || s.SecretKey == "" || len(s.CAPEM) == 0 {
 		t.Fatalf("S3 handle = %q, access key %q, CA %d bytes", s.Endpoint, s.AccessKey, len(s.CAPEM))
@@ -38,6 +43,18 @@ func TestS3Server(t *testing.T) {
 	if err := s.CreateBucket(ctx, locked, true); err != nil {
 		t.Fatal(err)
 	}
+
+	t.Run("Environment", func(t *testing.T) {
+		env := serverEnviron(t, s)
+		for _, name := range []string{"AWS_CA_BUNDLE", "ROOT_ACCESS_KEY_ID"} {
+			if v, ok := env[name]; ok {
+				t.Errorf("versitygw runs with %s=%s, want it unset", name, v)
+			}
+		}
+		if env["ROOT_ACCESS_KEY"] != s.AccessKey {
+			t.Errorf("versitygw runs with ROOT_ACCESS_KEY=%q, want the handle's %q", env["ROOT_ACCESS_KEY"], s.AccessKey)
+		}
+	})
 
 	t.Run("Buckets", func(t *testing.T) {
 		list, err := client.ListBuckets(ctx)
@@ -210,4 +227,26 @@ func incompleteUploads(t *testing.T, ctx context.Context, core *minio.Core, buck
 		t.Fatalf("ListMultipartUploads = %v, ListIncompleteUploads = %v", listed, incomplete)
 	}
 	return listed
+}
+
+// serverEnviron is the environment of the running versitygw, found by its listen address.
+func serverEnviron(t *testing.T, s *rig.S3) map[string]string {
+	t.Helper()
+	addr := strings.TrimPrefix(s.Endpoint, "https://")
+	procs := rig.ProcessesMentioning("versitygw\x00--port\x00" + addr)
+	if len(procs) != 1 {
+		t.Fatalf("processes serving %s: %v, want one", addr, procs)
+	}
+	pid, _, _ := strings.Cut(procs[0], ":")
+	data, err := os.ReadFile(filepath.Join("/proc", pid, "environ"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, kv := range strings.Split(string(data), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
 }
