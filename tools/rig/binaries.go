@@ -69,6 +69,7 @@ var upstreamBinaries = []upstreamBinary{
 	{"kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler", kubeLDFlags},
 	{"kubectl", "k8s.io/kubernetes/cmd/kubectl", kubeLDFlags},
 	{"promtool", "github.com/prometheus/prometheus/cmd/promtool", noLDFlags},
+	{"versitygw", "github.com/versity/versitygw/cmd/versitygw", noLDFlags},
 }
 
 // cacheDir is <repo>/.cache/rig, git-ignored.
