@@ -184,7 +184,7 @@ func (b *bench) pair(ctx context.Context, i int) (*pairResult, error) {
 		say("pair %d: the driver saved from %v, the raw path from %s (leader %s)", p.n, src, url, name)
 	}
 	// verify and etcdutl snapshot status on the same file, in alternating order too.
-	var st *etcdutlStatus
+	var st *rig.SnapshotStatus
 	cmds := []func() error{
 		func() error {
 			p.verify, err = runTool(ctx, filepath.Join(b.r.DriverBinDir, rig.DriverBinary), "verify", "-file="+p.drv.file)

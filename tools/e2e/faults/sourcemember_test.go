@@ -2,14 +2,9 @@ package faults
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -241,34 +236,18 @@ func checkFile(t *testing.T, ctx context.Context, r *rig.Rig, rec *driver.Record
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(file)
+	n, err := rig.CheckSnapshotFile(file, rec)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != rec.SHA256 || n != rec.SizeBytes {
-		t.Errorf("%s: %d bytes, sha256 %s; the record says %d bytes, sha256 %s", file, n, got, rec.SizeBytes, rec.SHA256)
+		t.Error(err)
 	}
 	if _, err := os.Stat(file + ".part"); !os.IsNotExist(err) {
 		t.Errorf("a partial file is left beside the snapshot: %v", err)
 	}
-	out, err := exec.CommandContext(ctx, filepath.Join(r.BinDir, "etcdutl"), "snapshot", "status", file, "-w", "json").CombinedOutput()
+	st, err := rig.EtcdutlSnapshotStatus(ctx, r.BinDir, file)
 	if err != nil {
-		t.Fatalf("etcdutl snapshot status %s: %v\n%s", file, err, out)
+		t.Fatal(err)
 	}
-	var st struct {
-		Revision int64 `json:"revision"`
-		TotalKey int   `json:"totalKey"`
-	}
-	if err := json.Unmarshal(lastJSON(out), &st); err != nil {
-		t.Fatalf("etcdutl snapshot status: %v\n%s", err, out)
-	}
-	if st.Revision != rec.Revision || st.TotalKey < keys {
+	if st.Revision != rec.Revision || st.TotalKey < int64(keys) {
 		t.Errorf("etcdutl reads revision %d and %d keys from %s; the record says revision %d, and %d keys were written", st.Revision, st.TotalKey, file, rec.Revision, keys)
 	}
 	t.Logf("snapshot file: %d MiB, revision %d, %d keys (etcdutl)", n>>20, st.Revision, st.TotalKey)
@@ -289,15 +268,4 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
-}
-
-// lastJSON is the last line of out that starts a JSON object (etcdutl may log before it).
-func lastJSON(out []byte) []byte {
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if strings.HasPrefix(strings.TrimSpace(lines[i]), "{") {
-			return []byte(lines[i])
-		}
-	}
-	return out
 }
