@@ -63,14 +63,11 @@ func TestE2ESourceMemberKilledMidSave(t *testing.T) {
 	if _, err := s.CreateGroupSnapshot(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	var id string
-	select {
-	case job := <-jobs.First():
-		id = job.Labels[rig.SnapshotIDLabel]
-	case <-ctx.Done():
-		_, err := r.WaitGroupSnapshotReadyIn(ctx, s.Namespace(), name) // returns at once, explaining the state
-		t.Fatalf("no snapshot Job appeared for %s: %v", name, err)
+	job, err := jobs.WaitFirst(ctx, name)
+	if err != nil {
+		t.Fatal(err)
 	}
+	id := job.Labels[rig.SnapshotIDLabel]
 
 	// The member the driver chose, and the moment its save has started writing.
 	pending, err := r.SnapshotRecord(ctx, id)
