@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -243,7 +244,7 @@ func upstreamHash(src string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("rig: hash %s: %w", src, err)
 	}
-	if !contains(files, "go.mod") {
+	if !slices.Contains(files, "go.mod") {
 		return "", fmt.Errorf("rig: %s has no go.mod", src)
 	}
 	sort.Strings(files)
@@ -258,15 +259,6 @@ func upstreamHash(src string) (string, error) {
 		h.Write(data)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func upstreamComplete(binDir string) bool {
@@ -336,31 +328,25 @@ func lockFile(ctx context.Context, path string, progress io.Writer, what string)
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}
-	ok, err := try()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if ok {
-		return unlock, nil
-	}
-	fmt.Fprintf(progress, "rig: waiting for another process building %s (lock %s)\n", what, path)
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
-	for {
+	for waiting := false; ; waiting = true {
+		ok, err := try()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if ok {
+			return unlock, nil
+		}
+		if !waiting {
+			fmt.Fprintf(progress, "rig: waiting for another process building %s (lock %s)\n", what, path)
+		}
 		select {
 		case <-ctx.Done():
 			f.Close()
 			return nil, fmt.Errorf("rig: waiting for lock %s: %w", path, ctx.Err())
 		case <-t.C:
-			ok, err := try()
-			if err != nil {
-				f.Close()
-				return nil, err
-			}
-			if ok {
-				return unlock, nil
-			}
 		}
 	}
 }

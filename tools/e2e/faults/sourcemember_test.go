@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -194,7 +195,7 @@ func checkAttempts(t *testing.T, ctx context.Context, r *rig.Rig, rec *driver.Re
 	failed, succeeded := 0, 0
 	for _, p := range pods.Items {
 		for _, c := range p.Spec.InitContainers {
-			if c.Name == saveContainer && !containsArg(c.Args, "--endpoints="+rec.SourceMember.Endpoint) {
+			if c.Name == saveContainer && !slices.Contains(c.Args, "--endpoints="+rec.SourceMember.Endpoint) {
 				t.Errorf("pod %s: container %s saves with %v, not from %s", p.Name, c.Name, c.Args, rec.SourceMember.Endpoint)
 			}
 		}
@@ -248,15 +249,6 @@ func checkFile(t *testing.T, ctx context.Context, r *rig.Rig, rec *driver.Record
 		t.Errorf("etcdutl reads revision %d and %d keys from %s; the record says revision %d, and %d keys were written", st.Revision, st.TotalKey, file, rec.Revision, keys)
 	}
 	t.Logf("snapshot file: %d MiB, revision %d, %d keys (etcdutl)", n>>20, st.Revision, st.TotalKey)
-}
-
-func containsArg(args []string, want string) bool {
-	for _, a := range args {
-		if a == want {
-			return true
-		}
-	}
-	return false
 }
 
 func lastLine(s string) string {
