@@ -9,15 +9,22 @@ import (
 	"time"
 )
 
-func TestIssueVerifiesAgainstCA(t *testing.T) {
+// twoCAs is a test CA and another one, which must not be trusted in its place.
+func twoCAs(t *testing.T) (ca, other *CA) {
+	t.Helper()
 	ca, err := NewCA("test-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := NewCA("other-ca")
+	other, err = NewCA("other-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ca, other
+}
+
+func TestIssueVerifiesAgainstCA(t *testing.T) {
+	ca, other := twoCAs(t)
 	kp, err := ca.Issue("member", "127.0.0.1", "localhost")
 	if err != nil {
 		t.Fatal(err)
@@ -100,14 +107,7 @@ func parseCert(t *testing.T, kp *KeyPair) *x509.Certificate {
 // TestClientTLS completes a mutual TLS handshake with a server whose certificate ca issued and which
 // requires a client certificate of ca; a server of another CA is refused.
 func TestClientTLS(t *testing.T) {
-	ca, err := NewCA("test-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := NewCA("other-ca")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, other := twoCAs(t)
 	client, err := ca.Issue("client")
 	if err != nil {
 		t.Fatal(err)
