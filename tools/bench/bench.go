@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -187,7 +184,7 @@ func (b *bench) pair(ctx context.Context, i int) (*pairResult, error) {
 		say("pair %d: the driver saved from %v, the raw path from %s (leader %s)", p.n, src, url, name)
 	}
 	// verify and etcdutl snapshot status on the same file, in alternating order too.
-	var st *etcdutlStatus
+	var st *rig.SnapshotStatus
 	cmds := []func() error{
 		func() error {
 			p.verify, err = runTool(ctx, filepath.Join(b.r.DriverBinDir, rig.DriverBinary), "verify", "-file="+p.drv.file)
@@ -265,25 +262,11 @@ func (b *bench) waitPhases(ctx context.Context, vgs *groupsnapshotv1.VolumeGroup
 
 // createCalls is the driver's count of CreateVolumeGroupSnapshot calls so far, from its /metrics.
 func (b *bench) createCalls(ctx context.Context) float64 {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.r.DriverHTTPAddress+"/metrics", nil)
+	families, err := rig.ScrapeMetrics(ctx, "http://"+b.r.DriverHTTPAddress+"/metrics")
 	if err != nil {
 		return 0
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	var n float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "etcd_snapshot_driver_rpc_total{") && strings.Contains(line, `method="CreateVolumeGroupSnapshot"`) {
-			f := strings.Fields(line)
-			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			n += v
-		}
-	}
+	n, _ := rig.MetricValue(families, "etcd_snapshot_driver_rpc_total", map[string]string{"method": "CreateVolumeGroupSnapshot"})
 	return n
 }
 

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -55,10 +53,6 @@ func watchVerifyRSS(ctx context.Context) func() (hwm, anon int64) {
 }
 
 func isVerify(pid int) bool {
-	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
-	if err != nil {
-		return false
-	}
-	argv := bytes.Split(bytes.TrimRight(cmdline, "\x00"), []byte{0})
-	return len(argv) > 1 && filepath.Base(string(argv[0])) == rig.DriverBinary && string(argv[1]) == "verify"
+	argv := rig.ProcessArgs(pid)
+	return len(argv) > 1 && filepath.Base(argv[0]) == rig.DriverBinary && argv[1] == "verify"
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -83,14 +82,6 @@ type rawResult struct {
 	totalKeys    int64
 }
 
-// etcdutlStatus is what `etcdutl snapshot status -w json` prints.
-type etcdutlStatus struct {
-	Hash      uint32 `json:"hash"`
-	Revision  int64  `json:"revision"`
-	TotalKey  int64  `json:"totalKey"`
-	TotalSize int64  `json:"totalSize"`
-}
-
 // rawSnapshot is what a user does by hand: save from endpoint into file, then check it.
 func rawSnapshot(ctx context.Context, binDir, endpoint string, tls tlsFiles, file string) (*rawResult, error) {
 	os.Remove(file)
@@ -111,14 +102,11 @@ func rawSnapshot(ctx context.Context, binDir, endpoint string, tls tlsFiles, fil
 }
 
 // snapshotStatus runs `etcdutl snapshot status -w json` on file.
-func snapshotStatus(ctx context.Context, binDir, file string) (timed, *etcdutlStatus, error) {
+func snapshotStatus(ctx context.Context, binDir, file string) (timed, *rig.SnapshotStatus, error) {
 	t, err := runTool(ctx, filepath.Join(binDir, "etcdutl"), "snapshot", "status", file, "-w", "json")
 	if err != nil {
 		return t, nil, err
 	}
-	var st etcdutlStatus
-	if err := json.Unmarshal(bytes.TrimSpace(t.stdout), &st); err != nil {
-		return t, nil, fmt.Errorf("etcdutl snapshot status %s: %w: %q", file, err, t.stdout)
-	}
-	return t, &st, nil
+	st, err := rig.ParseSnapshotStatus(file, t.stdout)
+	return t, st, err
 }

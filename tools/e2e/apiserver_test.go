@@ -37,12 +37,9 @@ func TestE2EAPIServerRestartMidSnapshot(t *testing.T) {
 
 	name := uniqueName("e2e-apiserver-restart")
 	createGroup(t, ctx, r, name)
-	var first *batchv1.Job
-	select {
-	case first = <-jobs.First():
-	case <-ctx.Done():
-		_, err := r.WaitGroupSnapshotReady(ctx, name) // returns at once, explaining the state
-		t.Fatalf("no snapshot Job appeared for %s: %v", name, err)
+	first, err := jobs.WaitFirst(ctx, name)
+	if err != nil {
+		t.Fatal(err)
 	}
 	// The apiserver goes once the Job's pod exists, so the pod's run and the Job's status cross the
 	// restart.

@@ -109,14 +109,7 @@ func TestE2EDynamicGroup(t *testing.T) {
 	}
 
 	// The file in the snapshot PVC: verified, the same as the record, and holding every key written.
-	file, err := r.SnapshotFilePath(ctx, rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := driver.VerifySnapshot(file)
-	if err != nil {
-		t.Fatal(err)
-	}
+	file, res := verifiedFile(t, ctx, r, rec)
 	if !res.HashChecked || res.SHA256 != rec.SHA256 || res.Revision != rec.Revision || res.Keys != rec.Keys {
 		t.Errorf("snapshot file %s: sha256 %s (checked %v), revision %d, keys %d; record: sha256 %s, revision %d, keys %d",
 			file, res.SHA256, res.HashChecked, res.Revision, res.Keys, rec.SHA256, rec.Revision, rec.Keys)

@@ -14,8 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -31,32 +29,26 @@ type sample struct {
 	value  float64
 }
 
-// scrape reads the driver's /metrics with the Prometheus text parser, so that the exposition is
-// checked as Prometheus itself would read it.
+// scrape reads the driver's /metrics (rig.ScrapeMetrics) as samples.
 func scrape(ctx context.Context, r *rig.Rig) ([]sample, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.DriverHTTPAddress+"/metrics", nil)
+	families, err := rig.ScrapeMetrics(ctx, "http://"+r.DriverHTTPAddress+"/metrics")
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, fmt.Errorf("GET /metrics: %s: %s", resp.Status, body)
-	}
-	return parseMetrics(resp.Body)
+	return flatten(families)
 }
 
 // parseMetrics flattens the text exposition in into samples.
 func parseMetrics(in io.Reader) ([]sample, error) {
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(in)
+	families, err := rig.ParseMetrics(in)
 	if err != nil {
-		return nil, fmt.Errorf("parsing /metrics: %w", err)
+		return nil, err
 	}
+	return flatten(families)
+}
+
+// flatten turns metric families into samples.
+func flatten(families map[string]*dto.MetricFamily) ([]sample, error) {
 	var out []sample
 	for name, mf := range families {
 		for _, m := range mf.GetMetric() {
@@ -101,17 +93,7 @@ func parseMetrics(in io.Reader) ([]sample, error) {
 func find(samples []sample, name string, want map[string]string) []sample {
 	var out []sample
 	for _, s := range samples {
-		if s.name != name {
-			continue
-		}
-		match := true
-		for k, v := range want {
-			if s.labels[k] != v {
-				match = false
-				break
-			}
-		}
-		if match {
+		if s.name == name && rig.LabelsInclude(s.labels, want) {
 			out = append(out, s)
 		}
 	}

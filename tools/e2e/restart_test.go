@@ -3,7 +3,6 @@ package e2e
 import (
 	"testing"
 
-	batchv1 "k8s.io/api/batch/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/etcd-snapshot-driver/etcd-snapshot-driver/driver"
@@ -30,12 +29,9 @@ func TestE2EDriverRestart(t *testing.T) {
 
 	name := uniqueName("e2e-restart")
 	createGroup(t, ctx, r, name)
-	var job *batchv1.Job
-	select {
-	case job = <-jobs.First():
-	case <-ctx.Done():
-		_, err := r.WaitGroupSnapshotReady(ctx, name) // returns at once, explaining the state
-		t.Fatalf("no snapshot Job appeared for %s: %v", name, err)
+	job, err := jobs.WaitFirst(ctx, name)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := r.KillDriver(); err != nil {
 		t.Fatal(err)

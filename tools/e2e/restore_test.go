@@ -115,6 +115,16 @@ current-context: rig
 	return path
 }
 
+// seed writes the keys prefix<0..n-1> = "v1" into the StatefulSet under restore and returns a client of
+// it and what it then holds.
+func (e *restoreEnv) seed(t *testing.T, prefix string, n int) (*clientv3.Client, map[string]string) {
+	t.Helper()
+	cli := stsClient(t, e.sts)
+	writeKeys(t, e.ctx, cli, prefix, 0, n, "v1")
+	want, _ := dump(t, e.ctx, cli)
+	return cli, want
+}
+
 // snapshotGroup takes a dynamic VolumeGroupSnapshot of the environment's cluster and waits for it.
 func (e *restoreEnv) snapshotGroup(t *testing.T) (*groupsnapshotv1.VolumeGroupSnapshot, *driver.Record) {
 	t.Helper()
@@ -329,9 +339,7 @@ func checkRestored(t *testing.T, ctx context.Context, cli *clientv3.Client, want
 
 func TestE2ERestoreInPlace(t *testing.T) {
 	e := setupRestore(t, "rip")
-	cli := stsClient(t, e.sts)
-	writeKeys(t, e.ctx, cli, "/app/k", 0, 60, "v1")
-	want, _ := dump(t, e.ctx, cli)
+	cli, want := e.seed(t, "/app/k", 60)
 	identity := memberIdentity(t, e.ctx, cli)
 	vgs, rec := e.snapshotGroup(t)
 
@@ -385,9 +393,7 @@ func TestE2ERestoreInPlace(t *testing.T) {
 
 func TestE2ERestoreSingleSnapshot(t *testing.T) {
 	e := setupRestore(t, "rss")
-	cli := stsClient(t, e.sts)
-	writeKeys(t, e.ctx, cli, "/single/k", 0, 30, "v1")
-	want, _ := dump(t, e.ctx, cli)
+	cli, want := e.seed(t, "/single/k", 30)
 
 	name := uniqueName("restore-single")
 	if _, err := e.sts.CreateSnapshot(e.ctx, name, 1); err != nil {
@@ -491,9 +497,7 @@ func TestE2ERestoreCorruptSnapshot(t *testing.T) {
 
 func TestE2ERestoreInterrupted(t *testing.T) {
 	e := setupRestore(t, "rint")
-	cli := stsClient(t, e.sts)
-	writeKeys(t, e.ctx, cli, "/int/k", 0, 40, "v1")
-	want, _ := dump(t, e.ctx, cli)
+	cli, want := e.seed(t, "/int/k", 40)
 	vgs, rec := e.snapshotGroup(t)
 	writeKeys(t, e.ctx, cli, "/int/k", 0, 40, "v2")
 	_, before := dump(t, e.ctx, cli)
@@ -551,9 +555,7 @@ func TestE2ERestoreInterrupted(t *testing.T) {
 
 func TestE2ERestoreNewCluster(t *testing.T) {
 	e := setupRestore(t, "rnc")
-	cli := stsClient(t, e.sts)
-	writeKeys(t, e.ctx, cli, "/copy/k", 0, 50, "v1")
-	want, _ := dump(t, e.ctx, cli)
+	cli, want := e.seed(t, "/copy/k", 50)
 	vgs, rec := e.snapshotGroup(t)
 	writeKeys(t, e.ctx, cli, "/copy/after", 0, 10, "source-only")
 	sourceKeys, _ := dump(t, e.ctx, cli)

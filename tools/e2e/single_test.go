@@ -64,6 +64,15 @@ func TestE2ESingleSnapshot(t *testing.T) {
 	if ready.Status.RestoreSize == nil || ready.Status.RestoreSize.Value() != rec.SizeBytes {
 		t.Logf("VolumeSnapshot restoreSize %v, record sizeBytes %d", ready.Status.RestoreSize, rec.SizeBytes)
 	}
+	file, res := verifiedFile(t, ctx, r, rec)
+	if res.SHA256 != rec.SHA256 || res.Revision != rec.Revision {
+		t.Errorf("snapshot file %s: sha256 %s revision %d; record: sha256 %s revision %d", file, res.SHA256, res.Revision, rec.SHA256, rec.Revision)
+	}
+}
+
+// verifiedFile locates the snapshot file of rec and reads it as the snapshot Job's verify does.
+func verifiedFile(t *testing.T, ctx context.Context, r *rig.Rig, rec *driver.Record) (string, *driver.VerifyResult) {
+	t.Helper()
 	file, err := r.SnapshotFilePath(ctx, rec)
 	if err != nil {
 		t.Fatal(err)
@@ -72,9 +81,7 @@ func TestE2ESingleSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.SHA256 != rec.SHA256 || res.Revision != rec.Revision {
-		t.Errorf("snapshot file %s: sha256 %s revision %d; record: sha256 %s revision %d", file, res.SHA256, res.Revision, rec.SHA256, rec.Revision)
-	}
+	return file, res
 }
 
 // waitSnapshotReady watches the VolumeSnapshot name until it is ready to use.

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -67,7 +65,7 @@ func (res *result) verify() error {
 		}
 		if res.file == "" {
 			add("no snapshot file located for record %s", rec.ID)
-		} else if err := checkFile(res.file, rec.SizeBytes, rec.SHA256); err != nil {
+		} else if _, err := rig.CheckSnapshotFile(res.file, rec); err != nil {
 			add("%v", err)
 		}
 	}
@@ -82,24 +80,6 @@ func errorSuffix(rec *driver.Record) string {
 		return ""
 	}
 	return fmt.Sprintf(" (%s: %s)", rec.ErrorCode, rec.Error)
-}
-
-// checkFile confirms that the file has the size and sha256 the record states.
-func checkFile(path string, size int64, sum string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("snapshot file: %w", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return fmt.Errorf("snapshot file %s: %w", path, err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); n != size || got != sum {
-		return fmt.Errorf("snapshot file %s is %d bytes with sha256 %s; the record says %d bytes with sha256 %s", path, n, got, size, sum)
-	}
-	return nil
 }
 
 // printTable prints the one-row summary; fields not known (yet) show as "-".

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -147,7 +148,7 @@ func snapshotCRDFiles(ctx context.Context, repoRoot string) ([]string, error) {
 		"groupsnapshot.storage.k8s.io_volumegroupsnapshotcontents.yaml",
 		"groupsnapshot.storage.k8s.io_volumegroupsnapshotclasses.yaml",
 	} {
-		if !contains(baseNames(crds), want) {
+		if !slices.Contains(baseNames(crds), want) {
 			return nil, fmt.Errorf("rig: %s/config/crd has no %s", info.Dir, want)
 		}
 	}

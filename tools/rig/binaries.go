@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -147,10 +148,23 @@ func EnsureUpstream(ctx context.Context, progress io.Writer) (string, error) {
 	return binDir, nil
 }
 
-// EnsureDriver builds this driver from the checkout (CGO disabled, -trimpath, version stamped from
-// `git describe`, else "dev") and returns the directory holding it as DriverBinary. The Go build cache
-// makes an unchanged checkout cost only a link.
+// EnsureDriver builds this driver from the checkout with tools/build (the recipe Bazel's
+// //:etcd-snapshot-driver follows too: CGO disabled, -trimpath, version stamped into main.version),
+// stamping `git describe`, else "dev", and returns the directory holding it as DriverBinary. The Go
+// build cache makes an unchanged checkout cost only a link.
 func EnsureDriver(ctx context.Context, progress io.Writer) (string, error) {
+	return ensureBuilt(ctx, progress, "driver", DriverBinary, "the driver", func(root, out string, progress io.Writer) error {
+		version := gitDescribe(root)
+		cmd := exec.CommandContext(ctx, filepath.Join(root, "tools", "build"), "-o", out)
+		cmd.Env = append(os.Environ(), "VERSION="+version)
+		return runBuild(ctx, progress, DriverBinary+" "+version, "tools/build", root, cmd)
+	})
+}
+
+// ensureBuilt builds binary into <repo>/.cache/rig/<subdir>/bin under that directory's lock (what
+// names the build while another process holds it) and returns that bin directory. build writes the
+// file out, which is then renamed over the old binary: running copies stay untouched.
+func ensureBuilt(ctx context.Context, progress io.Writer, subdir, binary, what string, build func(root, out string, progress io.Writer) error) (string, error) {
 	if progress == nil {
 		progress = io.Discard
 	}
@@ -158,38 +172,41 @@ func EnsureDriver(ctx context.Context, progress io.Writer) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(cacheDir(root), "driver")
+	dir := filepath.Join(cacheDir(root), subdir)
 	binDir := filepath.Join(dir, "bin")
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return "", fmt.Errorf("rig: %w", err)
 	}
-	unlock, err := lockFile(ctx, filepath.Join(dir, "build.lock"), progress, "the driver")
+	unlock, err := lockFile(ctx, filepath.Join(dir, "build.lock"), progress, what)
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
-	version := gitDescribe(root)
-	tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d.tmp", DriverBinary, os.Getpid()))
+	tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d.tmp", binary, os.Getpid()))
 	defer os.Remove(tmp)
-	if err := goBuild(ctx, progress, DriverBinary+" "+version, root, tmp, "-X main.version="+version, "."); err != nil {
+	if err := build(root, tmp, progress); err != nil {
 		return "", err
 	}
-	// Renaming over the old binary leaves running copies untouched.
-	if err := os.Rename(tmp, filepath.Join(binDir, DriverBinary)); err != nil {
-		return "", fmt.Errorf("rig: move driver binary into place: %w", err)
+	if err := os.Rename(tmp, filepath.Join(binDir, binary)); err != nil {
+		return "", fmt.Errorf("rig: move %s binary into place: %w", subdir, err)
 	}
 	return binDir, nil
 }
 
-// goBuild runs `go build` for one main package with the rig's flags, printing a start line, a
-// heartbeat every 30s and the elapsed time.
+// goBuild runs `go build` for one main package with the rig's flags (see runBuild).
 func goBuild(ctx context.Context, progress io.Writer, label, dir, out, ldflags, pkg string) error {
-	start := time.Now()
-	fmt.Fprintf(progress, "rig: building %s ...\n", label)
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out, pkg)
-	cmd.Dir = dir
 	// GOFLAGS is cleared so a user's -mod=vendor or similar cannot break the nested module.
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=")
+	return runBuild(ctx, progress, label, "go build "+pkg, dir, cmd)
+}
+
+// runBuild runs the build cmd (named desc in errors) in dir, printing a start line, a heartbeat
+// every 30s and the elapsed time, and the end of its output if it fails.
+func runBuild(ctx context.Context, progress io.Writer, label, desc, dir string, cmd *exec.Cmd) error {
+	start := time.Now()
+	fmt.Fprintf(progress, "rig: building %s ...\n", label)
+	cmd.Dir = dir
 	var output bytes.Buffer
 	cmd.Stdout = &output
 	cmd.Stderr = &output
@@ -202,7 +219,7 @@ func goBuild(ctx context.Context, progress io.Writer, label, dir, out, ldflags, 
 		if ctx.Err() != nil {
 			return fmt.Errorf("rig: build of %s interrupted: %w", label, ctx.Err())
 		}
-		return fmt.Errorf("rig: go build %s (in %s) failed: %v\n%s", pkg, dir, err, tail(output.Bytes(), 40))
+		return fmt.Errorf("rig: %s (in %s) failed: %v\n%s", desc, dir, err, tail(output.Bytes(), 40))
 	}
 	fmt.Fprintf(progress, "rig: built %s in %s\n", label, time.Since(start).Round(100*time.Millisecond))
 	return nil
@@ -228,7 +245,7 @@ func upstreamHash(src string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("rig: hash %s: %w", src, err)
 	}
-	if !contains(files, "go.mod") {
+	if !slices.Contains(files, "go.mod") {
 		return "", fmt.Errorf("rig: %s has no go.mod", src)
 	}
 	sort.Strings(files)
@@ -243,15 +260,6 @@ func upstreamHash(src string) (string, error) {
 		h.Write(data)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func upstreamComplete(binDir string) bool {
@@ -321,31 +329,25 @@ func lockFile(ctx context.Context, path string, progress io.Writer, what string)
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}
-	ok, err := try()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if ok {
-		return unlock, nil
-	}
-	fmt.Fprintf(progress, "rig: waiting for another process building %s (lock %s)\n", what, path)
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
-	for {
+	for waiting := false; ; waiting = true {
+		ok, err := try()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if ok {
+			return unlock, nil
+		}
+		if !waiting {
+			fmt.Fprintf(progress, "rig: waiting for another process building %s (lock %s)\n", what, path)
+		}
 		select {
 		case <-ctx.Done():
 			f.Close()
 			return nil, fmt.Errorf("rig: waiting for lock %s: %w", path, ctx.Err())
 		case <-t.C:
-			ok, err := try()
-			if err != nil {
-				f.Close()
-				return nil, err
-			}
-			if ok {
-				return unlock, nil
-			}
 		}
 	}
 }

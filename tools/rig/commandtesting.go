@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // CommandTestContext starts the end-to-end test of a command: it skips t under -short (the command
@@ -54,16 +56,13 @@ func CommandUnder(ctx context.Context, bin, tmp string, args ...string) *exec.Cm
 // every rig component names the rig's directory in its arguments.
 func ProcessesMentioning(s string) []string {
 	var found []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+	procs, _ := procfs.AllProcs()
+	for _, p := range procs {
+		args, err := p.CmdLine()
+		if err != nil || !strings.Contains(strings.Join(args, "\x00"), s) {
 			continue
 		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || !bytes.Contains(cmdline, []byte(s)) {
-			continue
-		}
-		found = append(found, e.Name()+": "+strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " "))
+		found = append(found, strconv.Itoa(p.PID)+": "+strings.Join(args, " "))
 	}
 	return found
 }

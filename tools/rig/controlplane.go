@@ -143,26 +143,15 @@ func (r *Rig) startControllerManager(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	port := freePort()
-	p := r.newProcess("kube-controller-manager", filepath.Join(r.BinDir, "kube-controller-manager"),
+	return r.startSecureComponent(ctx, "kube-controller-manager", kc,
 		"--kubeconfig="+kc,
-		"--authentication-kubeconfig="+kc,
-		"--authorization-kubeconfig="+kc,
 		"--leader-elect=false",
 		"--controllers="+strings.Join(controllers, ","),
 		"--root-ca-file="+r.pki.caFile,
-		"--bind-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(port),
-		"--cert-dir="+filepath.Join(r.pki.dir, "kube-controller-manager"),
 		"--pvclaimbinder-sync-period=5s",
 		"--kube-api-qps=100",
 		"--kube-api-burst=200",
-		"--v=2",
 	)
-	if err := r.launch(p); err != nil {
-		return err
-	}
-	return r.waitHealthz(ctx, p, "kube-controller-manager", "https://127.0.0.1:"+strconv.Itoa(port)+"/healthz")
 }
 
 func (r *Rig) startScheduler(ctx context.Context) error {
@@ -183,20 +172,28 @@ leaderElection:
 	if err != nil {
 		return err
 	}
+	return r.startSecureComponent(ctx, "kube-scheduler", kc, "--config="+config)
+}
+
+// startSecureComponent starts the control-plane binary name (kube-controller-manager,
+// kube-scheduler) with its own flags and those both take alike: kubeconfig kc for delegated
+// authentication and authorization, https on a free local port with a self-signed certificate in
+// <pki>/<name>, log level 2. It waits for /healthz.
+func (r *Rig) startSecureComponent(ctx context.Context, name, kc string, flags ...string) error {
 	port := freePort()
-	p := r.newProcess("kube-scheduler", filepath.Join(r.BinDir, "kube-scheduler"),
-		"--config="+config,
+	args := append(flags,
 		"--authentication-kubeconfig="+kc,
 		"--authorization-kubeconfig="+kc,
 		"--bind-address=127.0.0.1",
 		"--secure-port="+strconv.Itoa(port),
-		"--cert-dir="+filepath.Join(r.pki.dir, "kube-scheduler"),
+		"--cert-dir="+filepath.Join(r.pki.dir, name),
 		"--v=2",
 	)
+	p := r.newProcess(name, filepath.Join(r.BinDir, name), args...)
 	if err := r.launch(p); err != nil {
 		return err
 	}
-	return r.waitHealthz(ctx, p, "kube-scheduler", "https://127.0.0.1:"+strconv.Itoa(port)+"/healthz")
+	return r.waitHealthz(ctx, p, name, "https://127.0.0.1:"+strconv.Itoa(port)+"/healthz")
 }
 
 // waitHealthz waits for a component's self-signed https /healthz to answer ok.

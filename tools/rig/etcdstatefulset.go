@@ -3,7 +3,6 @@ package rig
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -216,13 +215,9 @@ func (s *EtcdStatefulSet) issueCredentials() error {
 		return fmt.Errorf("rig: %w", err)
 	}
 	s.clientCert, s.clientKey = client.CertPEM, client.KeyPEM
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(s.ca)
-	cert, err := tls.X509KeyPair(s.clientCert, s.clientKey)
-	if err != nil {
+	if s.tlsConfig, err = ca.ClientTLS(client); err != nil {
 		return fmt.Errorf("rig: client certificate: %w", err)
 	}
-	s.tlsConfig = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	return nil
 }
 

@@ -91,8 +91,7 @@ func TestE2EEtcdStatefulSet(t *testing.T) {
 			if filepath.Base(exe) != "etcd" {
 				t.Errorf("pod %s runs %s, want etcd itself (the launcher must exec it)", s.MemberName(i), exe)
 			}
-			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-			args := strings.Split(string(cmdline), "\x00")
+			args := rig.ProcessArgs(pid)
 			dir, err := s.HostVolumeDir(ctx, i)
 			if err != nil {
 				t.Fatal(err)

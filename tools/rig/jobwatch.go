@@ -3,6 +3,7 @@ package rig
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -22,6 +23,8 @@ type JobWatch struct {
 	first    chan *batchv1.Job
 	sent     bool
 	stop     chan struct{}
+	r        *Rig
+	ns       string // of the Jobs, and of the snapshots WaitFirst explains
 	stopOnce sync.Once
 	f        informers.SharedInformerFactory
 }
@@ -29,7 +32,7 @@ type JobWatch struct {
 // WatchSnapshotJobs starts a JobWatch on namespace and returns once its informer has synced; the
 // snapshots with a Job by then are left out of First, UIDs and IDs. Stop ends it.
 func (r *Rig) WatchSnapshotJobs(ctx context.Context, namespace string) (*JobWatch, error) {
-	w := &JobWatch{existing: map[string]bool{}, uids: map[string]map[types.UID]bool{}, first: make(chan *batchv1.Job, 1), stop: make(chan struct{})}
+	w := &JobWatch{existing: map[string]bool{}, uids: map[string]map[types.UID]bool{}, first: make(chan *batchv1.Job, 1), stop: make(chan struct{}), r: r, ns: namespace}
 	w.f = informers.NewSharedInformerFactoryWithOptions(r.Kube, 0, informers.WithNamespace(namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = SnapshotIDLabel }))
 	inf := w.f.Batch().V1().Jobs().Informer()
@@ -73,6 +76,18 @@ func (w *JobWatch) add(obj any, initial bool) {
 
 // First receives the first Job of a snapshot that had none when the watch started.
 func (w *JobWatch) First() <-chan *batchv1.Job { return w.first }
+
+// WaitFirst waits for First: the first Job of the VolumeGroupSnapshot name, created in the watched
+// namespace after the watch started. When ctx ends first, the error explains the snapshot's state.
+func (w *JobWatch) WaitFirst(ctx context.Context, name string) (*batchv1.Job, error) {
+	select {
+	case job := <-w.first:
+		return job, nil
+	case <-ctx.Done():
+		_, err := w.r.WaitGroupSnapshotReadyIn(ctx, w.ns, name) // returns at once, explaining the state
+		return nil, fmt.Errorf("no snapshot Job appeared for %s: %v", name, err)
+	}
+}
 
 // UIDs returns every Job UID seen for snapshot id.
 func (w *JobWatch) UIDs(id string) []types.UID {

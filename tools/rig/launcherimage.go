@@ -20,32 +20,9 @@ const (
 // EnsureLauncher builds the etcd launcher from the checkout (as EnsureDriver builds the driver) and
 // returns the directory holding it as LauncherBinary.
 func EnsureLauncher(ctx context.Context, progress io.Writer) (string, error) {
-	if progress == nil {
-		progress = io.Discard
-	}
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	dir := filepath.Join(cacheDir(root), "launcher")
-	binDir := filepath.Join(dir, "bin")
-	if err := os.MkdirAll(binDir, 0o755); err != nil {
-		return "", fmt.Errorf("rig: %w", err)
-	}
-	unlock, err := lockFile(ctx, filepath.Join(dir, "build.lock"), progress, "the etcd launcher")
-	if err != nil {
-		return "", err
-	}
-	defer unlock()
-	tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d.tmp", LauncherBinary, os.Getpid()))
-	defer os.Remove(tmp)
-	if err := goBuild(ctx, progress, LauncherBinary, root, tmp, "", "./tools/rig/cmd/etcd-launcher"); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, filepath.Join(binDir, LauncherBinary)); err != nil {
-		return "", fmt.Errorf("rig: move launcher binary into place: %w", err)
-	}
-	return binDir, nil
+	return ensureBuilt(ctx, progress, "launcher", LauncherBinary, "the etcd launcher", func(root, out string, progress io.Writer) error {
+		return goBuild(ctx, progress, LauncherBinary, root, out, "", "./tools/rig/cmd/etcd-launcher")
+	})
 }
 
 // installLauncherImage makes the launcher image directory <Root>/images/etcd-launcher: a private copy

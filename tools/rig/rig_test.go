@@ -364,8 +364,7 @@ func checkNoChildren(t *testing.T) {
 	}
 	var desc []string
 	for _, pid := range left {
-		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		desc = append(desc, fmt.Sprintf("%d %s", pid, strings.ReplaceAll(string(cmd), "\x00", " ")))
+		desc = append(desc, fmt.Sprintf("%d %s", pid, strings.Join(rig.ProcessArgs(pid), " ")))
 	}
 	t.Errorf("processes left after the rig stopped:\n%s", strings.Join(desc, "\n"))
 }

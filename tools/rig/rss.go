@@ -1,15 +1,13 @@
 package rig
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/procfs"
 )
 
 // rssSampler records the peak resident memory of this process and all its descendants (control plane,
@@ -69,14 +67,10 @@ func TreeRSS() uint64 {
 // Descendants lists the processes below pid (children, grandchildren, ...), from /proc.
 func Descendants(pid int) []int {
 	children := map[int][]int{}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if pp := parentOf(p); pp > 0 {
-			children[pp] = append(children[pp], p)
+	procs, _ := procfs.AllProcs()
+	for _, p := range procs {
+		if st, err := p.Stat(); err == nil && st.PPID > 0 {
+			children[st.PPID] = append(children[st.PPID], p.PID)
 		}
 	}
 	var out []int
@@ -92,42 +86,19 @@ func Descendants(pid int) []int {
 	return out
 }
 
-func parentOf(pid int) int {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	// The command name may hold spaces and parentheses; fields resume after the last ')'.
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	fields := strings.Fields(s[i+1:])
-	if len(fields) < 2 {
-		return 0
-	}
-	pp, _ := strconv.Atoi(fields[1])
-	return pp
-}
+func rssOf(pid int) uint64 { return processStatus(pid).VmRSS }
 
-func rssOf(pid int) uint64 { return statusBytes(pid, "VmRSS:") }
-
-// statusBytes reads a "Field:  N kB" line of /proc/<pid>/status in bytes, 0 if there is none.
-func statusBytes(pid int, field string) uint64 {
-	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+// processStatus is /proc/<pid>/status, zero if the process is gone.
+func processStatus(pid int) procfs.ProcStatus {
+	p, err := procfs.NewProc(pid)
 	if err != nil {
-		return 0
+		return procfs.ProcStatus{}
 	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), field); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10
-		}
+	st, err := p.NewStatus()
+	if err != nil {
+		return procfs.ProcStatus{}
 	}
-	return 0
+	return st
 }
 
 func formatBytes(n uint64) string {
@@ -140,16 +111,29 @@ func ProcessRSS(pid int) uint64 { return rssOf(pid) }
 // ProcessRSSAnon is the anonymous part of ProcessRSS (RssAnon): memory the process allocated, as
 // opposed to pages of its binary and other files it has touched (RssFile), which grow as new code
 // runs and which the kernel can drop.
-func ProcessRSSAnon(pid int) uint64 { return statusBytes(pid, "RssAnon:") }
+func ProcessRSSAnon(pid int) uint64 { return processStatus(pid).RssAnon }
 
 // ProcessPeakRSS is the peak resident memory (VmHWM) of process pid in bytes, 0 if it is gone.
-func ProcessPeakRSS(pid int) uint64 { return statusBytes(pid, "VmHWM:") }
+func ProcessPeakRSS(pid int) uint64 { return processStatus(pid).VmHWM }
 
 // OpenFDs counts the open file descriptors of process pid (the entries of /proc/<pid>/fd).
 func OpenFDs(pid int) (int, error) {
-	entries, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(pid), "fd"))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
 		return 0, err
 	}
-	return len(entries), nil
+	return p.FileDescriptorsLen()
+}
+
+// ProcessArgs is the command line of process pid (argv), nil if it is gone.
+func ProcessArgs(pid int) []string {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return nil
+	}
+	args, err := p.CmdLine()
+	if err != nil {
+		return nil
+	}
+	return args
 }

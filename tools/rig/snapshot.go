@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -153,7 +154,7 @@ func withoutFlags(args []string, drop ...string) []string {
 	var out []string
 	for i := 0; i < len(args); i++ {
 		name, hasValue := flagName(args[i])
-		if name == "" || !contains(drop, name) {
+		if name == "" || !slices.Contains(drop, name) {
 			out = append(out, args[i])
 			continue
 		}

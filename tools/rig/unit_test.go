@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,5 +204,61 @@ func TestEtcdStatefulSetExtraArgs(t *testing.T) {
 	if _, err := Start(context.Background(), Options{EtcdArgs: []string{"--quota-backend-bytes=1"}, NoSignalHandler: true}); err == nil ||
 		!strings.Contains(err.Error(), "EtcdArgs needs Options.EtcdStatefulSet") {
 		t.Errorf("Start with EtcdArgs but process-managed members: %v", err)
+	}
+}
+
+// lockedBuffer is a progress writer read while lockFile writes to it from another goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestLockFileWaits takes a build lock held by someone else: the second taker says once that it waits,
+// gets the lock when the first lets go, and gives up when its context ends.
+func TestLockFileWaits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "build.lock")
+	ctx := context.Background()
+	unlock, err := lockFile(ctx, path, nil, "the test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
+	defer cancel()
+	if _, err := lockFile(short, path, &lockedBuffer{}, "the test"); err == nil {
+		t.Fatal("took a lock held by another taker")
+	}
+	var progress lockedBuffer
+	got := make(chan error, 1)
+	go func() {
+		unlock2, err := lockFile(ctx, path, &progress, "the test")
+		if err == nil {
+			unlock2()
+		}
+		got <- err
+	}()
+	time.Sleep(1200 * time.Millisecond)
+	select {
+	case err := <-got:
+		t.Fatalf("lockFile returned %v while the lock was held", err)
+	default:
+	}
+	unlock()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(progress.String(), "waiting for another process building the test"); n != 1 {
+		t.Errorf("progress said %d times that it waits, want once:\n%s", n, progress.String())
 	}
 }

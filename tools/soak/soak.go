@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -171,41 +168,15 @@ func mib(n uint64) float64 { return float64(n) / (1 << 20) }
 
 // driverGauges reads go_memstats_heap_inuse_bytes and go_goroutines from the driver's /metrics.
 func driverGauges(addr string) (heap, goroutines float64, err error) {
-	hc := &http.Client{Timeout: 5 * time.Second}
-	resp, err := hc.Get("http://" + addr + "/metrics")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	families, err := rig.ScrapeMetrics(ctx, "http://"+addr+"/metrics")
 	if err != nil {
 		return 0, 0, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, 0, fmt.Errorf("GET /metrics: %s", resp.Status)
-	}
-	found := 0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		var dst *float64
-		switch name {
-		case "go_memstats_heap_inuse_bytes":
-			dst = &heap
-		case "go_goroutines":
-			dst = &goroutines
-		default:
-			continue
-		}
-		if *dst, err = strconv.ParseFloat(value, 64); err != nil {
-			return 0, 0, fmt.Errorf("/metrics: %s %q: %w", name, value, err)
-		}
-		found++
-	}
-	if err := sc.Err(); err != nil {
-		return 0, 0, err
-	}
-	if found != 2 {
+	heap, okHeap := rig.MetricValue(families, "go_memstats_heap_inuse_bytes", nil)
+	goroutines, okGoroutines := rig.MetricValue(families, "go_goroutines", nil)
+	if !okHeap || !okGoroutines {
 		return 0, 0, fmt.Errorf("/metrics lacks go_memstats_heap_inuse_bytes or go_goroutines")
 	}
 	return heap, goroutines, nil

@@ -1,6 +1,7 @@
 package testpki
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -8,15 +9,22 @@ import (
 	"time"
 )
 
-func TestIssueVerifiesAgainstCA(t *testing.T) {
+// twoCAs is a test CA and another one, which must not be trusted in its place.
+func twoCAs(t *testing.T) (ca, other *CA) {
+	t.Helper()
 	ca, err := NewCA("test-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := NewCA("other-ca")
+	other, err = NewCA("other-ca")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ca, other
+}
+
+func TestIssueVerifiesAgainstCA(t *testing.T) {
+	ca, other := twoCAs(t)
 	kp, err := ca.Issue("member", "127.0.0.1", "localhost")
 	if err != nil {
 		t.Fatal(err)
@@ -94,4 +102,52 @@ func parseCert(t *testing.T, kp *KeyPair) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return cert
+}
+
+// TestClientTLS completes a mutual TLS handshake with a server whose certificate ca issued and which
+// requires a client certificate of ca; a server of another CA is refused.
+func TestClientTLS(t *testing.T) {
+	ca, other := twoCAs(t)
+	client, err := ca.Issue("client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ca.ClientTLS(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshake := func(serverCA *CA) error {
+		kp, err := serverCA.Issue("server", "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients := x509.NewCertPool()
+		clients.AppendCertsFromPEM(ca.CertPEM())
+		l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clients})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		go func() {
+			if s, err := l.Accept(); err == nil {
+				s.(*tls.Conn).Handshake()
+				s.Close()
+			}
+		}()
+		c, err := tls.Dial("tcp", l.Addr().String(), cfg)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if err := handshake(ca); err != nil {
+		t.Errorf("handshake with a server of the CA: %v", err)
+	}
+	if err := handshake(other); err == nil {
+		t.Error("handshake with a server of another CA succeeded")
+	}
 }

@@ -2,15 +2,11 @@ package faults
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -68,14 +64,11 @@ func TestE2ESourceMemberKilledMidSave(t *testing.T) {
 	if _, err := s.CreateGroupSnapshot(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	var id string
-	select {
-	case job := <-jobs.First():
-		id = job.Labels[rig.SnapshotIDLabel]
-	case <-ctx.Done():
-		_, err := r.WaitGroupSnapshotReadyIn(ctx, s.Namespace(), name) // returns at once, explaining the state
-		t.Fatalf("no snapshot Job appeared for %s: %v", name, err)
+	job, err := jobs.WaitFirst(ctx, name)
+	if err != nil {
+		t.Fatal(err)
 	}
+	id := job.Labels[rig.SnapshotIDLabel]
 
 	// The member the driver chose, and the moment its save has started writing.
 	pending, err := r.SnapshotRecord(ctx, id)
@@ -202,7 +195,7 @@ func checkAttempts(t *testing.T, ctx context.Context, r *rig.Rig, rec *driver.Re
 	failed, succeeded := 0, 0
 	for _, p := range pods.Items {
 		for _, c := range p.Spec.InitContainers {
-			if c.Name == saveContainer && !containsArg(c.Args, "--endpoints="+rec.SourceMember.Endpoint) {
+			if c.Name == saveContainer && !slices.Contains(c.Args, "--endpoints="+rec.SourceMember.Endpoint) {
 				t.Errorf("pod %s: container %s saves with %v, not from %s", p.Name, c.Name, c.Args, rec.SourceMember.Endpoint)
 			}
 		}
@@ -241,46 +234,21 @@ func checkFile(t *testing.T, ctx context.Context, r *rig.Rig, rec *driver.Record
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(file)
+	n, err := rig.CheckSnapshotFile(file, rec)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != rec.SHA256 || n != rec.SizeBytes {
-		t.Errorf("%s: %d bytes, sha256 %s; the record says %d bytes, sha256 %s", file, n, got, rec.SizeBytes, rec.SHA256)
+		t.Error(err)
 	}
 	if _, err := os.Stat(file + ".part"); !os.IsNotExist(err) {
 		t.Errorf("a partial file is left beside the snapshot: %v", err)
 	}
-	out, err := exec.CommandContext(ctx, filepath.Join(r.BinDir, "etcdutl"), "snapshot", "status", file, "-w", "json").CombinedOutput()
+	st, err := rig.EtcdutlSnapshotStatus(ctx, r.BinDir, file)
 	if err != nil {
-		t.Fatalf("etcdutl snapshot status %s: %v\n%s", file, err, out)
+		t.Fatal(err)
 	}
-	var st struct {
-		Revision int64 `json:"revision"`
-		TotalKey int   `json:"totalKey"`
-	}
-	if err := json.Unmarshal(lastJSON(out), &st); err != nil {
-		t.Fatalf("etcdutl snapshot status: %v\n%s", err, out)
-	}
-	if st.Revision != rec.Revision || st.TotalKey < keys {
+	if st.Revision != rec.Revision || st.TotalKey < int64(keys) {
 		t.Errorf("etcdutl reads revision %d and %d keys from %s; the record says revision %d, and %d keys were written", st.Revision, st.TotalKey, file, rec.Revision, keys)
 	}
 	t.Logf("snapshot file: %d MiB, revision %d, %d keys (etcdutl)", n>>20, st.Revision, st.TotalKey)
-}
-
-func containsArg(args []string, want string) bool {
-	for _, a := range args {
-		if a == want {
-			return true
-		}
-	}
-	return false
 }
 
 func lastLine(s string) string {
@@ -289,15 +257,4 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return s
-}
-
-// lastJSON is the last line of out that starts a JSON object (etcdutl may log before it).
-func lastJSON(out []byte) []byte {
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	for i := len(lines) - 1; i >= 0; i-- {
-		if strings.HasPrefix(strings.TrimSpace(lines[i]), "{") {
-			return []byte(lines[i])
-		}
-	}
-	return out
 }

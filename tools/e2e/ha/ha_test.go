@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	batchv1 "k8s.io/api/batch/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 
@@ -52,12 +51,9 @@ func TestE2EDriverLeaderKilledMidSnapshot(t *testing.T) {
 	if _, err := r.CreateGroupSnapshot(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	var job *batchv1.Job
-	select {
-	case job = <-jobs.First():
-	case <-ctx.Done():
-		_, err := r.WaitGroupSnapshotReady(ctx, name)
-		t.Fatalf("no snapshot Job appeared for %s: %v", name, err)
+	job, err := jobs.WaitFirst(ctx, name)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := r.KillDriverReplica(leader); err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -186,13 +185,9 @@ func (c *Cluster) writePKI(dir string) error {
 	}
 	c.authority = ca
 	c.ca, c.clientCert, c.clientKey = ca.CertPEM(), client.CertPEM, client.KeyPEM
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(c.ca)
-	cert, err := tls.X509KeyPair(c.clientCert, c.clientKey)
-	if err != nil {
+	if c.tlsConfig, err = ca.ClientTLS(client); err != nil {
 		return fmt.Errorf("etcdcluster: client certificate: %w", err)
 	}
-	c.tlsConfig = &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	v1 "k8s.io/api/core/v1"
@@ -129,17 +130,9 @@ func leader(t *testing.T, c *Cluster, cli *clientv3.Client) int {
 
 // running reports whether a process of the group led by pid is alive (zombies aside).
 func running(pid int) bool {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(f) > 2 && f[2] == strconv.Itoa(pid) && f[0] != "Z" {
+	procs, _ := procfs.AllProcs()
+	for _, p := range procs {
+		if st, err := p.Stat(); err == nil && st.PGRP == pid && st.State != "Z" {
 			return true
 		}
 	}

@@ -157,6 +157,20 @@ func (t *Table) EtcdArgs(podName, tlsDir string, extra []string) ([]string, erro
 	return append(args, extra...), nil
 }
 
+// FlagValues maps the --k=v and bare --k arguments of args (such as EtcdArgs) to their values, a bare
+// flag to ""; a flag given twice is an error.
+func FlagValues(args []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, a := range args {
+		k, v, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("flag --%s given twice in %q", k, args)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
 // flagName returns the name of a "-name", "--name" or "--name=value" argument.
 func flagName(arg string) (string, bool) {
 	if !strings.HasPrefix(arg, "-") || arg == "-" || arg == "--" {

@@ -85,20 +85,6 @@ func TestParseTableRefusals(t *testing.T) {
 	}
 }
 
-// flagValues turns --k=v and bare --k arguments into a map (a bare flag maps to "").
-func flagValues(t *testing.T, args []string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	for _, a := range args {
-		k, v, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
-		if _, dup := out[k]; dup {
-			t.Fatalf("flag --%s given twice in %q", k, args)
-		}
-		out[k] = v
-	}
-	return out
-}
-
 func TestEtcdArgs(t *testing.T) {
 	tb := mustTable(t, table3)
 	const initial = "main-0=https://127.0.0.1:3000,main-1=https://127.0.0.1:3001,main-2=https://127.0.0.1:3002"
@@ -120,7 +106,10 @@ func TestEtcdArgs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f := flagValues(t, args)
+			f, err := FlagValues(args)
+			if err != nil {
+				t.Fatal(err)
+			}
 			want := map[string]string{
 				"name":                        tc.pod,
 				"listen-client-urls":          tc.client,

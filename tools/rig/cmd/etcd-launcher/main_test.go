@@ -16,20 +16,6 @@ const table3 = `{"statefulSet":"main","token":"main-tok","members":[
 	{"ordinal":1,"clientPort":2001,"peerPort":3001},
 	{"ordinal":2,"clientPort":2002,"peerPort":3002}]}`
 
-// flagValues turns --k=v and bare --k arguments into a map (a bare flag maps to "").
-func flagValues(t *testing.T, args []string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	for _, a := range args {
-		k, v, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
-		if _, dup := out[k]; dup {
-			t.Fatalf("flag --%s given twice in %q", k, args)
-		}
-		out[k] = v
-	}
-	return out
-}
-
 // TestExecReplacesLauncher builds the launcher and runs it with a stand-in etcd that records its pid
 // and arguments: the launcher must become etcd (same pid, so the pod runner's signals reach etcd)
 // with the member's flags and the container's own ones, and refuse a pod without its certificate.
@@ -77,7 +63,10 @@ func TestExecReplacesLauncher(t *testing.T) {
 	if pid, _ := strconv.Atoi(lines[0]); pid != cmd.Process.Pid {
 		t.Errorf("etcd ran as pid %d, the launcher as %d: the launcher did not exec etcd", pid, cmd.Process.Pid)
 	}
-	f := flagValues(t, lines[1:])
+	f, err := launcher.FlagValues(lines[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
 	if f["name"] != "main-1" || f["listen-peer-urls"] != "https://127.0.0.1:3001" || f["data-dir"] != "/v/data" ||
 		f["cert-file"] != filepath.Join(tls, "main-1.crt") {
 		t.Errorf("etcd flags %v: want member main-1's name, peer URL and certificate and the container's --data-dir", f)
