@@ -160,7 +160,7 @@ type phase struct {
 	at   time.Time
 }
 
-// phaseNames are the steps of the driver's path, in order, as the README's table shows them:
+// phaseNames are the steps of the driver's path, in order, as tools/README.md's table shows them:
 // "content readyToUse" is the csi-snapshotter's part (it learns of the ready record at its next
 // Create call), "VGS readyToUse" after it the snapshot-controller's.
 var phaseNames = []string{"VGS created", "content bound", "Create called", "Job created", "pod started",

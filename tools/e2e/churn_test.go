@@ -52,7 +52,7 @@ func churnState(vgs *groupsnapshotv1.VolumeGroupSnapshot, contentMade bool) stri
 // With one exception, which is upstream's: a group deleted while snapshot-controller v8.7.0 makes its
 // member VolumeSnapshots leaves those members stuck for good (stuckUpstream), each with the member
 // VolumeSnapshotContent it has by then. The test requires that nothing else is left, then finishes
-// each stuck member as README.md tells an operator to (finishStuckMember), and requires that
+// each stuck member as manifests/README.md tells an operator to (finishStuckMember), and requires that
 // everything is gone then.
 func TestE2ENoLeaksAfterChurn(t *testing.T) {
 	const (
@@ -258,7 +258,7 @@ func waitOnlyStuckMembers(ctx context.Context, r *rig.Rig, before rig.DriverObje
 // content (AnnVolumeSnapshotBeingDeleted).
 const snapshotBeingDeletedAnnotation = "snapshot.storage.kubernetes.io/volumesnapshot-being-deleted"
 
-// finishStuckMember does by hand, as README.md tells an operator to, what upstream would have done for
+// finishStuckMember does by hand, as manifests/README.md tells an operator to, what upstream would have done for
 // a stuck member VolumeSnapshot: its content is annotated as being deleted and deleted, so that the
 // csi-snapshotter lets it go (without a CSI call: a member's data goes with its group, which the
 // driver has removed); then the in-group finalizer is taken off the member, which goes.

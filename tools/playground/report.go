@@ -133,7 +133,7 @@ func printLookAround(w io.Writer, r *rig.Rig, res *result) {
 		fmt.Fprintf(w, "  %s %s\n", kubectl, args)
 	}
 	if class, err := r.GroupSnapshotClassName(); err == nil {
-		fmt.Fprintf(w, "\nTake a snapshot every minute, keeping the newest three (README.md, \"Schedules\"):\n\n")
+		fmt.Fprintf(w, "\nTake a snapshot every minute, keeping the newest three (manifests/README.md):\n\n")
 		fmt.Fprintf(w, "  %s apply -f - <<'EOF'\n%sEOF\n", kubectl, exampleSchedule(r.Namespace, rig.EtcdClusterName, class))
 		fmt.Fprintf(w, "  %s get etcdsnapshotschedules,volumegroupsnapshots -n %s\n", kubectl, r.Namespace)
 	}
