@@ -19,7 +19,8 @@
 //	restore*          Restore and RunRestore: the restore command (plan, layout, ids, Jobs, volumes, check)
 //	restorestep*      RunRestoreStep: the prepare and swap steps the restore Jobs run
 //	labels.go         this project's label and annotation keys; upstreamnames.go: external-snapshotter's
-//	                  and CSI's names; names.go: the names of a snapshot's objects
+//	                  and CSI's names; names.go: the names of a snapshot's objects; defaults.go: the
+//	                  defaults main.go's flags share (the driver's and the subcommands')
 //	leader.go, events.go, metrics.go, workqueue.go: leader election (LeaderElectionConfig), Event
 //	                  scheme, Prometheus collectors, the controllers' shared worker step (processNextKey)
 package driver
