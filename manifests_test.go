@@ -201,7 +201,7 @@ func TestManifestsRBAC(t *testing.T) {
 		// driver: resolution, discovery, snapshot objects, monitoring
 		{"etcd-test", "", "persistentvolumeclaims", "get"}, {"", "", "persistentvolumeclaims", "list"}, {"", "", "persistentvolumeclaims", "watch"},
 		{"etcd-test", "", "persistentvolumeclaims", "create"}, {"etcd-test", "", "persistentvolumeclaims", "delete"},
-		{"", "", "persistentvolumes", "get"}, {"", "", "persistentvolumes", "list"}, {"", "", "persistentvolumes", "watch"},
+		{"", "", "persistentvolumes", "get"}, {"", "", "persistentvolumes", "list"}, {"", "", "persistentvolumes", "watch"}, {"", "", "persistentvolumes", "patch"},
 		{"etcd-test", "", "services", "list"},
 		{"etcd-test", "", "secrets", "create"}, {"etcd-test", "", "secrets", "delete"},
 		{"etcd-test", "batch", "jobs", "create"}, {"etcd-test", "batch", "jobs", "get"}, {"etcd-test", "batch", "jobs", "delete"},
