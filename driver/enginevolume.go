@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/golang/glog"
@@ -54,6 +55,10 @@ func (e *Engine) keepVolume(ctx context.Context, rec *Record) error {
 		// Recorded before the policy changes: a retry after a failed patch must not take Retain, set
 		// by the driver, for the policy to set back.
 		if rec, err = e.meta.update(ctx, rec.ID, func(r *Record) error {
+			if r.Phase == PhasePending || r.Phase == PhaseRunning {
+				// The cache has not seen markReady's write yet; a conflict makes update ask the API server.
+				return apierrors.NewConflict(corev1.Resource("configmaps"), r.ID, errors.New("metadata cache is behind"))
+			}
 			if r.Phase != PhaseReady || r.Volume != "" {
 				return errNoChange
 			}
@@ -145,6 +150,10 @@ func (e *Engine) markLost(ctx context.Context, id, reason string) error {
 	changed := false
 	rec, err := e.meta.update(ctx, id, func(r *Record) error {
 		changed = false // as in markReady: a conflict retries this with the API server's record
+		if r.Phase == PhasePending || r.Phase == PhaseRunning {
+			// Only a Ready record is looked at for its volume: the cache has not seen it Ready yet.
+			return apierrors.NewConflict(corev1.Resource("configmaps"), r.ID, errors.New("metadata cache is behind"))
+		}
 		if r.Phase != PhaseReady {
 			return errNoChange
 		}
