@@ -330,6 +330,7 @@ var admissionPolicies = map[string]struct {
 	"etcd-snapshot-driver-jobs-in-shape":             {[]admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, []string{"batch/jobs"}},
 	"etcd-snapshot-driver-secrets-and-pvcs-in-shape": {[]admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, []string{"/secrets", "/persistentvolumeclaims"}},
 	"etcd-snapshot-driver-configmaps-are-records":    {[]admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, []string{"/configmaps"}},
+	"etcd-snapshot-driver-volumes-of-snapshots":      {[]admissionv1.OperationType{admissionv1.Update}, []string{"/persistentvolumes"}},
 }
 
 func checkAdmissionPolicy(t *testing.T, p *admissionv1.ValidatingAdmissionPolicy) {
