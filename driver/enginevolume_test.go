@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -163,5 +164,32 @@ func TestReadySnapshotWithoutVolumeIsLost(t *testing.T) {
 	}
 	if f.exists("ConfigMap", fxMetaNS, ready.ID) {
 		t.Errorf("record %s left after Delete", ready.ID)
+	}
+}
+
+// The CSI answers for a Lost group snapshot: GetVolumeGroupSnapshot, GetSnapshot and ListSnapshots
+// of a member answer DATA_LOSS saying it is lost and why; a full listing leaves it out; the
+// snapshot can still be deleted.
+func TestLostSnapshotCSIAnswers(t *testing.T) {
+	v0 := fxNS + "/data-main-0"
+	lost := listRecord("g-lost", true, PhaseLost, v0)
+	lost.Error, lost.ErrorCode = "its PersistentVolume pv-gone is gone", codes.DataLoss.String()
+	lost.Volume, lost.VolumeReclaimPolicy = "pv-gone", string(corev1.PersistentVolumeReclaimDelete)
+	e := startCSI(t, listWorld(t, lost))
+	ctx := context.Background()
+	member := lost.Sources[0].SnapshotID
+
+	_, err := e.group.GetVolumeGroupSnapshot(ctx, &csi.GetVolumeGroupSnapshotRequest{GroupSnapshotId: lost.ID})
+	wantCode(t, err, codes.DataLoss, lost.ID, "is lost", "pv-gone")
+	_, err = e.ctrl.GetSnapshot(ctx, &csi.GetSnapshotRequest{SnapshotId: member})
+	wantCode(t, err, codes.DataLoss, "is lost", "pv-gone")
+	_, err = e.ctrl.ListSnapshots(ctx, &csi.ListSnapshotsRequest{SnapshotId: member})
+	wantCode(t, err, codes.DataLoss, "is lost", "pv-gone")
+	all, err := e.ctrl.ListSnapshots(ctx, &csi.ListSnapshotsRequest{})
+	if err != nil || len(all.GetEntries()) != 0 {
+		t.Errorf("full listing with only a Lost snapshot: %v, %v; want it left out", all, err)
+	}
+	if _, err := e.group.DeleteVolumeGroupSnapshot(ctx, &csi.DeleteVolumeGroupSnapshotRequest{GroupSnapshotId: lost.ID}); err != nil {
+		t.Errorf("deleting a Lost snapshot: %v", err)
 	}
 }
