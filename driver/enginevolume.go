@@ -68,6 +68,14 @@ func (e *Engine) keepVolume(ctx context.Context, rec *Record) error {
 			return err
 		}
 	}
+	// Every Job and pod event of a Ready snapshot (all of them at a driver start) comes here: a volume
+	// the cache shows kept costs no request. Anything else is read from the API server, which alone
+	// may say that a volume is gone.
+	if obj, ok, _ := e.pvIndexer.GetByKey(rec.Volume); ok {
+		if pv := volumeOf(obj); pv != nil && claimsSnapshotPVC(pv, rec) && pv.Spec.PersistentVolumeReclaimPolicy == corev1.PersistentVolumeReclaimRetain {
+			return nil
+		}
+	}
 	pv, err := e.cfg.Kube.CoreV1().PersistentVolumes().Get(ctx, rec.Volume, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return e.markLost(ctx, rec.ID, fmt.Sprintf("its PersistentVolume %s (claim %s/%s) is gone", rec.Volume, rec.Namespace, snapshotPVCName(rec.ID)))
