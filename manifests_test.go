@@ -201,7 +201,7 @@ func TestManifestsRBAC(t *testing.T) {
 		// driver: resolution, discovery, snapshot objects, monitoring
 		{"etcd-test", "", "persistentvolumeclaims", "get"}, {"", "", "persistentvolumeclaims", "list"}, {"", "", "persistentvolumeclaims", "watch"},
 		{"etcd-test", "", "persistentvolumeclaims", "create"}, {"etcd-test", "", "persistentvolumeclaims", "delete"},
-		{"", "", "persistentvolumes", "get"}, {"", "", "persistentvolumes", "list"}, {"", "", "persistentvolumes", "watch"},
+		{"", "", "persistentvolumes", "get"}, {"", "", "persistentvolumes", "list"}, {"", "", "persistentvolumes", "watch"}, {"", "", "persistentvolumes", "patch"},
 		{"etcd-test", "", "services", "list"},
 		{"etcd-test", "", "secrets", "create"}, {"etcd-test", "", "secrets", "delete"},
 		{"etcd-test", "batch", "jobs", "create"}, {"etcd-test", "batch", "jobs", "get"}, {"etcd-test", "batch", "jobs", "delete"},
@@ -330,6 +330,7 @@ var admissionPolicies = map[string]struct {
 	"etcd-snapshot-driver-jobs-in-shape":             {[]admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, []string{"batch/jobs"}},
 	"etcd-snapshot-driver-secrets-and-pvcs-in-shape": {[]admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, []string{"/secrets", "/persistentvolumeclaims"}},
 	"etcd-snapshot-driver-configmaps-are-records":    {[]admissionv1.OperationType{admissionv1.Create, admissionv1.Update}, []string{"/configmaps"}},
+	"etcd-snapshot-driver-volumes-of-snapshots":      {[]admissionv1.OperationType{admissionv1.Update}, []string{"/persistentvolumes"}},
 }
 
 func checkAdmissionPolicy(t *testing.T, p *admissionv1.ValidatingAdmissionPolicy) {

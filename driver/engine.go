@@ -174,6 +174,14 @@ func (e *Engine) buildInformers() error {
 		return err
 	}
 	e.pvIndexer = pvs.GetIndexer()
+	// A snapshot's volume binding (kept with Retain once Ready) or going (Lost): enginevolume.go.
+	if _, err := pvs.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    e.enqueueSnapshotVolume,
+		UpdateFunc: func(_, obj any) { e.enqueueSnapshotVolume(obj) },
+		DeleteFunc: e.enqueueSnapshotVolume,
+	}); err != nil {
+		return err
+	}
 
 	jobs := e.ownFactory.Batch().V1().Jobs()
 	e.jobs = jobs.Lister()

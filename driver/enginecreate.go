@@ -49,7 +49,7 @@ func (e *Engine) Create(ctx context.Context, req SnapshotRequest) (*Record, erro
 		switch rec.Phase {
 		case PhaseReady, PhaseRunning:
 			return rec, nil
-		case PhaseFailed:
+		case PhaseFailed, PhaseLost:
 			return nil, rec.Err()
 		}
 		glog.V(2).Infof("Snapshot %s (%s) is Pending from an interrupted attempt; resuming", id, req.Name)

@@ -16,8 +16,9 @@ import (
 // out RPC must still not leak objects).
 const cleanupTimeout = 30 * time.Second
 
-// Delete removes the Job, Secret and PVC of snapshot id, then its metadata. An unknown id is already
-// deleted (nil). A group member id is refused: its file belongs to the whole group.
+// Delete removes the Job, Secret and PVC of snapshot id, sets its volume's reclaim policy back to the
+// one it had before the snapshot kept it (releaseVolume), then removes its metadata. An unknown id is
+// already deleted (nil). A group member id is refused: its file belongs to the whole group.
 func (e *Engine) Delete(ctx context.Context, id string) error {
 	if IsMemberSnapshotID(id) {
 		return status.Errorf(codes.InvalidArgument, "snapshot %s is a member of group snapshot %s; delete the group snapshot", id, GroupIDOfMember(id))
@@ -31,6 +32,10 @@ func (e *Engine) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	if err := e.deleteSnapshotObjects(ctx, rec.Namespace, id); err != nil {
+		snapshotOperations.WithLabelValues("delete", "failure").Inc()
+		return err
+	}
+	if err := e.releaseVolume(ctx, rec); err != nil {
 		snapshotOperations.WithLabelValues("delete", "failure").Inc()
 		return err
 	}

@@ -87,6 +87,8 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 	}
 	switch rec.Phase {
 	case PhaseReady:
+		return e.keepVolume(ctx, rec)
+	case PhaseLost:
 		return nil
 	case PhaseFailed:
 		return e.finishFailed(ctx, rec)
@@ -160,7 +162,7 @@ func (e *Engine) AwaitFinished(ctx context.Context, rec *Record) *Record {
 			return rec // the answer the caller already had; its next call reads again
 		}
 		switch cur.Phase {
-		case PhaseReady, PhaseFailed:
+		case PhaseReady, PhaseFailed, PhaseLost:
 			stop()
 			return cur
 		case PhaseRunning:
@@ -243,7 +245,7 @@ func (e *Engine) markReady(ctx context.Context, pending *Record, res *VerifyResu
 		// update calls this again after a conflict (the cache showed an older record): only the
 		// attempt that is written may count as the change.
 		changed = false
-		if r.Phase == PhaseReady || r.Phase == PhaseFailed {
+		if r.Phase != PhasePending && r.Phase != PhaseRunning {
 			return errNoChange
 		}
 		r.Phase, r.ReadyAt, r.Error, r.ErrorCode = PhaseReady, &now, "", ""
@@ -263,7 +265,7 @@ func (e *Engine) markReady(ctx context.Context, pending *Record, res *VerifyResu
 	}
 	glog.Infof("Snapshot %s (%s) of etcd cluster %s/%s is ready: %d bytes, revision %d, %d keys, sha256 %s, from member %s",
 		id, rec.Name, rec.Namespace, rec.Cluster, res.Size, res.Revision, res.Keys, res.SHA256, rec.SourceMember.Name)
-	return nil
+	return e.keepVolume(ctx, rec)
 }
 
 // markFailed records why the snapshot failed, then removes its Job, Secret and PVC.
@@ -271,7 +273,7 @@ func (e *Engine) markFailed(ctx context.Context, id, reason string) error {
 	changed := false
 	rec, err := e.meta.update(ctx, id, func(r *Record) error {
 		changed = false // as in markReady: a conflict retries this with the API server's record
-		if r.Phase == PhaseReady || r.Phase == PhaseFailed {
+		if r.Phase != PhasePending && r.Phase != PhaseRunning {
 			return errNoChange
 		}
 		r.Phase, r.Error, r.ErrorCode = PhaseFailed, reason, codes.Internal.String()

@@ -114,7 +114,7 @@ type rbacRule struct {
 // and no Secret verb that returns Secret contents.
 var driverRBAC = map[string]rbacRule{
 	"/persistentvolumeclaims": {verbs: []string{"get", "list", "watch", "create", "delete"}},
-	"/persistentvolumes":      {verbs: []string{"get", "list", "watch"}},
+	"/persistentvolumes":      {verbs: []string{"get", "list", "watch", "patch"}},
 	"/services":               {verbs: []string{"list"}},
 	"/secrets":                {verbs: []string{"create", "delete"}},
 	"batch/jobs":              {verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},

@@ -116,6 +116,12 @@ var (
 		Help:      "Runs of EtcdSnapshotSchedules that never started (driver down, previous run in progress, past startingDeadlineSeconds).",
 	}, []string{"namespace", "schedule"})
 
+	snapshotsLost = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Name:      "snapshots_lost_total",
+		Help:      "Ready snapshots whose file was found gone (the record turned Lost, with the reason).",
+	})
+
 	// sweeperRemoved counts what the sweeper (sweeper.go) removed, by kind.
 	sweeperRemoved = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
@@ -143,7 +149,7 @@ func init() {
 		snapshotOperations, snapshotDuration, snapshotSize,
 		clusterHealthyMembers, clusterQuorum, clusterLeaderPresent, healthCheckTimestamp, healthCheckErrors,
 		scheduleLastSuccess, scheduleNextRun, scheduleIntervalSeconds, scheduleSnapshots, scheduleRuns, scheduleMissedRuns,
-		leader, sweeperRemoved,
+		snapshotsLost, leader, sweeperRemoved,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

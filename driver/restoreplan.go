@@ -284,7 +284,11 @@ func planRestore(ctx context.Context, cfg RestoreConfig, src *restoreSource) (*r
 	}
 	p.InitialCluster = initialCluster(p.Members)
 	p.SnapshotClaim = snapshotPVCName(rec.ID)
-	if p.Namespace != rec.Namespace {
+	gone, err := snapshotClaimGone(ctx, cfg.Kube, rec)
+	if err != nil {
+		return nil, err
+	}
+	if p.Namespace != rec.Namespace || gone {
 		p.snapshotViewRequired = true
 	}
 	if err := p.resolveRestoreID(ctx, cfg); err != nil {

@@ -22,6 +22,11 @@ func preflight(ctx context.Context, cfg RestoreConfig, p *restorePlan) error {
 
 	snapPVC, err := kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, snapshotPVCName(rec.ID), metav1.GetOptions{})
 	switch {
+	case apierrors.IsNotFound(err) && rec.Volume != "":
+		// The claim went with its namespace; the volume the driver kept (Retain) is read through the view.
+		if _, err := snapshotVolumeOf(ctx, kube, rec); err != nil {
+			add("the snapshot's PVC %s/%s is gone and its volume cannot be read: %v", rec.Namespace, rec.ID, err)
+		}
 	case apierrors.IsNotFound(err):
 		add("the snapshot's PVC %s/%s is gone", rec.Namespace, rec.ID)
 	case err != nil:

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 )
 
@@ -48,13 +49,9 @@ func snapshotViewName(rid string) string { return "etcd-restore-" + rid + "-snap
 // in the restore namespace, and waits for the two to bind.
 func createSnapshotView(ctx context.Context, cfg RestoreConfig, p *restorePlan, w *restoreWatch) error {
 	rec := p.Record
-	snapPVC, err := cfg.Kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, snapshotPVCName(rec.ID), metav1.GetOptions{})
+	pv, err := snapshotVolumeOf(ctx, cfg.Kube, rec)
 	if err != nil {
-		return fmt.Errorf("snapshot PVC %s/%s: %w", rec.Namespace, rec.ID, err)
-	}
-	pv, err := cfg.Kube.CoreV1().PersistentVolumes().Get(ctx, snapPVC.Spec.VolumeName, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("PersistentVolume %s of snapshot %s: %w", snapPVC.Spec.VolumeName, rec.ID, err)
+		return err
 	}
 	name := p.SnapshotClaim
 	source := pv.Spec.PersistentVolumeSource.DeepCopy()
@@ -98,6 +95,46 @@ func createSnapshotView(ctx context.Context, cfg RestoreConfig, p *restorePlan, 
 		}
 		return err == nil && c.Status.Phase == corev1.ClaimBound, err
 	})
+}
+
+// snapshotVolumeOf is the PersistentVolume holding rec's file: the one its PVC is bound to or, once the
+// PVC is gone (deleted with its namespace), the volume the record names, which the driver keeps with
+// reclaim policy Retain while the snapshot exists (driver/enginevolume.go).
+func snapshotVolumeOf(ctx context.Context, kube kubernetes.Interface, rec *Record) (*corev1.PersistentVolume, error) {
+	snapPVC, err := kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, snapshotPVCName(rec.ID), metav1.GetOptions{})
+	name := ""
+	switch {
+	case err == nil:
+		name = snapPVC.Spec.VolumeName
+	case apierrors.IsNotFound(err) && rec.Volume != "":
+		name = rec.Volume
+	default:
+		return nil, fmt.Errorf("snapshot PVC %s/%s: %w", rec.Namespace, rec.ID, err)
+	}
+	pv, err := kube.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("PersistentVolume %s of snapshot %s: %w", name, rec.ID, err)
+	}
+	if !claimsSnapshotPVC(pv, rec) {
+		return nil, fmt.Errorf("PersistentVolume %s is not snapshot %s's volume any more (it is not bound to PVC %s/%s)", name, rec.ID, rec.Namespace, snapshotPVCName(rec.ID))
+	}
+	return pv, nil
+}
+
+// snapshotClaimGone reports whether rec's snapshot PVC is gone while the record names the volume it
+// was bound to: the restore then reads that volume through the snapshot view, whatever the namespace.
+func snapshotClaimGone(ctx context.Context, kube kubernetes.Interface, rec *Record) (bool, error) {
+	if rec.Volume == "" {
+		return false, nil
+	}
+	_, err := kube.CoreV1().PersistentVolumeClaims(rec.Namespace).Get(ctx, snapshotPVCName(rec.ID), metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("snapshot PVC %s/%s: %w", rec.Namespace, rec.ID, err)
+	}
+	return false, nil
 }
 
 // deleteSnapshotView removes the view PVC and PV; the PV's Retain policy leaves the volume alone.

@@ -244,6 +244,24 @@ func TestE2EAdmissionRefusesForgedObjects(t *testing.T) {
 		t.Errorf("a record-shaped ConfigMap is refused: %v", err)
 	}
 
+	// PersistentVolumes: the driver patches the reclaim policy of its snapshots' volumes only, and never
+	// their claimRef.
+	memberPVC, err := r.Kube.CoreV1().PersistentVolumeClaims(ns).Get(ctx, rec.Sources[0].PVC, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	patchPV := func(name, patch string) error {
+		_, err := asDriver.CoreV1().PersistentVolumes().Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
+		return err
+	}
+	if err := patchPV(realPVC.Spec.VolumeName, `{"spec":{"persistentVolumeReclaimPolicy":"Delete"}}`); err != nil {
+		t.Errorf("the reclaim policy of the snapshot's own volume may not be changed: %v", err)
+	}
+	wantRefused(t, patchPV(memberPVC.Spec.VolumeName, `{"spec":{"persistentVolumeReclaimPolicy":"Delete"}}`), "patch of a PersistentVolume",
+		forgery{"an etcd member's volume set to Delete", []string{"only the volumes of its snapshots", memberPVC.Spec.VolumeName}})
+	wantRefused(t, patchPV(realPVC.Spec.VolumeName, `{"spec":{"claimRef":{"name":"stolen"}}}`), "patch of a PersistentVolume",
+		forgery{"the snapshot's volume handed to another claim", []string{"never their claimRef"}})
+
 	// UPDATE too: the driver may patch Jobs (to resume its own), but not someone else's.
 	foreign := foreignJob(ns)
 	if _, err := r.Kube.BatchV1().Jobs(ns).Create(ctx, foreign, metav1.CreateOptions{}); err != nil {

@@ -18,7 +18,7 @@ import (
 
 // promRuleTests are promtool unit tests of manifests/examples/prometheusrule.yaml over synthetic series
 // (1m samples from time 0). Schedule "ok" succeeds every minute; "stuck" last succeeded at time 0;
-// "flaky" failed once at 10m; "healthy" never fails.
+// "flaky" failed once at 10m; "healthy" never fails; driver replica "a" found a snapshot lost at 10m.
 const promRuleTests = `
 rule_files: [rules.yaml]
 evaluation_interval: 1m
@@ -74,6 +74,28 @@ tests:
       - eval_time: 75m
         alertname: EtcdSnapshotFailing
         exp_alerts: []
+  - interval: 1m
+    input_series:
+      - series: 'etcd_snapshot_driver_snapshots_lost_total{job="etcd-snapshot-driver",instance="a"}'
+        values: '0x9 1+0x120'
+      - series: 'etcd_snapshot_driver_snapshots_lost_total{job="etcd-snapshot-driver",instance="b"}'
+        values: '0+0x130'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: EtcdSnapshotLost
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: EtcdSnapshotLost
+        exp_alerts:
+          - exp_labels: {severity: critical, job: etcd-snapshot-driver, instance: a}
+            exp_annotations:
+              summary: etcd snapshots were lost
+              description: >-
+                1 ready etcd snapshot(s) lost their volume in the last hour and can no longer be restored.
+                The driver logs each one ("is lost", with what is gone); its record says phase Lost.
+      - eval_time: 75m
+        alertname: EtcdSnapshotLost
+        exp_alerts: []
 `
 
 // TestPrometheusRuleWithPromtool checks the example PrometheusRule with the real promtool (built from
@@ -119,7 +141,7 @@ func TestPrometheusRuleWithPromtool(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "tests.yaml"), []byte(promRuleTests), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, alert := range []string{"EtcdSnapshotStale", "EtcdSnapshotFailing"} {
+	for _, alert := range []string{"EtcdSnapshotStale", "EtcdSnapshotFailing", "EtcdSnapshotLost"} {
 		if !bytes.Contains(rules, []byte("alert: "+alert)) {
 			t.Errorf("no alert %s in the rule groups", alert)
 		}
@@ -137,8 +159,8 @@ func TestPrometheusRuleWithPromtool(t *testing.T) {
 	}
 	out := promtool("check", "rules", "rules.yaml")
 	t.Logf("promtool check rules:\n%s", out)
-	if !strings.Contains(out, "SUCCESS: 2 rules found") {
-		t.Errorf("promtool check rules found not exactly the two alerts:\n%s", out)
+	if !strings.Contains(out, "SUCCESS: 3 rules found") {
+		t.Errorf("promtool check rules found not exactly the three alerts:\n%s", out)
 	}
 	t.Logf("promtool test rules:\n%s", promtool("test", "rules", "tests.yaml"))
 }

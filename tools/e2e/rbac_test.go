@@ -75,7 +75,7 @@ func TestE2ERBAC(t *testing.T) {
 	// Engine: resolve volumes (PVC, or PV by handle), find the client Service, provision and remove the
 	// snapshot PVC, Job (created suspended, resumed by patch) and its Secret; read results from pods.
 	needed = append(needed, verbs("", "persistentvolumeclaims", etcdNS, "get", "list", "watch", "create", "delete")...)
-	needed = append(needed, verbs("", "persistentvolumes", "", "get", "list", "watch")...)
+	needed = append(needed, verbs("", "persistentvolumes", "", "get", "list", "watch", "patch")...)
 	needed = append(needed, verbs("", "services", etcdNS, "list")...)
 	needed = append(needed, verbs("", "secrets", etcdNS, "create", "delete")...)
 	needed = append(needed, verbs("batch", "jobs", etcdNS, "get", "list", "watch", "create", "delete", "patch")...)
