@@ -7,7 +7,8 @@
 //	request helpers   status.go, validate.go, volumeid.go, snapshotid.go: gRPC statuses, request checks,
 //	                  volume and snapshot ids (IsMemberSnapshotID)
 //	engine*           the snapshot engine: Engine (NewEngine, Engine.Create, Engine.Delete), its Record and
-//	                  RecordStore, class parameters, adoption of an interrupted attempt, the Job monitor
+//	                  RecordStore, class parameters, adoption of an interrupted attempt, the Job monitor,
+//	                  the snapshot's volume kept with Retain while it exists, or the record Lost (enginevolume.go)
 //	job*              the snapshot Job and what runs in it: the Job, its PVC and TLS Secret, its status
 //	                  and failures (Engine.newSnapshotJob), RunPrepareSave for the step in the pod
 //	etcd*             etcd access: CheckCluster (health), discovery of members, client credentials
