@@ -58,6 +58,12 @@ func TestFlagDefaults(t *testing.T) {
 		"leader-election-renew-deadline": "10s",
 		"leader-election-retry-period":   "2s",
 	}
+	checkFlagDefaults(t, fs, want)
+}
+
+// checkFlagDefaults checks that fs defines exactly the flags of want, each with its default.
+func checkFlagDefaults(t *testing.T, fs *flag.FlagSet, want map[string]string) {
+	t.Helper()
 	seen := 0
 	fs.VisitAll(func(f *flag.Flag) {
 		seen++
@@ -95,19 +101,7 @@ func TestRestoreFlagDefaults(t *testing.T) {
 	}
 	driverFlags := flag.NewFlagSet("driver", flag.ContinueOnError)
 	registerFlags(driverFlags, &options{})
-	seen := 0
-	fs.VisitAll(func(f *flag.Flag) {
-		seen++
-		w, ok := want[f.Name]
-		if !ok {
-			t.Errorf("flag -%s is not in the expected list", f.Name)
-		} else if f.DefValue != w {
-			t.Errorf("-%s defaults to %q, want %q", f.Name, f.DefValue, w)
-		}
-	})
-	if seen != len(want) {
-		t.Errorf("%d flags, want %d", seen, len(want))
-	}
+	checkFlagDefaults(t, fs, want)
 	for _, name := range []string{"driver-name", "metadata-namespace", "cluster-label", "etcd-image", "driver-image"} {
 		if r, d := fs.Lookup(name).DefValue, driverFlags.Lookup(name).DefValue; r != d {
 			t.Errorf("restore -%s defaults to %q, the driver's to %q", name, r, d)

@@ -319,6 +319,30 @@ func restoreJobs(t *testing.T, ctx context.Context, r *rig.Rig, ns string) []str
 	return names
 }
 
+// newRestoreTarget prepares a new 3-member StatefulSet (not started) in a new namespace, both named
+// from the prefixes, removed at clean-up, and returns it with the restore flags that restore into it.
+func newRestoreTarget(t *testing.T, ctx context.Context, r *rig.Rig, namespacePrefix, statefulSetPrefix string) (*rig.EtcdStatefulSet, []string) {
+	t.Helper()
+	target := uniqueName(namespacePrefix)
+	name := uniqueName(statefulSetPrefix)
+	dst, err := r.PrepareEtcdStatefulSet(ctx, name, target, rig.EtcdStatefulSetOptions{Members: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := dst.Delete(cleanupContext(t)); err != nil {
+			t.Errorf("clean-up: %v", err)
+		}
+	})
+	var peers []string
+	for i, u := range dst.PeerURLs() {
+		peers = append(peers, dst.MemberName(i)+"="+u)
+	}
+	return dst, []string{"-target-namespace=" + target, "-statefulset=" + name,
+		"-claim-template=" + rig.EtcdClaimTemplate, "-peer-urls=" + strings.Join(peers, ","), "-data-dir-in-volume=" + dst.DataDirInVolume(),
+		fmt.Sprintf("-uid=%d", rig.EtcdUID), fmt.Sprintf("-gid=%d", rig.EtcdUID)}
+}
+
 // checkRestored asserts the cluster holds exactly want, at a bumped revision, compacted below it.
 func checkRestored(t *testing.T, ctx context.Context, cli *clientv3.Client, want map[string]string, rec *driver.Record, watchFrom int64) {
 	t.Helper()
@@ -564,24 +588,8 @@ func TestE2ERestoreNewCluster(t *testing.T) {
 		_, sourceVolumes[i] = e.volumeEntries(t, e.sts, i)
 	}
 
-	target := uniqueName("restored")
-	copyName := uniqueName("copy")
-	dst, err := e.r.PrepareEtcdStatefulSet(e.ctx, copyName, target, rig.EtcdStatefulSetOptions{Members: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := dst.Delete(cleanupContext(t)); err != nil {
-			t.Errorf("clean-up: %v", err)
-		}
-	})
-	var peers []string
-	for i, u := range dst.PeerURLs() {
-		peers = append(peers, dst.MemberName(i)+"="+u)
-	}
-	code, stdout, _ := e.restore(t, "-group-snapshot="+e.r.Namespace+"/"+vgs.Name, "-target-namespace="+target, "-statefulset="+copyName,
-		"-claim-template="+rig.EtcdClaimTemplate, "-peer-urls="+strings.Join(peers, ","), "-data-dir-in-volume="+dst.DataDirInVolume(),
-		fmt.Sprintf("-uid=%d", rig.EtcdUID), fmt.Sprintf("-gid=%d", rig.EtcdUID))
+	dst, targetArgs := newRestoreTarget(t, e.ctx, e.r, "restored", "copy")
+	code, stdout, _ := e.restore(t, append([]string{"-group-snapshot=" + e.r.Namespace + "/" + vgs.Name}, targetArgs...)...)
 	if code != 0 {
 		t.Fatalf("restore into a new cluster exited %d", code)
 	}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -147,24 +146,8 @@ func TestE2ESnapshotSurvivesNamespaceDeletion(t *testing.T) {
 	// Restore into a new namespace from the snapshot id (the VolumeGroupSnapshot went with the namespace).
 	env := &restoreEnv{r: r, ctx: ctx}
 	env.kubeconfig = restorerKubeconfig(t, ctx, r)
-	target := uniqueName("surv-restored")
-	copyName := uniqueName("surv-copy")
-	dst, err := r.PrepareEtcdStatefulSet(ctx, copyName, target, rig.EtcdStatefulSetOptions{Members: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := dst.Delete(cleanupContext(t)); err != nil {
-			t.Errorf("clean-up: %v", err)
-		}
-	})
-	var peers []string
-	for i, u := range dst.PeerURLs() {
-		peers = append(peers, dst.MemberName(i)+"="+u)
-	}
-	args := []string{"-snapshot-id=" + rec.ID, "-target-namespace=" + target, "-statefulset=" + copyName,
-		"-claim-template=" + rig.EtcdClaimTemplate, "-peer-urls=" + strings.Join(peers, ","), "-data-dir-in-volume=" + dst.DataDirInVolume(),
-		"-size=" + size.String(), fmt.Sprintf("-uid=%d", rig.EtcdUID), fmt.Sprintf("-gid=%d", rig.EtcdUID)}
+	dst, targetArgs := newRestoreTarget(t, ctx, r, "surv-restored", "surv-copy")
+	args := append([]string{"-snapshot-id=" + rec.ID, "-size=" + size.String()}, targetArgs...)
 	if sc := ptr.Deref(srcClaim.Spec.StorageClassName, ""); sc != "" {
 		args = append(args, "-storage-class="+sc)
 	}
