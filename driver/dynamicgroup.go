@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -72,9 +73,12 @@ type DynamicGroupController struct {
 	pvLister      corelisters.PersistentVolumeLister
 	synced        []cache.InformerSynced
 
-	scheme   *runtime.Scheme
-	queue    workqueue.TypedRateLimitingInterface[string]
-	recorder record.EventRecorder
+	scheme *runtime.Scheme
+	queue  workqueue.TypedRateLimitingInterface[string]
+	// deletionQueue holds the names of this driver's VolumeGroupSnapshotContents being deleted whose
+	// deletion-secret annotations are to go (dynamicgroupdeletion.go).
+	deletionQueue workqueue.TypedRateLimitingInterface[string]
+	recorder      record.EventRecorder
 }
 
 // dgRateLimiter is the queue's backoff: upstream's defaults for --retry-interval-start and
@@ -105,6 +109,8 @@ func newDynamicGroupControllerWith(kube kubernetes.Interface, snap snapclientset
 		snapFactory: snapFactory,
 		scheme:      scheme,
 		queue:       workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{}),
+		deletionQueue: workqueue.NewTypedRateLimitingQueueWithConfig(dgRateLimiter(),
+			workqueue.TypedRateLimitingQueueConfig[string]{}),
 	}
 
 	vgsInformer := c.snapFactory.Groupsnapshot().V1().VolumeGroupSnapshots()
@@ -127,6 +133,7 @@ func newDynamicGroupControllerWith(kube kubernetes.Interface, snap snapclientset
 		AddFunc:    c.enqueue,
 		UpdateFunc: func(_, obj interface{}) { c.enqueue(obj) },
 	})
+	c.addDeletionHandlers(contentInformer.Informer())
 	// A class created or fixed after its VolumeGroupSnapshots is picked up at once.
 	_, _ = classInformer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(interface{}) { c.enqueueUnbound("") },
@@ -153,11 +160,13 @@ func newDynamicGroupControllerWith(kube kubernetes.Interface, snap snapclientset
 // Run watches until ctx is cancelled. It returns nil on cancellation and an error
 // only when it could not start. Call it once.
 func (c *DynamicGroupController) Run(ctx context.Context) error {
+	defer c.deletionQueue.ShutDown()
 	return runController(ctx, c.queue, "dynamicgroup", "VolumeGroupSnapshots of driver "+c.driverName, dgWorkers, c.start,
 		keyWorker(c.queue, "dynamicgroup: VolumeGroupSnapshot", noRequeue(c.sync), errDGRetry))
 }
 
-// start starts event recording and the informers and waits for their caches.
+// start starts event recording and the informers, waits for their caches and starts the workers
+// of the deletion queue (dynamicgroupdeletion.go).
 func (c *DynamicGroupController) start(ctx context.Context) error {
 	c.recorder = startRecorder(ctx, c.kube, c.scheme, c.driverName)
 
@@ -165,6 +174,9 @@ func (c *DynamicGroupController) start(ctx context.Context) error {
 	c.snapFactory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 		return fmt.Errorf("dynamicgroup: informer caches did not sync: %w", ctx.Err())
+	}
+	for range dgDeletionWorkers {
+		go wait.UntilWithContext(ctx, keyWorker(c.deletionQueue, "dynamicgroup: deleting VolumeGroupSnapshotContent", noRequeue(c.syncDeletingContent)), time.Second)
 	}
 	return nil
 }
@@ -193,8 +205,9 @@ func (c *DynamicGroupController) enqueueUnbound(namespace string) {
 
 // sync creates the content of one VolumeGroupSnapshot if it is ours and still
 // needs one, and once it is bound and ready gets its members re-checked
-// (dynamicgrouprecheck.go). It only ever creates group contents, sets a missing class name
-// and annotates member contents; it never deletes a content.
+// (dynamicgrouprecheck.go); once it is being deleted, removes its content's deletion secret
+// (dynamicgroupdeletion.go). It only ever creates group contents, sets a missing class name
+// and annotates contents; it never deletes a content.
 func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
 	namespace, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
@@ -209,7 +222,7 @@ func (c *DynamicGroupController) sync(ctx context.Context, key string) error {
 	}
 	switch {
 	case vgs.DeletionTimestamp != nil:
-		return nil
+		return c.dropDeletionSecretOf(ctx, vgs)
 	case vgs.Spec.Source.Selector == nil || vgs.Spec.Source.VolumeGroupSnapshotContentName != nil:
 		return nil // pre-provisioned (or invalid, which upstream reports)
 	case dgIsBound(vgs):

@@ -178,10 +178,10 @@ func TestE2ESnapshotSurvivesNamespaceDeletion(t *testing.T) {
 
 // deleteSnapshotOfRetainedContent deletes a VolumeGroupSnapshotContent of policy Retain, and the members'
 // VolumeSnapshotContents that outlived their VolumeSnapshots, as a user who wants the snapshot gone
-// does: each policy set to Delete first, so the driver is asked to delete the snapshot, and without
-// the deletion-secret annotations, which name the class's Secret in the deleted namespace (the
-// csi-snapshotter, v8.7.0, does not call the driver while it cannot read that Secret; the driver's
-// Delete needs no credentials); then waits for the record to go. Already gone is fine.
+// does: each policy set to Delete first, so the driver is asked to delete the snapshot, leaving the
+// deletion-secret annotations, which name the class's Secret in the deleted namespace, as they are
+// (the driver removes them from its content once it is being deleted, so the csi-snapshotter deletes
+// without that Secret; members never read it); then waits for the record to go. Already gone is fine.
 func deleteSnapshotOfRetainedContent(t *testing.T, r *rig.Rig, name string, rec *driver.Record) {
 	t.Helper()
 	ctx := cleanupContext(t)
@@ -196,8 +196,6 @@ func deleteSnapshotOfRetainedContent(t *testing.T, r *rig.Rig, name string, rec 
 				continue
 			}
 			c.Spec.DeletionPolicy = snapshotv1.VolumeSnapshotContentDelete
-			delete(c.Annotations, "snapshot.storage.kubernetes.io/deletion-secret-name")
-			delete(c.Annotations, "snapshot.storage.kubernetes.io/deletion-secret-namespace")
 			if _, err := r.Snap.SnapshotV1().VolumeSnapshotContents().Update(ctx, &c, metav1.UpdateOptions{}); err != nil {
 				t.Errorf("clean-up: VolumeSnapshotContent %s: set deletionPolicy Delete: %v", c.Name, err)
 			}
@@ -216,8 +214,6 @@ func deleteSnapshotOfRetainedContent(t *testing.T, r *rig.Rig, name string, rec 
 		return
 	}
 	content.Spec.DeletionPolicy = snapshotv1.VolumeSnapshotContentDelete
-	delete(content.Annotations, "groupsnapshot.storage.kubernetes.io/deletion-secret-name")
-	delete(content.Annotations, "groupsnapshot.storage.kubernetes.io/deletion-secret-namespace")
 	if _, err := contents.Update(ctx, content, metav1.UpdateOptions{}); err != nil {
 		t.Errorf("clean-up: VolumeGroupSnapshotContent %s: set deletionPolicy Delete: %v", name, err)
 		return
