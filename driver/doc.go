@@ -14,7 +14,8 @@
 //	etcd*             etcd access: CheckCluster (health), discovery of members, client credentials
 //	verify*           VerifySnapshot and RunVerify: the snapshot file check, with a bbolt page walker
 //	                  (verifybolt.go) and the mvcc scan (verifyscan.go)
-//	dynamicgroup*     DynamicGroupController: contents for dynamic VolumeGroupSnapshots, waking the sidecar
+//	dynamicgroup*     DynamicGroupController: contents for dynamic VolumeGroupSnapshots, waking the sidecar,
+//	                  dropping a deleting content's deletion-secret annotations (dynamicgroupdeletion.go)
 //	sweeper*          Sweeper: removes abandoned Pending records and pre-created contents
 //	schedule*         ScheduleController: EtcdSnapshotSchedule runs, retention and status
 //	restore*          Restore and RunRestore: the restore command (plan, layout, ids, Jobs, volumes, check)
