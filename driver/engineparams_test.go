@@ -42,6 +42,9 @@ func TestParseParamsSizing(t *testing.T) {
 		{name: "memory not a quantity", params: map[string]string{"verifyMemoryLimit": "lots"}, msg: []string{`verifyMemoryLimit="lots"`, "64Mi to 16Gi"}},
 		{name: "memory too small", params: map[string]string{"verifyMemoryLimit": "1Mi"}, msg: []string{"verifyMemoryLimit", "64Mi to 16Gi"}},
 		{name: "memory too large", params: map[string]string{"verifyMemoryLimit": "1e1111111100"}, msg: []string{"verifyMemoryLimit"}},
+		{name: "memory with an exponent ParseQuantity never finishes", params: map[string]string{"verifyMemoryLimit": "1e11111111100"}, msg: []string{"verifyMemoryLimit"}},
+		{name: "minimum with an exponent ParseQuantity never finishes", params: map[string]string{"snapshotMinSize": "1e11111111100"}, msg: []string{"snapshotMinSize", "larger than"}},
+		{name: "minimum with a huge negative exponent", params: map[string]string{"snapshotMinSize": "1e-11111111100"}, msg: []string{"snapshotMinSize", "not a positive quantity"}},
 		{name: "unknown parameter lists the sizing ones", params: map[string]string{"verifyMemory": "1Gi"},
 			msg: []string{`"verifyMemory"`, "snapshotSizeFactor", "jobActiveDeadlineSeconds", "verifyMemoryLimit"}},
 	}
@@ -86,6 +89,7 @@ func TestParseSnapshotSize(t *testing.T) {
 		{"zero", map[string]string{paramSnapshotSize: "0"}, "not a positive quantity"},
 		{"negative", map[string]string{paramSnapshotSize: "-1Gi"}, "not a positive quantity"},
 		{"beyond the bound", map[string]string{paramSnapshotSize: "1e1111111100"}, "larger than"},
+		{"an exponent ParseQuantity never finishes", map[string]string{paramSnapshotSize: "1E99999999999999999999"}, "larger than"},
 		{"with snapshotMinSize", map[string]string{paramSnapshotSize: "8Mi", paramSnapshotMinSize: "1Gi"}, "exclude each other"},
 		{"with snapshotSizeFactor", map[string]string{paramSnapshotSize: "8Mi", paramSnapshotSizeFactor: "2"}, "exclude each other"},
 	}
