@@ -3,7 +3,9 @@ package driver
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,7 +78,10 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 		case k == paramSnapshotStorageClass:
 			p.StorageClass = v
 		case k == paramSnapshotMinSize:
-			q, err := resource.ParseQuantity(v)
+			q, err := parseQuantity(v)
+			if errors.Is(err, errQuantityTooLarge) {
+				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is larger than %s", paramSnapshotMinSize, truncate(v, 64), resource.NewQuantity(maxSizedDB, resource.BinarySI))
+			}
 			if err != nil || q.Sign() <= 0 {
 				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is not a positive quantity such as 1Gi", paramSnapshotMinSize, v)
 			}
@@ -101,7 +106,7 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 			}
 			p.JobDeadline = n
 		case k == paramVerifyMemoryLimit:
-			q, err := resource.ParseQuantity(v)
+			q, err := parseQuantity(v)
 			lo, hi := resource.NewQuantity(jobVerifyMemoryMinimum, resource.BinarySI), resource.NewQuantity(jobVerifyMemoryMax, resource.BinarySI)
 			if n, ok := q.AsInt64(); err != nil || !ok || n < jobVerifyMemoryMinimum || n > jobVerifyMemoryMax {
 				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is not a memory quantity from %s to %s, such as 1Gi",
@@ -109,7 +114,10 @@ func parseParams(in map[string]string) (snapshotParams, error) {
 			}
 			p.VerifyMemory = &q
 		case k == paramSnapshotSize:
-			q, err := resource.ParseQuantity(v)
+			q, err := parseQuantity(v)
+			if errors.Is(err, errQuantityTooLarge) {
+				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is larger than %s", paramSnapshotSize, truncate(v, 64), resource.NewQuantity(maxSizedDB, resource.BinarySI))
+			}
 			if err != nil || q.Sign() <= 0 {
 				return p, status.Errorf(codes.InvalidArgument, "class parameter %s=%q is not a positive quantity such as 10Gi", paramSnapshotSize, v)
 			}
@@ -153,4 +161,30 @@ func paramsHash(in map[string]string) string {
 		fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(in[k]), in[k])
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// maxQuantityExponent bounds the decimal exponent of a quantity the driver parses: every quantity it
+// accepts is below 1e18, and resource.ParseQuantity itself does not return in practice for one such
+// as 1e11111111100 (FuzzParams, testdata/fuzz/FuzzParams/63578a9c4d752b47).
+const maxQuantityExponent = 18
+
+// quantityExponent is a quantity's decimal exponent suffix ("1e9", "5E-3"); a bare "E" is exa.
+var quantityExponent = regexp.MustCompile(`[eE]([+-]?[0-9]+)$`)
+
+// errQuantityTooLarge is parseQuantity's answer for an exponent above maxQuantityExponent.
+var errQuantityTooLarge = errors.New("driver: quantity exponent too large")
+
+// parseQuantity is resource.ParseQuantity after refusing a decimal exponent beyond
+// maxQuantityExponent either way, which ParseQuantity could take practically forever on.
+func parseQuantity(v string) (resource.Quantity, error) {
+	if m := quantityExponent.FindStringSubmatch(v); m != nil {
+		e, err := strconv.Atoi(m[1])
+		switch {
+		case err != nil && !strings.HasPrefix(m[1], "-"), err == nil && e > maxQuantityExponent:
+			return resource.Quantity{}, errQuantityTooLarge
+		case err != nil, e < -maxQuantityExponent:
+			return resource.Quantity{}, fmt.Errorf("driver: quantity %q: exponent below -%d", v, maxQuantityExponent)
+		}
+	}
+	return resource.ParseQuantity(v)
 }

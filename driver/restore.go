@@ -10,7 +10,6 @@ import (
 	snapclientset "github.com/kubernetes-csi/external-snapshotter/client/v8/clientset/versioned"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -205,7 +204,7 @@ func checkRestoreConfig(cfg RestoreConfig) error {
 		}
 	}
 	if cfg.Size != "" {
-		if _, err := resource.ParseQuantity(cfg.Size); err != nil {
+		if _, err := parseQuantity(cfg.Size); err != nil {
 			return fmt.Errorf("-size %q: %v", cfg.Size, err)
 		}
 	}
