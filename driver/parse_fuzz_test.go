@@ -137,7 +137,8 @@ func FuzzParams(f *testing.F) {
 		if paramsHash(in) != paramsHash(map[string]string{k2: v2, k1: v1}) {
 			t.Fatal("paramsHash depends on map order")
 		}
-		if k1 != k2 && !strings.HasPrefix(k1, upstreamParameterPrefix) && paramsHash(in) == paramsHash(map[string]string{k1 + v1: "", k2: v2}) {
+		// With v1 empty the shifted map is the same map (seed 1922957a9c6228d1), so only a real shift counts.
+		if k1 != k2 && v1 != "" && !strings.HasPrefix(k1, upstreamParameterPrefix) && paramsHash(in) == paramsHash(map[string]string{k1 + v1: "", k2: v2}) {
 			t.Fatalf("paramsHash(%q) collides with a shifted key", in)
 		}
 		if len(p.Endpoints) > 0 {
